@@ -1,0 +1,1 @@
+"""Pydantic models generated from the bundled specs — do not edit."""

@@ -1,0 +1,273 @@
+"""Bundle a service's module specs into one OpenAPI document, validate it and lint it.
+
+Usage: bundle.py SERVICE OUTPUT.yaml
+
+Reads openapi/common.yaml, openapi/SERVICE/root.yaml and every other
+openapi/SERVICE/*.yaml (alphabetically), and writes one document whose components stay
+named `$ref`s (TypeScript generators need the names). It fails on a component-name clash,
+a duplicated path or operationId, a dangling reference, and on any breach of the contract
+conventions checked by `lint()`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_DIR = ROOT / "openapi"
+COMMON = "../common.yaml"
+SECTIONS = ("schemas", "parameters", "headers", "requestBodies", "responses", "securitySchemes")
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+PERMISSION = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*$")
+PROBLEM_MEDIA = "application/problem+json"
+
+
+class BundleError(Exception):
+    pass
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BundleError(f"{path}: not an OpenAPI document")
+    return document
+
+
+def localise_refs(node: Any, source: Path) -> Any:
+    """Turn `../common.yaml#/x` and `sibling.yaml#/x` into `#/x`; other targets are errors."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                target, _, fragment = value.partition("#")
+                if target and not is_bundled_file(source, target):
+                    raise BundleError(f"{source}: unsupported reference {value!r}")
+                out[key] = f"#{fragment}"
+            else:
+                out[key] = localise_refs(value, source)
+        return out
+    if isinstance(node, list):
+        return [localise_refs(item, source) for item in node]
+    return node
+
+
+def is_bundled_file(source: Path, target: str) -> bool:
+    """Common components, or a sibling module of the same service."""
+    if source.name == "common.yaml":
+        return False
+    if target == COMMON:
+        return True
+    sibling = (source.parent / target).resolve()
+    return sibling.parent == source.parent.resolve() and sibling.is_file()
+
+
+def bundle(service: str) -> dict[str, Any]:
+    service_dir = SPEC_DIR / service
+    root = load(service_dir / "root.yaml")
+    common_path = SPEC_DIR / "common.yaml"
+    modules = sorted(p for p in service_dir.glob("*.yaml") if p.name != "root.yaml")
+    if not modules:
+        raise BundleError(f"{service_dir}: no module specs")
+
+    for path in (common_path, *modules):
+        check_valid(load(path), path.as_uri())
+
+    components: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    owners: dict[tuple[str, str], Path] = {}
+    paths: dict[str, Any] = {}
+    for path in (common_path, *modules):
+        document = localise_refs(load(path), path)
+        for section, entries in (document.get("components") or {}).items():
+            if section not in components:
+                raise BundleError(f"{path}: unsupported components section {section!r}")
+            for name, value in entries.items():
+                if (section, name) in owners:
+                    first = owners[(section, name)]
+                    raise BundleError(f"component {section}/{name} in both {first} and {path}")
+                owners[(section, name)] = path
+                components[section][name] = value
+        for route, item in (document.get("paths") or {}).items():
+            if route in paths:
+                raise BundleError(f"{path}: path {route} is already defined by another module")
+            paths[route] = item
+
+    bundled: dict[str, Any] = {
+        key: root[key] for key in ("openapi", "info", "servers", "tags", "security") if key in root
+    }
+    bundled["paths"] = paths
+    bundled["components"] = {
+        section: dict(sorted(entries.items())) for section, entries in components.items() if entries
+    }
+    check_refs(bundled)
+    check_valid(bundled, f"bundle of {service}")
+    return bundled
+
+
+def check_valid(document: dict[str, Any], where: str) -> None:
+    try:
+        validate(document, base_uri=where if where.startswith("file:") else "")
+    except OpenAPIValidationError as exc:
+        raise BundleError(f"{where}: {exc.message}") from exc
+
+
+def walk(node: Any, trail: str = "") -> Iterator[tuple[str, Any]]:
+    yield trail, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, f"{trail}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, f"{trail}/{index}")
+
+
+def resolve(document: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def check_refs(document: dict[str, Any]) -> None:
+    for trail, node in walk(document):
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            try:
+                resolve(document, node)
+            except (KeyError, TypeError) as exc:
+                raise BundleError(f"{trail}: dangling reference {node['$ref']}") from exc
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], list[Any]]]:
+    for route, item in document["paths"].items():
+        shared = item.get("parameters", [])
+        for method in METHODS:
+            if method in item:
+                yield route, method, item[method], shared
+
+
+def required_statuses(
+    document: dict[str, Any], route: str, operation: dict[str, Any], shared: list[Any]
+) -> set[str]:
+    """The error statuses an operation can answer, so the spec must document each one."""
+    parameters = [resolve(document, p) for p in [*shared, *operation.get("parameters", [])]]
+    names = {p["name"].lower() for p in parameters}
+    # Every operation can meet unreadable input (400), an unknown query parameter (422,
+    # strict validation) and an unexpected failure (500).
+    statuses = {"400", "422", "500"}
+    if "requestBody" in operation:
+        statuses |= {"413", "415"}
+    if operation.get("security", document.get("security")):
+        statuses |= {"401", "403"}
+    if "{" in route:
+        statuses.add("404")
+    if "if-match" in names:
+        statuses |= {"412", "428"}
+    if "idempotency-key" in names:
+        statuses.add("409")
+    if "x-rate-limit" in operation:
+        statuses.add("429")
+    return statuses
+
+
+def lint(document: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    seen_ids: dict[str, str] = {}
+    for route, method, operation, shared in operations(document):
+        where = f"{method.upper()} {route}"
+        operation_id = operation.get("operationId")
+        if operation_id in seen_ids:
+            problems.append(
+                f"{where}: operationId {operation_id} also used by {seen_ids[operation_id]}"
+            )
+        elif operation_id:
+            seen_ids[operation_id] = where
+        problems += [f"{where}: {p}" for p in lint_operation(document, route, operation, shared)]
+    problems += lint_schemas(document)
+    return problems
+
+
+def lint_operation(
+    document: dict[str, Any], route: str, operation: dict[str, Any], shared: list[Any]
+) -> Iterator[str]:
+    if not operation.get("operationId"):
+        yield "no operationId"
+    if not operation.get("summary"):
+        yield "no summary"
+    tags = operation.get("tags") or []
+    if not tags or not set(tags) <= {tag["name"] for tag in document.get("tags", [])}:
+        yield f"tags {tags} must be non-empty and declared in root.yaml"
+    permission = operation.get("x-permission")
+    if operation.get("security") != [] and not (
+        isinstance(permission, str) and PERMISSION.match(permission)
+    ):
+        yield "needs x-permission (resource:action) or security: []"
+    responses = operation.get("responses", {})
+    for status in sorted(required_statuses(document, route, operation, shared) - set(responses)):
+        yield f"does not document its {status} problem response"
+    for status, response in responses.items():
+        content = resolve(document, response).get("content", {})
+        if status[0] in "45" and set(content) != {PROBLEM_MEDIA}:
+            yield f"{status} must be {PROBLEM_MEDIA} only"
+        if status[0] == "2":
+            for media_type, media in content.items():
+                if "example" not in media and "examples" not in media:
+                    yield f"{status} {media_type} has no example"
+
+
+def lint_schemas(document: dict[str, Any]) -> Iterator[str]:
+    """Bounded inputs and outputs: every string has maxLength (or an enum), every array maxItems."""
+    for trail, node in walk(document):
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+            yield f"{trail}: string without maxLength"
+        if node.get("type") == "array" and "maxItems" not in node:
+            yield f"{trail}: array without maxItems"
+
+
+def dump(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(
+        document, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    service, output = argv[1], Path(argv[2])
+    try:
+        document = bundle(service)
+    except BundleError as exc:
+        print(f"bundle {service}: {exc}", file=sys.stderr)
+        return 1
+    problems = lint(document)
+    if problems:
+        print(f"bundle {service}: {len(problems)} contract problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    header = (
+        "# Generated by scripts/codegen.sh from openapi/ — do not edit.\n"
+        f"# Bundle of openapi/common.yaml and openapi/{service}/*.yaml.\n"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(header + dump(document), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
