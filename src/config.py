@@ -1,0 +1,152 @@
+"""Settings read from the environment, checked once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable service; the message names every problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUrls:
+    database: str
+    database_admin: str
+    redis: str
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    core_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    data_dir: Path = PROJECT_ROOT / ".data"
+
+    database_url: str | None = None
+    """The application role: no ownership, no BYPASSRLS; every query runs under RLS."""
+    database_admin_url: str | None = None
+    """The owner role: migrations, superadmin and system jobs only."""
+    redis_url: str | None = None
+
+    db_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
+    db_pool_max_size: Annotated[int, Field(ge=1, le=1000)] = 10
+    db_admin_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 3
+    db_statement_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5_000
+    db_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    redis_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 250
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
+    validate_responses: bool = False
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    graceful_shutdown_s: Annotated[int, Field(ge=0, le=300)] = 20
+
+    log_level: str = "info"
+    log_format: LogFormat = LogFormat.JSON
+
+    migrations_dir: Path = PROJECT_ROOT / "sql"
+
+    def server_urls(self) -> ServerUrls:
+        """The three server URLs, or a `ConfigError` naming each one that is missing."""
+        missing = [name.upper() for name in SERVER_SETTINGS if getattr(self, name) is None]
+        if missing or not (self.database_url and self.database_admin_url and self.redis_url):
+            raise ConfigError(_message([f"{name}: required" for name in missing]))
+        return ServerUrls(self.database_url, self.database_admin_url, self.redis_url)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() reads the mapping it is given, so tests never leak the process's env.
+        return (init_settings,)
+
+    @field_validator("database_url", "database_admin_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+
+SERVER_SETTINGS = ("database_url", "database_admin_url", "redis_url")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    require: tuple[str, ...] = SERVER_SETTINGS,
+    **overrides: object,
+) -> Settings:
+    """Read settings, naming every missing or invalid variable in one `ConfigError`."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    try:
+        settings = _from(env, overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "?"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError(_message(problems)) from None
+    for name in require:
+        if getattr(settings, name) is None:
+            problems.append(f"{name.upper()}: required")
+    if settings.db_pool_min_size > settings.db_pool_max_size:
+        problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    if problems:
+        raise ConfigError(_message(problems))
+    return settings
+
+
+def _from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Settings:
+    fields = Settings.model_fields
+    values: dict[str, object] = {name: env[name.upper()] for name in fields if name.upper() in env}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _message(problems: list[str]) -> str:
+    lines = "\n".join(f"  - {problem}" for problem in problems)
+    return f"invalid configuration ({len(problems)} problem(s)):\n{lines}"
