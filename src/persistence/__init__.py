@@ -1,0 +1,1 @@
+"""Raw SQL behind the `Querier` protocol: pools, transactions, RLS session, repositories."""

@@ -1,0 +1,172 @@
+"""The `Querier` protocol, its psycopg implementation, and `Database`: two pools, one door each.
+
+- `db.transaction(principal)` — the app pool (restricted role, no BYPASSRLS). The tenant
+  settings are set with `set_config(..., true)` before anything else, so they end with the
+  transaction and a pooled connection never carries them into the next one.
+- `db.admin_transaction()` — the owner pool, for superadmin and system jobs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.abc import QueryNoTemplate as Query
+from psycopg.rows import class_row, tuple_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from carebase.errors import DependencyUnavailable
+from carebase.principal import Principal
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+
+class Querier(Protocol):
+    """What repositories need: run a statement, read typed rows. Never commits."""
+
+    async def execute(self, query: Query, params: Params = None) -> int: ...
+
+    async def fetch_one(self, query: Query, params: Params = None, *, row: type[T]) -> T | None: ...
+
+    async def fetch_all(self, query: Query, params: Params = None, *, row: type[T]) -> list[T]: ...
+
+    async def fetch_value(self, query: Query, params: Params = None) -> Any: ...
+
+
+class ConnectionQuerier:
+    """A `Querier` over one psycopg connection (inside a transaction or in autocommit)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def execute(self, query: Query, params: Params = None) -> int:
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(query, params)
+            return cursor.rowcount
+
+    async def fetch_one(self, query: Query, params: Params = None, *, row: type[T]) -> T | None:
+        async with self._conn.cursor(row_factory=class_row(row)) as cursor:
+            await cursor.execute(query, params)
+            return await cursor.fetchone()
+
+    async def fetch_all(self, query: Query, params: Params = None, *, row: type[T]) -> list[T]:
+        async with self._conn.cursor(row_factory=class_row(row)) as cursor:
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
+    async def fetch_value(self, query: Query, params: Params = None) -> Any:
+        async with self._conn.cursor(row_factory=tuple_row) as cursor:
+            await cursor.execute(query, params)
+            found = await cursor.fetchone()
+            return None if found is None else found[0]
+
+
+SET_TENANT: Query = (
+    "SELECT set_config('app.current_org_id', %s, true),"
+    " set_config('app.current_user_id', %s, true),"
+    " set_config('app.current_role', %s, true)"
+)
+
+
+def tenant_settings(principal: Principal) -> tuple[str, str, str]:
+    """Empty strings, not NULL, for what is unknown: policies read them with NULLIF(..., '')."""
+    return (
+        str(principal.organization_id) if principal.organization_id else "",
+        str(principal.user_id) if principal.user_id else "",
+        principal.role or "",
+    )
+
+
+def make_pool(
+    conninfo: str,
+    *,
+    name: str,
+    min_size: int,
+    max_size: int,
+    application_name: str,
+    statement_timeout_ms: int,
+    connect_timeout_s: float,
+) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    return AsyncConnectionPool(
+        conninfo,
+        name=name,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=connect_timeout_s,
+        # psycopg-pool does not check idle connections unless told to (GROUND.md).
+        check=AsyncConnectionPool.check_connection,
+        kwargs={
+            "autocommit": True,
+            "application_name": application_name,
+            "connect_timeout": max(1, int(connect_timeout_s)),
+            "options": f"-c statement_timeout={statement_timeout_ms}",
+        },
+    )
+
+
+class Database:
+    def __init__(
+        self,
+        app_pool: AsyncConnectionPool[AsyncConnection[Any]],
+        admin_pool: AsyncConnectionPool[AsyncConnection[Any]],
+    ) -> None:
+        self._app = app_pool
+        self._admin = admin_pool
+
+    async def open(self, *, wait: bool = True, wait_s: float = 10.0) -> None:
+        await self._app.open(wait=wait, timeout=wait_s)
+        await self._admin.open(wait=wait, timeout=wait_s)
+
+    async def close(self) -> None:
+        await self._app.close()
+        await self._admin.close()
+
+    @asynccontextmanager
+    async def transaction(
+        self, principal: Principal, *, read_only: bool = False
+    ) -> AsyncIterator[Querier]:
+        """Commits when the block finishes, rolls back when it raises."""
+        async with (
+            _unavailable_as_domain_error(),
+            self._app.connection() as conn,
+            conn.transaction(),
+        ):
+            if read_only:
+                await conn.execute("SET TRANSACTION READ ONLY")
+            await conn.execute(SET_TENANT, tenant_settings(principal))
+            yield ConnectionQuerier(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Querier]:
+        """A pooled app connection with no tenant and no transaction: RLS shows no tenant row."""
+        async with _unavailable_as_domain_error(), self._app.connection() as conn:
+            yield ConnectionQuerier(conn)
+
+    @asynccontextmanager
+    async def admin_transaction(self) -> AsyncIterator[Querier]:
+        """The owner pool, which bypasses row-level security: superadmin and system jobs only."""
+        async with (
+            _unavailable_as_domain_error(),
+            self._admin.connection() as conn,
+            conn.transaction(),
+        ):
+            yield ConnectionQuerier(conn)
+
+
+@asynccontextmanager
+async def _unavailable_as_domain_error() -> AsyncIterator[None]:
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise DependencyUnavailable(
+            "The database is busy; no connection was free in time."
+        ) from exc
+    except psycopg.OperationalError as exc:
+        raise DependencyUnavailable("The database is unavailable.") from exc
