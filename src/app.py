@@ -1,0 +1,271 @@
+"""The composition root: `create_app(settings)` wires the contract, the layers and the services."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import connexion
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from carebase import errors, middleware, migrations, problems
+from carebase.config import Settings
+from carebase.handlers.core.system import SystemHandlers
+from carebase.logging import configure_logging
+from carebase.persistence.db import Database, make_pool
+from carebase.responses import problem_response
+from carebase.services.system import HealthService
+from carebase.spec import Contract
+from carebase.validation import BodyValidator, ParameterValidator
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What the services need from outside; tests override fields with `create_app(overrides=)`."""
+
+    database: Database
+    redis: Redis
+
+
+def build_database(settings: Settings, *, service: str) -> Database:
+    urls = settings.server_urls()
+    common = {
+        "application_name": f"carebase-{service}",
+        "statement_timeout_ms": settings.db_statement_timeout_ms,
+        "connect_timeout_s": settings.db_connect_timeout_s,
+    }
+    return Database(
+        make_pool(
+            urls.database,
+            name=f"{service}-app",
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            **common,  # type: ignore[arg-type]
+        ),
+        make_pool(
+            urls.database_admin,
+            name=f"{service}-admin",
+            min_size=0,
+            max_size=settings.db_admin_pool_max_size,
+            **common,  # type: ignore[arg-type]
+        ),
+    )
+
+
+def build_redis(settings: Settings) -> Redis:
+    timeout = settings.redis_timeout_ms / 1000
+    # redis-py retries with backoff by default, stalling a request for seconds when Redis is
+    # down (GROUND.md); each caller chooses to fail open or closed instead.
+    return Redis.from_url(
+        settings.server_urls().redis,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), retries=0),
+        health_check_interval=30,
+    )
+
+
+def build_dependencies(settings: Settings, *, service: str = "core") -> Dependencies:
+    return Dependencies(
+        database=build_database(settings, service=service), redis=build_redis(settings)
+    )
+
+
+def operation_id(method_name: str) -> str:
+    """`get_readiness` → `getReadiness`: the spec's operationId names the handler method."""
+    head, *rest = method_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def handler_registry(handlers: list[object]) -> dict[str, Callable[..., Any]]:
+    registry: dict[str, Callable[..., Any]] = {}
+    for handler in handlers:
+        for name, method in inspect.getmembers(handler, inspect.iscoroutinefunction):
+            if name.startswith("_"):
+                continue
+            key = operation_id(name)
+            if key in registry:
+                raise RuntimeError(f"two handlers for operationId {key}")
+            registry[key] = method
+    return registry
+
+
+class CarebaseApp:
+    """The ASGI application: Carebase's layers around Connexion."""
+
+    def __init__(self, asgi: ASGIApp, *, contract: Contract, dependencies: Dependencies) -> None:
+        self._asgi = asgi
+        self.contract = contract
+        self.dependencies = dependencies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+
+def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None) -> CarebaseApp:
+    """Build the core service.
+
+    `overrides` replaces parts for tests: `database` and `redis` (Dependencies fields),
+    `contract` (another bundled spec) and `extra_handlers` (handler objects for its operations).
+    """
+    configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
+    given = dict(overrides or {})
+    contract: Contract = given.pop("contract", None) or Contract.for_service("core")
+    extra_handlers: list[object] = given.pop("extra_handlers", [])
+    dependencies = _dependencies(settings, given)
+    health = HealthService(
+        db=dependencies.database,
+        redis=dependencies.redis,
+        expected_migrations=migrations.expected_versions(settings.migrations_dir),
+    )
+    registry = handler_registry([SystemHandlers(health=health), *extra_handlers])
+
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        await dependencies.database.open(wait=False)
+        try:
+            yield
+        finally:
+            await dependencies.database.close()
+            await dependencies.redis.aclose()
+
+    app = connexion.AsyncApp(
+        "carebase",
+        specification_dir=str(contract.path.parent),
+        lifespan=lifespan,
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        pythonic_params=True,
+        validator_map={
+            "body": MediaTypeDict({"*/*json": BodyValidator}),
+            "parameter": ParameterValidator,
+        },
+        # Swagger UI reads the committed bundle from /openapi.json, served below.
+        swagger_ui_options=SwaggerUIOptions(
+            serve_spec=False, spec_path="/openapi.json", swagger_ui_path="/ui"
+        ),
+    )
+    app.add_api(
+        contract.path.name,
+        resolver=Resolver(function_resolver=lambda op_id: _resolve(registry, op_id)),
+    )
+    _install_error_handlers(app, contract)
+
+    asgi = middleware.stack(
+        SpecDocument(app, contract),
+        [
+            middleware.RequestId,
+            middleware.ProblemRecovery,
+            middleware.SecurityHeaders,
+            lambda inner: middleware.AccessLog(inner, route_for=contract.template_for),
+            middleware.AttackBlocker,
+            lambda inner: middleware.BodyLimit(inner, max_bytes=settings.max_body_bytes),
+        ],
+    )
+    return CarebaseApp(asgi, contract=contract, dependencies=dependencies)
+
+
+def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependencies:
+    unknown = set(overrides) - set(Dependencies.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown overrides: {sorted(unknown)}")
+    if {"database", "redis"} <= set(overrides):
+        return Dependencies(**overrides)
+    return replace(build_dependencies(settings), **overrides)
+
+
+def _resolve(registry: Mapping[str, Callable[..., Any]], op_id: str) -> Callable[..., Any]:
+    try:
+        return registry[op_id]
+    except KeyError:
+        raise RuntimeError(f"no handler method for operationId {op_id}") from None
+
+
+class SpecDocument:
+    """`GET /openapi.yaml` is the committed bundle byte for byte; `/openapi.json` the same as JSON.
+
+    Connexion's own copies are fully dereferenced, which leaves TypeScript generators no
+    named schemas (GROUND.md), so they are switched off and these answer instead.
+    """
+
+    def __init__(self, app: ASGIApp, contract: Contract) -> None:
+        self.app = app
+        self.documents = {
+            "/openapi.yaml": (b"application/yaml", contract.raw),
+            "/openapi.json": (b"application/json", contract.json),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        document = self.documents.get(scope["path"]) if scope["type"] == "http" else None
+        if document is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            error = errors.MethodNotAllowed(["GET", "HEAD"])
+            await middleware.send_problem(send, problems.from_error(error, instance=scope["path"]))
+            return
+        media_type, body = document
+        headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+
+_STATUS_ERRORS: Mapping[int, type[errors.CarebaseError]] = {
+    400: errors.MalformedRequest,
+    401: errors.Unauthenticated,
+    403: errors.Forbidden,
+    404: errors.RouteNotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def _install_error_handlers(app: connexion.AsyncApp, contract: Contract) -> None:
+    """Every exception, whatever raised it, leaves as a problem rendered by `problems`."""
+
+    def carebase_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        if not isinstance(exc, errors.CarebaseError):
+            return unexpected(request, exc)
+        return problem_response(problems.from_error(exc, instance=request.url.path))
+
+    def http_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        if not isinstance(exc, HTTPException):
+            return unexpected(request, exc)
+        path = request.url.path
+        status = getattr(exc, "status", None) or exc.status_code
+        if status == 404 and contract.allowed_methods(path) is None:
+            return carebase_error(
+                request, errors.RouteNotFound("No operation is served at this path.")
+            )
+        if status in (404, 405):
+            # Connexion's own Allow header lists the wrong methods; the contract knows.
+            allowed = contract.allowed_methods(path) or ()
+            return carebase_error(request, errors.MethodNotAllowed(allowed))
+        error_class = _STATUS_ERRORS.get(status)
+        if error_class is None or error_class is errors.PayloadTooLarge:
+            return problem_response(problems.from_unexpected(exc, instance=path))
+        detail = getattr(exc, "detail", None)
+        return carebase_error(request, error_class(detail if isinstance(detail, str) else None))
+
+    def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        return problem_response(problems.from_unexpected(exc, instance=request.url.path))
+
+    app.add_error_handler(errors.CarebaseError, carebase_error)
+    app.add_error_handler(ProblemException, http_error)
+    app.add_error_handler(HTTPException, http_error)
+    app.add_error_handler(Exception, unexpected)

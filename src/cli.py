@@ -1,0 +1,197 @@
+"""`carebase`: run the platform, its database chores and its embedded development stack."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from carebase import devstack, migrations
+from carebase.config import ConfigError, Settings, load_settings
+
+
+def core_app_factory() -> object:
+    """What uvicorn workers import (`carebase serve core`): settings from the environment."""
+    from carebase.app import create_app
+
+    return create_app(load_settings())
+
+
+def _settings(*, require: tuple[str, ...]) -> Settings:
+    try:
+        return load_settings(require=require)
+    except ConfigError as exc:
+        print(f"carebase: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _with_stack(settings: Settings) -> tuple[Settings, devstack.EmbeddedStack | None, str | None]:
+    """Settings for real servers; without DATABASE_URL, the embedded stack under DATA_DIR."""
+    superuser = os.environ.get("DATABASE_SUPERUSER_URL")
+    if settings.database_url and settings.database_admin_url and settings.redis_url:
+        return settings, None, superuser
+    if settings.database_url or settings.database_admin_url or settings.redis_url:
+        print(
+            "carebase: set all of DATABASE_URL, DATABASE_ADMIN_URL and REDIS_URL, or none of them "
+            "to use the embedded stack",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    stack = devstack.start(settings.data_dir)
+    updated = settings.model_copy(
+        update={
+            "database_url": stack.database_url,
+            "database_admin_url": stack.database_admin_url,
+            "redis_url": stack.redis_url,
+        }
+    )
+    return updated, stack, stack.superuser_url
+
+
+def _prepare(settings: Settings, superuser_url: str | None) -> None:
+    urls = settings.server_urls()
+    if superuser_url:
+        migrations.bootstrap(
+            superuser_url=superuser_url, admin_url=urls.database_admin, app_url=urls.database
+        )
+    migrations.up(urls.database_admin, settings.migrations_dir)
+
+
+def cmd_dev(_: argparse.Namespace) -> int:
+    import uvicorn
+
+    from carebase.app import create_app
+
+    settings, stack, superuser = _with_stack(_settings(require=()))
+    try:
+        _prepare(settings, superuser)
+        app = create_app(settings)
+        base = f"http://{settings.host}:{settings.core_port}"
+        print(
+            "\nCarebase core is starting (Ctrl-C stops everything):\n"
+            f"  API            {base}\n"
+            f"  OpenAPI spec   {base}/openapi.yaml\n"
+            f"  Swagger UI     {base}/ui/\n"
+            f"  Readiness      {base}/health/ready\n"
+            f"  Data           {settings.data_dir}\n",
+            flush=True,
+        )
+        uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.core_port,
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=settings.graceful_shutdown_s,
+            )
+        ).run()
+    finally:
+        if stack:
+            stack.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(require=("database_url", "database_admin_url", "redis_url"))
+    # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
+    # every response stalls ~44 ms (GROUND.md).
+    uvicorn.run(
+        "carebase.cli:core_app_factory",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.core_port,
+        workers=args.workers or settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )
+    return 0
+
+
+def cmd_bootstrap(_: argparse.Namespace) -> int:
+    settings, stack, superuser = _with_stack(_settings(require=()))
+    try:
+        if not superuser:
+            print("carebase: DATABASE_SUPERUSER_URL is required to bootstrap", file=sys.stderr)
+            return 2
+        urls = settings.server_urls()
+        migrations.bootstrap(
+            superuser_url=superuser, admin_url=urls.database_admin, app_url=urls.database
+        )
+        print("bootstrap: roles, database and grants are in place")
+    finally:
+        if stack:
+            stack.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings, stack, superuser = _with_stack(_settings(require=()))
+    try:
+        admin_url = settings.server_urls().database_admin
+        if args.action == "up":
+            if stack:  # the embedded stack is ours to bootstrap
+                _prepare(settings, superuser)
+            else:
+                migrations.up(admin_url, settings.migrations_dir)
+            print(migrations.status(admin_url, settings.migrations_dir), end="")
+        elif args.action == "down":
+            module = args.module or migrations.MODULES[-1]
+            print(migrations.down(admin_url, settings.migrations_dir, module), end="")
+        else:
+            print(migrations.status(admin_url, settings.migrations_dir), end="")
+    except migrations.MigrationError as exc:
+        print(f"carebase: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if stack:
+            stack.stop()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="carebase", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    commands.add_parser(
+        "dev", help="embedded PostgreSQL + Redis, bootstrap, migrate, serve core on :9000"
+    ).set_defaults(run=cmd_dev)
+
+    serve = commands.add_parser("serve", help="serve a service against real servers (production)")
+    serve.add_argument("service", choices=["core"])
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    db = commands.add_parser("db", help="database chores")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser(
+        "bootstrap", help="create the database, owner and app roles and grants (idempotent)"
+    ).set_defaults(run=cmd_bootstrap)
+
+    migrate = commands.add_parser("migrate", help="run dbmate for every module in dependency order")
+    migrate.add_argument("action", choices=["up", "down", "status"])
+    migrate.add_argument("module", nargs="?", choices=migrations.MODULES, help="for down")
+    migrate.set_defaults(run=cmd_migrate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thin HTTP adapters: parse into generated models, call one service, map the result."""

@@ -1,0 +1,47 @@
+"""Handlers for openapi/core/system.yaml."""
+
+from __future__ import annotations
+
+from connexion.lifecycle import ConnexionResponse
+
+from carebase import problems
+from carebase.generated.models.core import (
+    CheckStatus,
+    HealthCheck,
+    Liveness,
+    Readiness,
+    ServiceStatus,
+)
+from carebase.responses import json_response, problem_response
+from carebase.services.system import HealthService
+
+
+class SystemHandlers:
+    def __init__(self, *, health: HealthService) -> None:
+        self._health = health
+
+    async def get_liveness(self) -> ConnexionResponse:
+        return json_response(Liveness(status=ServiceStatus.ok))
+
+    async def get_readiness(self) -> ConnexionResponse:
+        results = await self._health.readiness()
+        checks = [
+            HealthCheck(
+                name=r.name,
+                status=CheckStatus.ok if r.ok else CheckStatus.fail,
+                duration_ms=r.duration_ms,
+                detail=r.detail,
+            )
+            for r in results
+        ]
+        if all(r.ok for r in results):
+            return json_response(Readiness(status=ServiceStatus.ok, checks=checks))
+        failing = ", ".join(r.name for r in results if not r.ok)
+        problem = problems.render(
+            problems.NOT_READY,
+            instance="/health/ready",
+            detail=f"Failing checks: {failing}.",
+            headers={"Retry-After": "5"},
+            extra={"checks": [c.model_dump(mode="json", exclude_none=True) for c in checks]},
+        )
+        return problem_response(problem)

@@ -1,0 +1,1 @@
+"""Business rules and transaction boundaries, one module per bounded context."""

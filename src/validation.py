@@ -1,0 +1,124 @@
+"""Request validators plugged into Connexion so that a problem lists every failing field.
+
+Connexion 3.3 stops at the first error and reports it as a string; it also lets a non-UTF-8
+body through to a 500 and does not check `format: uuid`. These subclasses answer each of
+those with a typed error from `errors.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any
+
+from connexion.json_schema import Draft4RequestValidator
+from connexion.validators import JSONRequestBodyValidator
+from connexion.validators import ParameterValidator as ConnexionParameterValidator
+from jsonschema import Draft4Validator, FormatChecker
+from jsonschema import ValidationError as SchemaError
+
+from carebase.errors import FieldError, MalformedRequest, ValidationFailed
+
+# Every format jsonschema knows (uuid, date, date-time, email, …), not only Draft 4's few.
+FORMAT_CHECKER = FormatChecker()
+_LOCATIONS = ("path", "query", "header", "cookie")
+
+
+def _escape(token: object) -> str:
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(prefix: str, path: Iterable[object]) -> str:
+    return prefix + "".join(f"/{_escape(part)}" for part in path)
+
+
+def field_errors(errors: Iterable[SchemaError], prefix: str) -> list[FieldError]:
+    """One `FieldError` per failing field, by pointer; a missing property points at itself."""
+    found: list[FieldError] = []
+    for error in errors:
+        base = list(error.absolute_path)
+        code = str(error.validator)
+        instance, rule, schema = error.instance, error.validator_value, error.schema
+        if code == "required" and isinstance(instance, dict) and isinstance(rule, list):
+            found += [
+                FieldError(_pointer(prefix, [*base, name]), "Required.", code)
+                for name in rule
+                if name not in instance
+            ]
+        elif code == "additionalProperties" and isinstance(instance, dict):
+            allowed = set(schema.get("properties", {})) if isinstance(schema, dict) else set()
+            found += [
+                FieldError(_pointer(prefix, [*base, name]), "Unknown field.", "unknown")
+                for name in sorted(set(instance) - allowed)
+            ]
+        else:
+            found.append(FieldError(_pointer(prefix, base), error.message, code))
+    # jsonschema reports `required` once per missing property, each naming the whole list.
+    unique = {(e.pointer, e.code): e for e in reversed(found)}
+    return sorted(unique.values(), key=lambda e: (e.pointer, e.code))
+
+
+class BodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
+    """JSON bodies: strict UTF-8, readable JSON, then every schema error at once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._schema_validator = Draft4RequestValidator(self._schema, format_checker=FORMAT_CHECKER)
+
+    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Any) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
+        try:
+            text = raw.decode(self._encoding)
+        except (UnicodeDecodeError, LookupError):
+            raise MalformedRequest(f"The body is not valid {self._encoding} text.") from None
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MalformedRequest(
+                f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+            ) from None
+
+    def _validate(self, body: Any) -> None:
+        if body is None and not self._nullable:
+            raise ValidationFailed([FieldError("/body", "A JSON body is required.", "required")])
+        found = field_errors(self._schema_validator.iter_errors(body), "/body")
+        if found:
+            raise ValidationFailed(found)
+
+
+class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
+    """Path, query, header and cookie parameters, all checked, all reported."""
+
+    def validate_request(self, request: Any) -> None:
+        found: list[FieldError] = []
+        if self.strict_validation:
+            unknown = self.validate_query_parameter_list(
+                request, security_params=self.security_query_params
+            )
+            found += [
+                FieldError(f"/query/{_escape(name)}", "Unknown query parameter.", "unknown")
+                for name in sorted(unknown)
+            ]
+        sources = {
+            "path": lambda name: request.path_params.get(name.replace("-", "_")),
+            "query": request.query_params.get,
+            "header": request.headers.get,
+            "cookie": request.cookies.get,
+        }
+        for location in _LOCATIONS:
+            for parameter in self.parameters.get(location, []):
+                name = parameter["name"]
+                value = sources[location](name)
+                prefix = f"/{location}/{_escape(name)}"
+                if value is None:
+                    if parameter.get("required"):
+                        found.append(FieldError(prefix, "Required.", "required"))
+                    continue
+                validator = Draft4Validator(
+                    parameter.get("schema", {}), format_checker=FORMAT_CHECKER
+                )
+                found += field_errors(validator.iter_errors(value), prefix)
+        if found:
+            raise ValidationFailed(found)

@@ -1,0 +1,124 @@
+"""Session fixtures: the embedded PostgreSQL and Redis (real servers), bootstrapped and migrated."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+
+from carebase import devstack, migrations
+from carebase.app import CarebaseApp, create_app
+from carebase.config import PROJECT_ROOT, Settings, load_settings
+
+SQL_DIR = PROJECT_ROOT / "sql"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.EmbeddedStack]:
+    data_dir: Path = tmp_path_factory.mktemp("carebase-data")
+    started = devstack.start(data_dir)
+    migrations.bootstrap(
+        superuser_url=started.superuser_url,
+        admin_url=started.database_admin_url,
+        app_url=started.database_url,
+    )
+    migrations.up(started.database_admin_url, SQL_DIR)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: devstack.EmbeddedStack) -> Settings:
+    return load_settings(
+        {
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": stack.database_url,
+            "DATABASE_ADMIN_URL": stack.database_admin_url,
+            "REDIS_URL": stack.redis_url,
+            "VALIDATE_RESPONSES": "true",  # on in tests and CI; a setting in production
+            "DB_POOL_MIN_SIZE": "1",
+            "DB_POOL_MAX_SIZE": "4",
+            "MAX_BODY_BYTES": "4096",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[CarebaseApp]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: CarebaseApp) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:
+        yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[str]:
+    """The core service under real uvicorn on a loopback port, in a thread of its own."""
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            loop="asyncio",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+@pytest.fixture
+def admin_conn(stack: devstack.EmbeddedStack) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """The owner (RLS-bypassing) connection, for arranging and inspecting rows in tests."""
+    with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def new_org(
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+) -> Callable[..., uuid.UUID]:
+    """Creates a fresh organization, so tests never see each other's tenants."""
+
+    def create(name: str = "Clinic") -> uuid.UUID:
+        slug = f"t-{uuid.uuid4().hex[:12]}"
+        row = admin_conn.execute(
+            "INSERT INTO platform.organizations (slug, name) VALUES (%s, %s) RETURNING id",
+            (slug, name),
+        ).fetchone()
+        assert row is not None
+        return uuid.UUID(str(row[0]))
+
+    return create

@@ -1,0 +1,216 @@
+"""Row-level security against real PostgreSQL: closed by default, never leaking via the pool."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg.rows import class_row
+
+from carebase import migrations
+from carebase.devstack import EmbeddedStack
+from carebase.persistence.db import Database, make_pool
+from carebase.principal import Principal
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class OrgRow:
+    id: uuid.UUID
+    name: str
+
+
+VISIBLE = "SELECT id, name FROM platform.organizations ORDER BY id"
+SETTINGS = (
+    "SELECT ARRAY[current_setting('app.current_org_id', true), "
+    "current_setting('app.current_user_id', true), current_setting('app.current_role', true)]"
+)
+
+
+def _pool(url: str, size: int) -> object:
+    return make_pool(
+        url,
+        name=f"test-{uuid.uuid4().hex[:6]}",
+        min_size=size,
+        max_size=size,
+        application_name="carebase-test",
+        statement_timeout_ms=5000,
+        connect_timeout_s=5,
+    )
+
+
+@pytest.fixture
+async def db(stack: EmbeddedStack) -> AsyncIterator[Database]:
+    """A database whose app pool holds exactly one connection: every transaction reuses it."""
+    database = Database(_pool(stack.database_url, 1), _pool(stack.database_admin_url, 1))  # type: ignore[arg-type]
+    await database.open()
+    yield database
+    await database.close()
+
+
+def member(org: uuid.UUID) -> Principal:
+    return Principal(user_id=uuid.uuid4(), organization_id=org, role="admin")
+
+
+async def test_no_tenant_sees_no_row(db: Database, new_org: Callable[..., uuid.UUID]) -> None:
+    new_org()
+    async with db.connection() as q:
+        assert await q.fetch_all(VISIBLE, row=OrgRow) == []
+    async with db.transaction(Principal.anonymous()) as q:
+        assert await q.fetch_all(VISIBLE, row=OrgRow) == []
+
+
+async def test_a_tenant_sees_only_itself(db: Database, new_org: Callable[..., uuid.UUID]) -> None:
+    a, b = new_org("A"), new_org("B")
+    async with db.transaction(member(a)) as q:
+        assert [row.id for row in await q.fetch_all(VISIBLE, row=OrgRow)] == [a]
+    async with db.transaction(member(b)) as q:
+        assert [row.id for row in await q.fetch_all(VISIBLE, row=OrgRow)] == [b]
+
+
+async def test_pooled_connection_forgets_the_tenant(
+    db: Database, new_org: Callable[..., uuid.UUID]
+) -> None:
+    """Tenant A, then B, then a checkout that sets nothing: the last must see nothing."""
+    a, b = new_org("A"), new_org("B")
+    backends = set()
+    for principal, expected in ((member(a), [a]), (member(b), [b])):
+        async with db.transaction(principal) as q:
+            backends.add(await q.fetch_value("SELECT pg_backend_pid()"))
+            assert [row.id for row in await q.fetch_all(VISIBLE, row=OrgRow)] == expected
+    async with db.connection() as q:
+        backends.add(await q.fetch_value("SELECT pg_backend_pid()"))
+        assert await q.fetch_value(SETTINGS) in (["", "", ""], [None, None, None])
+        assert await q.fetch_all(VISIBLE, row=OrgRow) == []
+    assert len(backends) == 1, "the test needs one reused connection to prove anything"
+
+
+async def test_rolled_back_transaction_leaves_no_tenant(
+    db: Database, new_org: Callable[..., uuid.UUID]
+) -> None:
+    a = new_org("A")
+
+    class Boom(Exception):
+        pass
+
+    async def fail_inside_a_transaction() -> None:
+        async with db.transaction(member(a)) as q:
+            assert len(await q.fetch_all(VISIBLE, row=OrgRow)) == 1
+            raise Boom
+
+    with pytest.raises(Boom):
+        await fail_inside_a_transaction()
+    async with db.connection() as q:
+        assert await q.fetch_all(VISIBLE, row=OrgRow) == []
+        assert await q.fetch_value(SETTINGS) in (["", "", ""], [None, None, None])
+
+
+async def test_a_tenant_cannot_change_another(
+    db: Database,
+    new_org: Callable[..., uuid.UUID],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    a, b = new_org("A"), new_org("B")
+    async with db.transaction(member(a)) as q:
+        changed = await q.execute(
+            "UPDATE platform.organizations SET name = 'taken' WHERE id = %s", (b,)
+        )
+    assert changed == 0
+    row = admin_conn.execute(
+        "SELECT name FROM platform.organizations WHERE id = %s", (b,)
+    ).fetchone()
+    assert row == ("B",)
+
+
+async def test_a_tenant_cannot_move_its_row_to_another(
+    db: Database, new_org: Callable[..., uuid.UUID]
+) -> None:
+    a = new_org("A")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        async with db.transaction(member(a)) as q:
+            await q.execute(
+                "UPDATE platform.organizations SET id = gen_random_uuid() WHERE id = %s", (a,)
+            )
+
+
+async def test_app_role_cannot_create_organizations(db: Database) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        async with db.transaction(Principal.anonymous()) as q:
+            await q.execute(
+                "INSERT INTO platform.organizations (slug, name) VALUES ('sneaky', 'Sneaky')"
+            )
+
+
+async def test_read_only_transaction_refuses_writes(
+    db: Database, new_org: Callable[..., uuid.UUID]
+) -> None:
+    a = new_org("A")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        async with db.transaction(member(a), read_only=True) as q:
+            await q.execute("UPDATE platform.organizations SET name = 'x' WHERE id = %s", (a,))
+
+
+def test_catalog_every_tenant_table_is_locked_down(
+    admin_conn: psycopg.Connection[tuple[object, ...]], stack: EmbeddedStack
+) -> None:
+    @dataclass(frozen=True)
+    class Table:
+        name: str
+        rls: bool
+        forced: bool
+        policies: int
+        write_policies_without_check: int
+
+    tables = (
+        admin_conn.cursor(row_factory=class_row(Table))
+        .execute(
+            """
+        SELECT n.nspname || '.' || c.relname AS name, c.relrowsecurity AS rls,
+               c.relforcerowsecurity AS forced,
+               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)::int AS policies,
+               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+                  AND p.polcmd IN ('a', 'w', '*') AND p.polwithcheck IS NULL)::int
+                 AS write_policies_without_check
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) AND c.relname <> 'schema_migrations'
+        """,
+            (list(migrations.MODULES),),
+        )
+        .fetchall()
+    )
+    assert tables, "no tenant tables found: the audit would prove nothing"
+    for table in tables:
+        assert table.rls, f"{table.name}: row-level security is not enabled"
+        assert table.forced, f"{table.name}: row-level security is not forced"
+        assert table.policies > 0, f"{table.name}: no policy"
+        assert table.write_policies_without_check == 0, (
+            f"{table.name}: write policy lacks WITH CHECK"
+        )
+
+
+def test_catalog_app_role_is_restricted(
+    admin_conn: psycopg.Connection[tuple[object, ...]], stack: EmbeddedStack
+) -> None:
+    app_role = migrations.Login.from_url(stack.database_url).user
+    row = admin_conn.execute(
+        "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb"
+        " FROM pg_roles WHERE rolname = %s",
+        (app_role,),
+    ).fetchone()
+    assert row == (False, False, False, False)
+    owned = admin_conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT relowner AS owner FROM pg_class
+            UNION ALL SELECT nspowner FROM pg_namespace
+            UNION ALL SELECT proowner FROM pg_proc
+            UNION ALL SELECT typowner FROM pg_type
+        ) o JOIN pg_roles r ON r.oid = o.owner WHERE r.rolname = %s
+        """,
+        (app_role,),
+    ).fetchone()
+    assert owned == (0,)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from carebase.config import ConfigError, load_settings
+
+SERVERS = {
+    "DATABASE_URL": "postgresql://app:pw@db/carebase",
+    "DATABASE_ADMIN_URL": "postgresql://owner:pw@db/carebase",
+    "REDIS_URL": "redis://redis:6379/0",
+}
+
+
+def test_defaults_with_servers() -> None:
+    settings = load_settings(SERVERS)
+    assert settings.core_port == 9000
+    assert settings.validate_responses is False
+    assert settings.max_body_bytes == 1024 * 1024
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "CORE_PORT": "ninety",
+                "DATABASE_URL": "mysql://nope",
+                "LOG_LEVEL": "loud",
+                "DB_POOL_MAX_SIZE": "0",
+            }
+        )
+    message = str(caught.value)
+    for name in ("CORE_PORT", "DATABASE_URL", "LOG_LEVEL", "DB_POOL_MAX_SIZE"):
+        assert name in message
+    assert "4 problem(s)" in message
+
+
+def test_missing_servers_are_listed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REDIS_URL": "redis://r"})
+    assert "DATABASE_URL: required" in str(caught.value)
+    assert "DATABASE_ADMIN_URL: required" in str(caught.value)
+    assert "REDIS_URL" not in str(caught.value)
+
+
+def test_dev_needs_no_servers() -> None:
+    assert load_settings({}, require=()).database_url is None
+
+
+def test_pool_bounds_are_consistent() -> None:
+    with pytest.raises(ConfigError, match="DB_POOL_MIN_SIZE"):
+        load_settings({**SERVERS, "DB_POOL_MIN_SIZE": "20", "DB_POOL_MAX_SIZE": "5"})
+
+
+def test_process_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORE_PORT", "1234")
+    assert load_settings(SERVERS).core_port == 9000
+
+
+def test_server_urls_refuses_missing() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL: required"):
+        load_settings({}, require=()).server_urls()
