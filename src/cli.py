@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from carebase import devstack, migrations
@@ -28,7 +28,7 @@ def _settings(*, require: tuple[str, ...]) -> Settings:
 
 def _with_stack(settings: Settings) -> tuple[Settings, devstack.EmbeddedStack | None, str | None]:
     """Settings for real servers; without DATABASE_URL, the embedded stack under DATA_DIR."""
-    superuser = os.environ.get("DATABASE_SUPERUSER_URL")
+    superuser = settings.database_superuser_url
     if settings.database_url and settings.database_admin_url and settings.redis_url:
         return settings, None, superuser
     if settings.database_url or settings.database_admin_url or settings.redis_url:
@@ -189,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # connexion.apps.abstract imports starlette.testclient, which warns at import; we never use it.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     args = parser().parse_args(argv)
     return int(args.run(args))
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     """The application role: no ownership, no BYPASSRLS; every query runs under RLS."""
     database_admin_url: str | None = None
     """The owner role: migrations, superadmin and system jobs only."""
+    database_superuser_url: str | None = None
+    """Only `carebase db bootstrap` uses it: creates roles, the database and grants."""
     redis_url: str | None = None
 
     db_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
         # load_settings() reads the mapping it is given, so tests never leak the process's env.
         return (init_settings,)
 
-    @field_validator("database_url", "database_admin_url")
+    @field_validator("database_url", "database_admin_url", "database_superuser_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgres://", "postgresql://")):
