@@ -42,16 +42,26 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class RequestId:
-    """Accepts a sane `X-Request-ID` or makes one; echoes it and puts it in every log line."""
+class _HttpLayer:
+    """An ASGI layer that acts on HTTP requests and passes lifespan and websocket through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestId(_HttpLayer):
+    """Accepts a sane `X-Request-ID` or makes one; echoes it and puts it in every log line."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         set_request_id(request_id)
@@ -66,16 +76,10 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
-class ProblemRecovery:
+class ProblemRecovery(_HttpLayer):
     """The last net: whatever escapes the layers inside becomes a 500 problem, never a trace."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -100,15 +104,12 @@ UI_CSP = (
 )
 
 
-class SecurityHeaders:
+class SecurityHeaders(_HttpLayer):
     def __init__(self, app: ASGIApp, *, ui_prefix: str = "/ui") -> None:
-        self.app = app
+        super().__init__(app)
         self.ui_prefix = ui_prefix
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_ui = scope["path"] == self.ui_prefix or scope["path"].startswith(self.ui_prefix + "/")
         added = [
             (b"x-content-type-options", b"nosniff"),
@@ -130,17 +131,14 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class AccessLog:
+class AccessLog(_HttpLayer):
     """One JSON line a request: method, route template, status, duration."""
 
     def __init__(self, app: ASGIApp, *, route_for: Callable[[str | None], str | None]) -> None:
-        self.app = app
+        super().__init__(app)
         self.route_for = route_for
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("extensions", {})  # Connexion writes its routing result here.
         started = time.perf_counter()
         status = 500
@@ -176,16 +174,10 @@ _ATTACK_PATH = re.compile(
 )
 
 
-class AttackBlocker:
+class AttackBlocker(_HttpLayer):
     """Scanner noise answers a fast 404 and a security event, and never reaches the router."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or scope["path"].encode()
         target = raw.decode("latin-1")
         if _ATTACK_PATH.search(target) or _ATTACK_PATH.search(scope["path"]):
@@ -203,7 +195,7 @@ class AttackBlocker:
         await self.app(scope, receive, send)
 
 
-class BodyLimit:
+class BodyLimit(_HttpLayer):
     """Refuses bodies over the limit: by `Content-Length` up front, by counting a chunked one.
 
     A chunked body (no `Content-Length`) is read here, within the limit, and passed on with
@@ -212,13 +204,10 @@ class BodyLimit:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _header(scope, b"content-length")
         rejection: MalformedRequest | PayloadTooLarge | None = None
         if declared is not None and not declared.isdigit():
