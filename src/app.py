@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import connexion
@@ -22,12 +23,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carebase import errors, middleware, migrations, problems
 from carebase.config import Settings
+from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.logging import configure_logging
 from carebase.persistence.db import Database, make_pool
 from carebase.responses import problem_response
 from carebase.services.system import HealthService
 from carebase.spec import Contract
+from carebase.tokens import TokenService, load_keyring
 from carebase.validation import BodyValidator, ParameterValidator
 
 
@@ -37,6 +40,7 @@ class Dependencies:
 
     database: Database
     redis: Redis
+    tokens: TokenService
 
 
 def build_database(settings: Settings, *, service: str) -> Database:
@@ -77,10 +81,22 @@ def build_redis(settings: Settings) -> Redis:
     )
 
 
-def build_dependencies(settings: Settings, *, service: str = "core") -> Dependencies:
-    return Dependencies(
-        database=build_database(settings, service=service), redis=build_redis(settings)
+def build_tokens(settings: Settings) -> TokenService:
+    path = keyring_path(settings)
+    keyring = load_keyring(
+        path, token_ttl_s=settings.access_token_ttl_s, from_env=settings.jwt_signing_keys
     )
+    return TokenService(
+        keyring,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        # From the environment, keys change with a rolling restart; a file is re-read.
+        reload_from=None if settings.jwt_signing_keys else path,
+    )
+
+
+def keyring_path(settings: Settings) -> Path:
+    return settings.data_dir / "jwt-keys.json"
 
 
 def operation_id(method_name: str) -> str:
@@ -130,7 +146,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         redis=dependencies.redis,
         expected_migrations=migrations.expected_versions(settings.migrations_dir),
     )
-    registry = handler_registry([SystemHandlers(health=health), *extra_handlers])
+    registry = handler_registry(
+        [
+            AuthHandlers(tokens=dependencies.tokens),
+            SystemHandlers(health=health),
+            *extra_handlers,
+        ]
+    )
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -178,12 +200,21 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
 
 
 def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependencies:
-    unknown = set(overrides) - set(Dependencies.__dataclass_fields__)
+    """Each dependency from `overrides` when given, otherwise built from the settings."""
+    builders: dict[str, Callable[[], Any]] = {
+        "database": lambda: build_database(settings, service="core"),
+        "redis": lambda: build_redis(settings),
+        "tokens": lambda: build_tokens(settings),
+    }
+    unknown = set(overrides) - set(builders)
     if unknown:
         raise TypeError(f"unknown overrides: {sorted(unknown)}")
-    if {"database", "redis"} <= set(overrides):
-        return Dependencies(**overrides)
-    return replace(build_dependencies(settings), **overrides)
+    return Dependencies(
+        **{
+            name: overrides[name] if name in overrides else build()
+            for name, build in builders.items()
+        }
+    )
 
 
 def _resolve(registry: Mapping[str, Callable[..., Any]], op_id: str) -> Callable[..., Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
 from carebase import devstack, migrations
 from carebase.config import ConfigError, Settings, load_settings
+from carebase.tokens import Keyring, load_keyring, save_keyring
 
 
 def core_app_factory() -> object:
@@ -160,6 +162,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(_: argparse.Namespace) -> int:
+    from carebase.app import keyring_path
+
+    settings = _settings(require=())
+    now = int(time.time())
+    if settings.jwt_signing_keys:
+        current = Keyring.loads(settings.jwt_signing_keys, token_ttl_s=settings.access_token_ttl_s)
+        print(current.rotated(now).dumps())
+        print(
+            "keys: store the JSON above as JWT_SIGNING_KEYS and roll the processes; "
+            "retired keys stay published until their tokens have expired",
+            file=sys.stderr,
+        )
+        return 0
+    path = keyring_path(settings)
+    rotated = load_keyring(path, token_ttl_s=settings.access_token_ttl_s).rotated(now)
+    save_keyring(rotated, path)
+    print(
+        f"keys: {rotated.active.kid} now signs; running processes pick it up within seconds; "
+        f"retired keys verify for {settings.access_token_ttl_s} s more"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="carebase", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -180,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     db_commands.add_parser(
         "bootstrap", help="create the database, owner and app roles and grants (idempotent)"
     ).set_defaults(run=cmd_bootstrap)
+
+    keys = commands.add_parser("keys", help="access-token signing keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_commands.add_parser(
+        "rotate", help="add a signing key; older keys verify until their tokens expire"
+    ).set_defaults(run=cmd_keys_rotate)
 
     migrate = commands.add_parser("migrate", help="run dbmate for every module in dependency order")
     migrate.add_argument("action", choices=["up", "down", "status"])

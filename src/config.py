@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     """Only `carebase db bootstrap` uses it: creates roles, the database and grants."""
     redis_url: str | None = None
 
+    jwt_issuer: Annotated[str, Field(min_length=1, max_length=256)] = "carebase"
+    jwt_audience: Annotated[str, Field(min_length=1, max_length=256)] = "carebase-api"
+    access_token_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 900
+    jwt_signing_keys: str | None = None
+    """The keyring as JSON (see `carebase keys rotate`); without it, <DATA_DIR>/jwt-keys.json."""
+
     db_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
     db_pool_max_size: Annotated[int, Field(ge=1, le=1000)] = 10
     db_admin_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 3
@@ -135,6 +141,8 @@ def load_settings(
     for name in require:
         if getattr(settings, name) is None:
             problems.append(f"{name.upper()}: required")
+    if settings.environment == Environment.PRODUCTION and not settings.jwt_signing_keys:
+        problems.append("JWT_SIGNING_KEYS: required in production (every process must share keys)")
     if settings.db_pool_min_size > settings.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
     if problems:

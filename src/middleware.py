@@ -118,13 +118,14 @@ class SecurityHeaders(_HttpLayer):
             (b"cross-origin-resource-policy", b"same-origin"),
             (b"content-security-policy", UI_CSP if is_ui else API_CSP),
         ]
-        if not is_ui:
-            added.append((b"cache-control", b"no-store"))
         names = {name for name, _ in added}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                # API answers are not cached unless the handler chose a policy (e.g. JWKS).
+                if not is_ui and not any(k.lower() == b"cache-control" for k, _ in kept):
+                    kept.append((b"cache-control", b"no-store"))
                 message["headers"] = kept + added
             await send(message)
 

@@ -162,12 +162,41 @@ class AccessClaims:
 
 
 class TokenService:
-    """Issues and verifies Carebase's own access tokens."""
+    """Issues and verifies Carebase's own access tokens.
 
-    def __init__(self, keyring: Keyring, *, issuer: str, audience: str) -> None:
-        self.keyring = keyring
+    With `reload_from`, a keyring file rotated by `carebase keys rotate` is picked up by
+    running processes within `reload_interval_s`: rotation needs no restart.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        issuer: str,
+        audience: str,
+        reload_from: Path | None = None,
+        reload_interval_s: float = 5.0,
+    ) -> None:
+        self._keyring = keyring
         self.issuer = issuer
         self.audience = audience
+        self._reload_from = reload_from
+        self._reload_interval_s = reload_interval_s
+        self._checked_at = time.monotonic()
+        self._mtime = _mtime(reload_from)
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._reload_from is not None:
+            checked = time.monotonic()
+            if checked - self._checked_at >= self._reload_interval_s:
+                self._checked_at = checked
+                mtime = _mtime(self._reload_from)
+                if mtime != self._mtime:
+                    self._mtime = mtime
+                    text = self._reload_from.read_text()
+                    self._keyring = Keyring.loads(text, token_ttl_s=self._keyring.token_ttl_s)
+        return self._keyring
 
     def issue(
         self,
@@ -229,6 +258,13 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
         return _claims(claims)
+
+
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return path.stat().st_mtime_ns if path else None
+    except FileNotFoundError:
+        return None
 
 
 def _claims(claims: Mapping[str, Any]) -> AccessClaims:

@@ -37,10 +37,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Embedde
 
 
 @pytest.fixture(scope="session")
-def settings(stack: devstack.EmbeddedStack) -> Settings:
+def settings(stack: devstack.EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load_settings(
         {
             "ENVIRONMENT": "test",
+            "DATA_DIR": str(tmp_path_factory.mktemp("data-dir")),
             "DATABASE_URL": stack.database_url,
             "DATABASE_ADMIN_URL": stack.database_admin_url,
             "REDIS_URL": stack.redis_url,

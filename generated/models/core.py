@@ -31,6 +31,42 @@ class HealthCheck(BaseModel):
     """
 
 
+class Kty(StrEnum):
+    OKP = "OKP"
+
+
+class Crv(StrEnum):
+    Ed25519 = "Ed25519"
+
+
+class Alg(StrEnum):
+    EdDSA = "EdDSA"
+
+
+class Use(StrEnum):
+    sig = "sig"
+
+
+class JsonWebKey(BaseModel):
+    """
+    An Ed25519 public key (RFC 8037).
+    """
+
+    kty: Kty
+    crv: Crv
+    x: Annotated[str, Field(max_length=64)]
+    """
+    The public key, base64url without padding.
+    """
+    kid: Annotated[str, Field(max_length=64)]
+    alg: Alg
+    use: Use
+
+
+class JsonWebKeySet(BaseModel):
+    keys: Annotated[list[JsonWebKey], Field(max_length=16)]
+
+
 class PageMeta(BaseModel):
     """
     Where a page sits in its list.

@@ -59,3 +59,10 @@ def test_process_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_server_urls_refuses_missing() -> None:
     with pytest.raises(ConfigError, match="REDIS_URL: required"):
         load_settings({}, require=()).server_urls()
+
+
+def test_production_needs_shared_signing_keys() -> None:
+    with pytest.raises(ConfigError, match="JWT_SIGNING_KEYS"):
+        load_settings({**SERVERS, "ENVIRONMENT": "production"})
+    keys = '[{"kid": "k", "private_key": "-", "created_at": 1}]'
+    assert load_settings({**SERVERS, "ENVIRONMENT": "production", "JWT_SIGNING_KEYS": keys})
