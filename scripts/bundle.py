@@ -180,8 +180,11 @@ def required_statuses(
         statuses |= {"412", "428"}
     if "idempotency-key" in names:
         statuses.add("409")
-    if "x-rate-limit" in operation:
+    rate_limit = operation.get("x-rate-limit", {})  # undeclared: the default limit applies
+    if rate_limit is not False:
         statuses.add("429")
+        if isinstance(rate_limit, dict) and rate_limit.get("fail") == "closed":
+            statuses.add("503")  # Redis down
     return statuses
 
 
@@ -217,6 +220,9 @@ def lint_operation(
         isinstance(permission, str) and PERMISSION.match(permission)
     ):
         yield "needs x-permission (resource:action) or security: []"
+    rate_limit = operation.get("x-rate-limit")
+    if rate_limit is not None and rate_limit is not False and not valid_rate_limit(rate_limit):
+        yield "x-rate-limit must be false or {limit, window_s, key: ip|user|organization, fail}"
     responses = operation.get("responses", {})
     for status in sorted(required_statuses(document, route, operation, shared) - set(responses)):
         yield f"does not document its {status} problem response"
@@ -228,6 +234,19 @@ def lint_operation(
             for media_type, media in content.items():
                 if "example" not in media and "examples" not in media:
                     yield f"{status} {media_type} has no example"
+
+
+def valid_rate_limit(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"limit", "window_s", "key", "fail"}
+        and isinstance(value.get("limit"), int)
+        and value["limit"] > 0
+        and isinstance(value.get("window_s"), int)
+        and value["window_s"] > 0
+        and value.get("key", "ip") in ("ip", "user", "organization")
+        and value.get("fail", "open") in ("open", "closed")
+    )
 
 
 def lint_schemas(document: dict[str, Any]) -> Iterator[str]:

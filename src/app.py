@@ -13,9 +13,10 @@ import connexion
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.exceptions import HTTPException
@@ -27,6 +28,7 @@ from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.logging import configure_logging
 from carebase.persistence.db import Database, make_pool
+from carebase.ratelimit import RateLimit, RateLimiter, Rule, rules_from_contract
 from carebase.responses import problem_response
 from carebase.services.system import HealthService
 from carebase.spec import Contract
@@ -72,13 +74,18 @@ def build_redis(settings: Settings) -> Redis:
     timeout = settings.redis_timeout_ms / 1000
     # redis-py retries with backoff by default, stalling a request for seconds when Redis is
     # down (GROUND.md); each caller chooses to fail open or closed instead.
-    return Redis.from_url(
+    # A blocking pool: past max_connections callers wait (up to the timeout) for a
+    # connection instead of failing at once with MaxConnectionsError under bursts.
+    pool = BlockingConnectionPool.from_url(
         settings.server_urls().redis,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), retries=0),
         health_check_interval=30,
     )
+    return Redis(connection_pool=pool)
 
 
 def build_tokens(settings: Settings) -> TokenService:
@@ -182,6 +189,17 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     app.add_api(
         contract.path.name,
         resolver=Resolver(function_resolver=lambda op_id: _resolve(registry, op_id)),
+    )
+    app.add_middleware(
+        RateLimit,
+        position=MiddlewarePosition.BEFORE_VALIDATION,  # after authentication, as DESIGN.md orders
+        limiter=RateLimiter(dependencies.redis),
+        rules=rules_from_contract(contract.document),
+        default=Rule(
+            limit=settings.rate_limit_default_limit,
+            window_s=settings.rate_limit_default_window_s,
+            key="user",
+        ),
     )
     _install_error_handlers(app, contract)
 

@@ -61,12 +61,16 @@ class Settings(BaseSettings):
     jwt_signing_keys: str | None = None
     """The keyring as JSON (see `carebase keys rotate`); without it, <DATA_DIR>/jwt-keys.json."""
 
+    rate_limit_default_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 600
+    rate_limit_default_window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
+
     db_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
     db_pool_max_size: Annotated[int, Field(ge=1, le=1000)] = 10
     db_admin_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 3
     db_statement_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5_000
     db_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     redis_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 250
+    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
 
     max_body_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
     validate_responses: bool = False

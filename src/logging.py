@@ -74,7 +74,9 @@ def configure_logging(*, level: str = "info", json_output: bool = True) -> None:
     handler = _StdoutHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Idempotent: replace our own handler, keep anyone else's (a test runner's capture).
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StdoutHandler)]
+    root.addHandler(handler)
     root.setLevel(level.upper())
     # Connexion logs every validation failure at INFO/WARNING; our access log already has them.
     logging.getLogger("connexion").setLevel(logging.ERROR)
