@@ -85,7 +85,7 @@ def build_redis(settings: Settings) -> Redis:
         retry=Retry(NoBackoff(), retries=0),
         health_check_interval=30,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # owns the pool, so aclose() closes its connections
 
 
 def build_tokens(settings: Settings) -> TokenService:
