@@ -26,6 +26,7 @@ import psutil
 
 from carebase import devstack, migrations
 from carebase.config import PROJECT_ROOT
+from carebase.tokens import load_keyring
 
 HOST, PORT = "127.0.0.1", 9100
 CONNECTIONS, THREADS = 64, 2
@@ -33,6 +34,7 @@ DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
 WARMUP_S = 3
 ENDPOINTS = [("GET /health/live", "/health/live")]
 REPORT = PROJECT_ROOT / "docs" / "benchmarks.md"
+BENCH_DIR = PROJECT_ROOT / ".data" / "bench"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def start_server(stack: devstack.EmbeddedStack, workers: int) -> subprocess.Pope
         "DATABASE_URL": stack.database_url,
         "DATABASE_ADMIN_URL": stack.database_admin_url,
         "REDIS_URL": stack.redis_url,
+        "JWT_SIGNING_KEYS": load_keyring(BENCH_DIR / "jwt-keys.json", token_ttl_s=900).dumps(),
         "VALIDATE_RESPONSES": "false",
         "LOG_LEVEL": "info",
         "DB_POOL_MIN_SIZE": "4",
@@ -84,9 +87,9 @@ def start_server(stack: devstack.EmbeddedStack, workers: int) -> subprocess.Pope
         "--workers",
         str(workers),
     ]
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    errors_log = BENCH_DIR / "server-stderr.log"
+    with errors_log.open("wb") as errors:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -96,7 +99,7 @@ def start_server(stack: devstack.EmbeddedStack, workers: int) -> subprocess.Pope
         except OSError:
             time.sleep(0.2)
     server.kill()
-    sys.exit("bench: the server did not become ready")
+    sys.exit(f"bench: the server did not become ready:\n{errors_log.read_text()[-2000:]}")
 
 
 def server_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
@@ -216,7 +219,7 @@ database ≈ 250 µs per request.
 
 def main() -> None:
     wrk = ensure_wrk()
-    stack = devstack.start(PROJECT_ROOT / ".data" / "bench")
+    stack = devstack.start(BENCH_DIR)
     try:
         migrations.bootstrap(
             superuser_url=stack.superuser_url,
