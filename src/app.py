@@ -194,7 +194,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         RateLimit,
         position=MiddlewarePosition.BEFORE_VALIDATION,  # after authentication, as DESIGN.md orders
         limiter=RateLimiter(dependencies.redis),
-        rules=rules_from_contract(contract.document),
+        rules=rules_from_contract(contract.operations),
         default=Rule(
             limit=settings.rate_limit_default_limit,
             window_s=settings.rate_limit_default_window_s,
@@ -242,7 +242,7 @@ def _resolve(registry: Mapping[str, Callable[..., Any]], op_id: str) -> Callable
         raise RuntimeError(f"no handler method for operationId {op_id}") from None
 
 
-class SpecDocument:
+class SpecDocument(middleware.HttpLayer):
     """`GET /openapi.yaml` is the committed bundle byte for byte; `/openapi.json` the same as JSON.
 
     Connexion's own copies are fully dereferenced, which leaves TypeScript generators no
@@ -250,14 +250,14 @@ class SpecDocument:
     """
 
     def __init__(self, app: ASGIApp, contract: Contract) -> None:
-        self.app = app
+        super().__init__(app)
         self.documents = {
             "/openapi.yaml": (b"application/yaml", contract.raw),
             "/openapi.json": (b"application/json", contract.json),
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        document = self.documents.get(scope["path"]) if scope["type"] == "http" else None
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        document = self.documents.get(scope["path"])
         if document is None:
             await self.app(scope, receive, send)
             return
@@ -279,7 +279,6 @@ _STATUS_ERRORS: Mapping[int, type[errors.CarebaseError]] = {
     403: errors.Forbidden,
     404: errors.RouteNotFound,
     409: errors.Conflict,
-    413: errors.PayloadTooLarge,
     415: errors.UnsupportedMediaType,
 }
 
@@ -306,7 +305,7 @@ def _install_error_handlers(app: connexion.AsyncApp, contract: Contract) -> None
             allowed = contract.allowed_methods(path) or ()
             return carebase_error(request, errors.MethodNotAllowed(allowed))
         error_class = _STATUS_ERRORS.get(status)
-        if error_class is None or error_class is errors.PayloadTooLarge:
+        if error_class is None:
             return problem_response(problems.from_unexpected(exc, instance=path))
         detail = getattr(exc, "detail", None)
         return carebase_error(request, error_class(detail if isinstance(detail, str) else None))

@@ -42,7 +42,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class _HttpLayer:
+class HttpLayer:
     """An ASGI layer that acts on HTTP requests and passes lifespan and websocket through."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -58,7 +58,7 @@ class _HttpLayer:
         raise NotImplementedError
 
 
-class RequestId(_HttpLayer):
+class RequestId(HttpLayer):
     """Accepts a sane `X-Request-ID` or makes one; echoes it and puts it in every log line."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +76,7 @@ class RequestId(_HttpLayer):
         await self.app(scope, receive, send_with_id)
 
 
-class ProblemRecovery(_HttpLayer):
+class ProblemRecovery(HttpLayer):
     """The last net: whatever escapes the layers inside becomes a 500 problem, never a trace."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,7 +104,7 @@ UI_CSP = (
 )
 
 
-class SecurityHeaders(_HttpLayer):
+class SecurityHeaders(HttpLayer):
     def __init__(self, app: ASGIApp, *, ui_prefix: str = "/ui") -> None:
         super().__init__(app)
         self.ui_prefix = ui_prefix
@@ -132,7 +132,7 @@ class SecurityHeaders(_HttpLayer):
         await self.app(scope, receive, send_with_headers)
 
 
-class AccessLog(_HttpLayer):
+class AccessLog(HttpLayer):
     """One JSON line a request: method, route template, status, duration."""
 
     def __init__(self, app: ASGIApp, *, route_for: Callable[[str | None], str | None]) -> None:
@@ -175,7 +175,7 @@ _ATTACK_PATH = re.compile(
 )
 
 
-class AttackBlocker(_HttpLayer):
+class AttackBlocker(HttpLayer):
     """Scanner noise answers a fast 404 and a security event, and never reaches the router."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -196,7 +196,7 @@ class AttackBlocker(_HttpLayer):
         await self.app(scope, receive, send)
 
 
-class BodyLimit(_HttpLayer):
+class BodyLimit(HttpLayer):
     """Refuses bodies over the limit: by `Content-Length` up front, by counting a chunked one.
 
     A chunked body (no `Content-Length`) is read here, within the limit, and passed on with

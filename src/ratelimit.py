@@ -20,8 +20,9 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.errors import DependencyUnavailable, RateLimited
-from carebase.middleware import ROUTING_EXTENSION
+from carebase.middleware import ROUTING_EXTENSION, HttpLayer
 from carebase.principal import Principal
+from carebase.spec import Operation
 
 KeyKind = Literal["ip", "user", "organization"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ip", "user", "organization")
@@ -84,21 +85,16 @@ class RateLimiter:
         )
 
 
-def rules_from_contract(document: Mapping[str, Any]) -> dict[str, Rule | None]:
+def rules_from_contract(operations: Mapping[str, Operation]) -> dict[str, Rule | None]:
     """operationId → its declared rule; None where the operation opts out."""
-    rules: dict[str, Rule | None] = {}
-    for item in document.get("paths", {}).values():
-        for operation in item.values():
-            if not isinstance(operation, dict) or "x-rate-limit" not in operation:
-                continue
-            declared = operation["x-rate-limit"]
-            rules[operation["operationId"]] = (
-                None if declared is False else Rule.from_extension(declared)
-            )
-    return rules
+    return {
+        operation_id: None if op.rate_limit is False else Rule.from_extension(op.rate_limit)
+        for operation_id, op in operations.items()
+        if op.rate_limit is not None
+    }
 
 
-class RateLimit:
+class RateLimit(HttpLayer):
     """Connexion middleware, placed after authentication so callers can be keyed by user."""
 
     def __init__(
@@ -109,15 +105,12 @@ class RateLimit:
         rules: Mapping[str, Rule | None],
         default: Rule,
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.limiter = limiter
         self.rules = rules
         self.default = default
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         routing = scope.get("extensions", {}).get(ROUTING_EXTENSION) or {}
         operation_id = str(routing.get("operation_id") or "")
         rule = self.rules.get(operation_id, self.default) if operation_id else None

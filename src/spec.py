@@ -22,6 +22,8 @@ class Operation:
     path: str
     permission: str | None
     public: bool
+    rate_limit: Any = None
+    """The raw `x-rate-limit` extension: None when undeclared, False when opted out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Contract:
                     path=template,
                     permission=spec.get("x-permission"),
                     public=spec.get("security", root_security) == [],
+                    rate_limit=spec.get("x-rate-limit"),
                 )
             if "GET" in methods and "HEAD" not in methods:
                 methods.append("HEAD")  # Starlette answers HEAD wherever GET is served.
