@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import uvicorn
+import yaml
 from asgi_lifespan import LifespanManager
 
 from carebase import devstack, migrations
 from carebase.app import CarebaseApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
+from carebase.spec import Contract
 
 SQL_DIR = PROJECT_ROOT / "sql"
 
@@ -98,6 +102,40 @@ def live_server(settings: Settings) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=15)
+
+
+PROBLEM_RESPONSES = {
+    "400": "BadRequest",
+    "413": "PayloadTooLarge",
+    "415": "UnsupportedMediaType",
+    "422": "UnprocessableContent",
+    "429": "TooManyRequests",
+    "500": "InternalServerError",
+    "503": "ServiceUnavailable",
+}
+
+
+@pytest.fixture(scope="session")
+def extended_contract(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., Contract]:
+    """The real core bundle plus test-only paths, for machinery no product operation uses yet.
+
+    Every added operation also documents the shared problem responses named in `problems`.
+    """
+
+    def extend(paths: dict[str, Any], *, problems: tuple[str, ...]) -> Contract:
+        document = yaml.safe_load(Contract.for_service("core").raw)
+        refs = {s: {"$ref": f"#/components/responses/{PROBLEM_RESPONSES[s]}"} for s in problems}
+        for route, item in copy.deepcopy(paths).items():
+            for operation in item.values():
+                operation["responses"].update(refs)
+            document["paths"][route] = item
+        path = tmp_path_factory.mktemp("contract") / "core.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return Contract(path)
+
+    return extend
 
 
 @pytest.fixture

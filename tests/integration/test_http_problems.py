@@ -7,13 +7,11 @@ The core contract has no body-taking operation yet, so a test-only operation (`P
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from asgi_lifespan import LifespanManager
 from connexion.lifecycle import ConnexionResponse
 
@@ -50,19 +48,8 @@ class WidgetHandlers:
         raise RuntimeError("secret-internal-detail: password=hunter2")
 
 
-def widget_contract(tmp_path: Path) -> Contract:
-    document = yaml.safe_load(Contract.for_service("core").raw)
-    errors = {
-        status: {"$ref": f"#/components/responses/{name}"}
-        for status, name in {
-            "400": "BadRequest",
-            "413": "PayloadTooLarge",
-            "415": "UnsupportedMediaType",
-            "422": "UnprocessableContent",
-            "500": "InternalServerError",
-        }.items()
-    }
-    document["paths"]["/test/widgets"] = {
+WIDGET_PATHS: dict[str, Any] = {
+    "/test/widgets": {
         "post": {
             "operationId": "createWidget",
             "tags": ["System"],
@@ -80,32 +67,30 @@ def widget_contract(tmp_path: Path) -> Contract:
                     "description": "Created",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
-                **errors,
             },
         }
-    }
-    document["paths"]["/test/explode"] = {
+    },
+    "/test/explode": {
         "get": {
             "operationId": "explode",
             "tags": ["System"],
             "summary": "Test-only",
             "security": [],
-            "responses": {"200": {"description": "Never"}, **errors},
+            "responses": {"200": {"description": "Never"}},
         }
-    }
-    path = tmp_path / "core.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return Contract(path)
+    },
+}
 
 
 @pytest.fixture(scope="module")
 async def widgets(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings, extended_contract: Callable[..., Contract]
 ) -> AsyncIterator[httpx.AsyncClient]:
+    contract = extended_contract(WIDGET_PATHS, problems=("400", "413", "415", "422", "500"))
     app = create_app(
         settings,
         overrides={
-            "contract": widget_contract(tmp_path_factory.mktemp("contract")),
+            "contract": contract,
             "extra_handlers": [WidgetHandlers()],
         },
     )

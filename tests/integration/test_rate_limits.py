@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from asgi_lifespan import LifespanManager
 from connexion.lifecycle import ConnexionResponse
 from redis.asyncio import Redis
@@ -22,17 +21,6 @@ from carebase.config import Settings
 from carebase.spec import Contract
 
 pytestmark = pytest.mark.integration
-
-ERRORS = {
-    status: {"$ref": f"#/components/responses/{name}"}
-    for status, name in {
-        "400": "BadRequest",
-        "422": "UnprocessableContent",
-        "429": "TooManyRequests",
-        "500": "InternalServerError",
-        "503": "ServiceUnavailable",
-    }.items()
-}
 
 
 class LimitedHandlers:
@@ -49,41 +37,42 @@ def _ok() -> ConnexionResponse:
     )
 
 
-def limited_contract(tmp_path: Path) -> Contract:
-    document = yaml.safe_load(Contract.for_service("core").raw)
+LIMITED_PATHS: dict[str, Any] = {
+    path: {
+        "get": {
+            "operationId": operation_id,
+            "tags": ["System"],
+            "summary": "Test-only",
+            "security": [],
+            "x-rate-limit": rule,
+            "responses": {
+                "200": {
+                    "description": "ok",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        }
+    }
     for path, operation_id, rule in (
         ("/test/limited", "getLimited", {"limit": 100, "window_s": 60, "key": "ip"}),
         ("/test/guarded", "getGuarded", {"limit": 5, "window_s": 60, "fail": "closed"}),
-    ):
-        document["paths"][path] = {
-            "get": {
-                "operationId": operation_id,
-                "tags": ["System"],
-                "summary": "Test-only",
-                "security": [],
-                "x-rate-limit": rule,
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    **ERRORS,
-                },
-            }
-        }
-    path = tmp_path / "core.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return Contract(path)
+    )
+}
+
+
+@pytest.fixture(scope="module")
+def limited_contract(extended_contract: Callable[..., Contract]) -> Contract:
+    return extended_contract(LIMITED_PATHS, problems=("400", "422", "429", "500", "503"))
 
 
 @asynccontextmanager
 async def serve(
-    settings: Settings, tmp_path: Path, **overrides: Any
+    settings: Settings, contract: Contract, **overrides: Any
 ) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
     app: CarebaseApp = create_app(
         settings,
         overrides={
-            "contract": limited_contract(tmp_path),
+            "contract": contract,
             "extra_handlers": [LimitedHandlers()],
             **overrides,
         },
@@ -103,17 +92,19 @@ def fresh_ip() -> str:
 
 
 async def test_concurrent_requests_are_admitted_exactly_up_to_the_limit(
-    settings: Settings, tmp_path: Path
+    settings: Settings, limited_contract: Contract
 ) -> None:
-    async with serve(settings, tmp_path) as client_from, client_from(fresh_ip()) as client:
+    async with serve(settings, limited_contract) as client_from, client_from(fresh_ip()) as client:
         responses = await asyncio.gather(*(client.get("/test/limited") for _ in range(200)))
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 100
     assert statuses.count(429) == 100
 
 
-async def test_answers_carry_the_rate_limit_headers(settings: Settings, tmp_path: Path) -> None:
-    async with serve(settings, tmp_path) as client_from, client_from(fresh_ip()) as client:
+async def test_answers_carry_the_rate_limit_headers(
+    settings: Settings, limited_contract: Contract
+) -> None:
+    async with serve(settings, limited_contract) as client_from, client_from(fresh_ip()) as client:
         first = await client.get("/test/limited")
         assert first.headers["ratelimit-limit"] == "100"
         assert first.headers["ratelimit-remaining"] == "99"
@@ -129,8 +120,10 @@ async def test_answers_carry_the_rate_limit_headers(settings: Settings, tmp_path
     assert refused.headers["ratelimit-remaining"] == "0"
 
 
-async def test_each_caller_has_its_own_window(settings: Settings, tmp_path: Path) -> None:
-    async with serve(settings, tmp_path) as client_from:
+async def test_each_caller_has_its_own_window(
+    settings: Settings, limited_contract: Contract
+) -> None:
+    async with serve(settings, limited_contract) as client_from:
         async with client_from(fresh_ip()) as greedy:
             for _ in range(100):
                 await greedy.get("/test/limited")
@@ -140,19 +133,25 @@ async def test_each_caller_has_its_own_window(settings: Settings, tmp_path: Path
 
 
 async def test_probes_opt_out_and_the_rest_get_the_default(
-    settings: Settings, tmp_path: Path
+    settings: Settings, limited_contract: Contract
 ) -> None:
-    async with serve(settings, tmp_path) as client_from, client_from(fresh_ip()) as client:
+    async with serve(settings, limited_contract) as client_from, client_from(fresh_ip()) as client:
         assert "ratelimit-limit" not in (await client.get("/health/live")).headers
         jwks = await client.get("/.well-known/jwks.json")
     assert jwks.headers["ratelimit-limit"] == str(settings.rate_limit_default_limit)
 
 
 async def test_redis_down_fails_open_or_closed_as_declared(
-    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    limited_contract: Contract,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     dead = Redis.from_url(f"unix://{tmp_path}/no-redis.sock", socket_timeout=0.2)
-    async with serve(settings, tmp_path, redis=dead) as client_from, client_from(fresh_ip()) as c:
+    async with (
+        serve(settings, limited_contract, redis=dead) as client_from,
+        client_from(fresh_ip()) as c,
+    ):
         open_answer = await c.get("/test/limited")
         closed_answer = await c.get("/test/guarded")
     assert open_answer.status_code == 200
