@@ -67,6 +67,13 @@ class ConnectionQuerier:
             return None if found is None else found[0]
 
 
+def one(row: T | None) -> T:
+    """The row a statement with RETURNING always yields."""
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
 SET_TENANT: Query = (
     "SELECT set_config('app.current_org_id', %s, true),"
     " set_config('app.current_user_id', %s, true),"
