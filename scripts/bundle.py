@@ -249,12 +249,18 @@ def valid_rate_limit(value: Any) -> bool:
     )
 
 
+# The validator (and pydantic behind it) checks these formats: bounded without maxLength.
+FIXED_FORMATS = frozenset({"uuid", "date-time"})
+
+
 def lint_schemas(document: dict[str, Any]) -> Iterator[str]:
-    """Bounded inputs and outputs: every string has maxLength (or an enum), every array maxItems."""
+    """Bounded inputs and outputs: every string has maxLength (or an enum, or a fixed-length
+    format the validator checks: uuid), every array maxItems."""
     for trail, node in walk(document):
         if not isinstance(node, dict):
             continue
-        if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+        bounded = "maxLength" in node or "enum" in node or node.get("format") in FIXED_FORMATS
+        if node.get("type") == "string" and not bounded:
             yield f"{trail}: string without maxLength"
         if node.get("type") == "array" and "maxItems" not in node:
             yield f"{trail}: array without maxItems"

@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
+from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+
+
+class Status(StrEnum):
+    accepted = "accepted"
+
+
+class Accepted(BaseModel):
+    status: Status
+    detail: Annotated[str, Field(max_length=200)]
+
+
+class TokenType(StrEnum):
+    Bearer = "Bearer"
+
+
+class AccessToken(BaseModel):
+    access_token: Annotated[str, Field(max_length=4096)]
+    token_type: TokenType
+    expires_in: int
+    """
+    Seconds until the access token expires.
+    """
+
+
+class ApiKeyRole(StrEnum):
+    admin = "admin"
+    specialist = "specialist"
+    staff = "staff"
 
 
 class CheckStatus(StrEnum):
@@ -15,6 +44,13 @@ class CheckStatus(StrEnum):
 
     ok = "ok"
     fail = "fail"
+
+
+class ForgotPasswordRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
 
 
 class HealthCheck(BaseModel):
@@ -67,6 +103,23 @@ class JsonWebKeySet(BaseModel):
     keys: Annotated[list[JsonWebKey], Field(max_length=16)]
 
 
+class MeUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    display_name: Annotated[str | None, Field(max_length=200)] = None
+    locale: Annotated[
+        str | None, Field(examples=["en"], max_length=5, pattern="^[a-z]{2}(-[A-Z]{2})?$")
+    ] = None
+
+
+class OrganizationUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
 class PageMeta(BaseModel):
     """
     Where a page sits in its list.
@@ -91,6 +144,51 @@ class ProblemFieldError(BaseModel):
     """
 
 
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    refresh_token: Annotated[str, Field(max_length=256, min_length=16)]
+    organization_id: UUID | None = None
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
+    password: Annotated[str, Field(max_length=1024, min_length=1)]
+    """
+    At least 12 characters; common passwords and ones containing the email are refused.
+    """
+    display_name: Annotated[str | None, Field(max_length=200)] = None
+    locale: Annotated[
+        str | None, Field(examples=["en"], max_length=5, pattern="^[a-z]{2}(-[A-Z]{2})?$")
+    ] = None
+
+
+class ResetPasswordRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    token: Annotated[str, Field(max_length=256, min_length=16)]
+    password: Annotated[str, Field(max_length=1024, min_length=1)]
+    """
+    At least 12 characters; common passwords and ones containing the email are refused.
+    """
+
+
+class Role(StrEnum):
+    """
+    A member's role in an organization; it decides the member's permissions.
+    """
+
+    admin = "admin"
+    specialist = "specialist"
+    staff = "staff"
+    patient = "patient"
+
+
 class ServiceStatus(StrEnum):
     """
     The service as a whole; anything but `ok` is answered as a problem.
@@ -99,8 +197,188 @@ class ServiceStatus(StrEnum):
     ok = "ok"
 
 
+class SwitchOrganizationRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    organization_id: UUID
+
+
+class TokenPair(BaseModel):
+    access_token: Annotated[str, Field(max_length=4096)]
+    token_type: TokenType
+    expires_in: int
+    refresh_token: Annotated[str, Field(max_length=256, min_length=16)]
+    refresh_expires_in: int
+    """
+    Seconds until the refresh token expires unless used first.
+    """
+
+
+class ActionTokenRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    token: Annotated[str, Field(max_length=256, min_length=16)]
+
+
+class ActiveOrganization(BaseModel):
+    id: UUID
+    slug: Annotated[str, Field(max_length=64)]
+    name: Annotated[str, Field(max_length=200)]
+    role: Role
+
+
+class ApiKey(BaseModel):
+    id: UUID
+    name: Annotated[str, Field(max_length=100)]
+    prefix: Annotated[str, Field(max_length=16)]
+    """
+    The key's public start, to recognise it.
+    """
+    role: ApiKeyRole
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+    last_used_at: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    role: ApiKeyRole
+    expires_at: AwareDatetime | None = None
+    """
+    When the key stops working; without it, never.
+    """
+
+
+class ApiKeyPage(BaseModel):
+    data: Annotated[list[ApiKey], Field(max_length=100)]
+    meta: PageMeta
+
+
+class ApiKeyWithSecret(ApiKey):
+    key: Annotated[str, Field(max_length=128)]
+    """
+    Send as `X-API-Key`. Shown only now.
+    """
+
+
 class Liveness(BaseModel):
     status: ServiceStatus
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
+    password: Annotated[str, Field(max_length=1024, min_length=1)]
+    """
+    At least 12 characters; common passwords and ones containing the email are refused.
+    """
+    organization_id: UUID | None = None
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    refresh_token: Annotated[str, Field(max_length=256, min_length=16)]
+
+
+class Me(BaseModel):
+    id: UUID
+    email: Annotated[str, Field(max_length=254)]
+    display_name: Annotated[str, Field(max_length=200)]
+    locale: Annotated[str, Field(examples=["en"], max_length=5, pattern="^[a-z]{2}(-[A-Z]{2})?$")]
+    email_verified: bool
+    is_superadmin: bool
+    organization: ActiveOrganization | None = None
+    """
+    The organization the token acts in; absent when it acts in none.
+    """
+    version: int
+
+
+class Member(BaseModel):
+    user_id: UUID
+    email: Annotated[str, Field(max_length=254)]
+    display_name: Annotated[str, Field(max_length=200)]
+    role: Role
+    email_verified: bool
+    version: int
+    joined_at: AwareDatetime
+
+
+class MemberCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
+    role: Role
+    display_name: Annotated[str | None, Field(max_length=200)] = None
+
+
+class MemberPage(BaseModel):
+    data: Annotated[list[Member], Field(max_length=100)]
+    meta: PageMeta
+
+
+class MemberUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    role: Role
+
+
+class MyOrganization(BaseModel):
+    id: UUID
+    slug: Annotated[
+        str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
+    ]
+    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    role: Role
+
+
+class MyOrganizationPage(BaseModel):
+    data: Annotated[list[MyOrganization], Field(max_length=100)]
+    meta: PageMeta
+
+
+class Organization(BaseModel):
+    id: UUID
+    slug: Annotated[
+        str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
+    ]
+    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    version: int
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class OrganizationCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    slug: Annotated[
+        str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
+    ]
+    admin_email: Annotated[
+        EmailStr | None, Field(examples=["dana@example.com"], max_length=254, min_length=3)
+    ] = None
+
+
+class OrganizationSummary(BaseModel):
+    id: UUID
+    slug: Annotated[
+        str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
+    ]
+    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
 
 
 class Problem(BaseModel):
