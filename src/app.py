@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -13,7 +15,8 @@ import connexion
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -23,13 +26,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carebase import errors, middleware, migrations, problems
+from carebase.auth import Authenticate, Authenticator, Authorize
 from carebase.config import Settings
 from carebase.handlers.core.auth import AuthHandlers
+from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.system import SystemHandlers
+from carebase.lockout import Lockout
 from carebase.logging import configure_logging
+from carebase.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
+from carebase.passwords import HashCost, Passwords
 from carebase.persistence.db import Database, make_pool
 from carebase.ratelimit import RateLimit, RateLimiter, Rule, rules_from_contract
 from carebase.responses import problem_response
+from carebase.services.identity import IdentityService, Links
+from carebase.services.organizations import OrganizationService
 from carebase.services.system import HealthService
 from carebase.spec import Contract
 from carebase.tokens import TokenService, load_keyring
@@ -43,6 +53,7 @@ class Dependencies:
     database: Database
     redis: Redis
     tokens: TokenService
+    mail: MailSender
 
 
 def build_database(settings: Settings, *, service: str) -> Database:
@@ -102,6 +113,21 @@ def build_tokens(settings: Settings) -> TokenService:
     )
 
 
+def build_mail(settings: Settings) -> MailSender:
+    if settings.smtp_host:
+        return SmtpSender(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.mail_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+        )
+    # load_settings() refuses production without SMTP_HOST.
+    return MailboxSender(settings.mailbox_dir, sender=settings.mail_from)
+
+
 def keyring_path(settings: Settings) -> Path:
     return settings.data_dir / "jwt-keys.json"
 
@@ -128,10 +154,20 @@ def handler_registry(handlers: list[object]) -> dict[str, Callable[..., Any]]:
 class CarebaseApp:
     """The ASGI application: Carebase's layers around Connexion."""
 
-    def __init__(self, asgi: ASGIApp, *, contract: Contract, dependencies: Dependencies) -> None:
+    def __init__(
+        self,
+        asgi: ASGIApp,
+        *,
+        contract: Contract,
+        dependencies: Dependencies,
+        relay: OutboxRelay,
+        authenticator: Authenticator,
+    ) -> None:
         self._asgi = asgi
         self.contract = contract
         self.dependencies = dependencies
+        self.relay = relay
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
@@ -140,7 +176,7 @@ class CarebaseApp:
 def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None) -> CarebaseApp:
     """Build the core service.
 
-    `overrides` replaces parts for tests: `database` and `redis` (Dependencies fields),
+    `overrides` replaces parts for tests: `database`, `redis`, `tokens`, `mail` (Dependencies),
     `contract` (another bundled spec) and `extra_handlers` (handler objects for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
@@ -153,9 +189,35 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         redis=dependencies.redis,
         expected_migrations=migrations.expected_versions(settings.migrations_dir),
     )
+    links = Links(settings.app_base_url)
+    authenticator = Authenticator(
+        tokens=dependencies.tokens, db=dependencies.database, cache_s=settings.auth_cache_s
+    )
+    identity = IdentityService(
+        db=dependencies.database,
+        tokens=dependencies.tokens,
+        passwords=Passwords(
+            HashCost(
+                time_cost=settings.password_hash_time_cost,
+                memory_kib=settings.password_hash_memory_kib,
+            )
+        ),
+        lockout=Lockout(
+            dependencies.redis,
+            max_failures=settings.login_max_failures,
+            base_lock_s=settings.login_lockout_s,
+        ),
+        links=links,
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
+    organizations = OrganizationService(
+        db=dependencies.database, links=links, on_access_changed=authenticator.forget
+    )
+    relay = OutboxRelay(dependencies.database, dependencies.mail)
     registry = handler_registry(
         [
-            AuthHandlers(tokens=dependencies.tokens),
+            AuthHandlers(tokens=dependencies.tokens, identity=identity),
+            OrganizationHandlers(organizations=organizations),
             SystemHandlers(health=health),
             *extra_handlers,
         ]
@@ -164,9 +226,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
         await dependencies.database.open(wait=False)
+        relaying = asyncio.create_task(relay.run(), name="mail-relay")
         try:
             yield
         finally:
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relaying
             await dependencies.database.close()
             await dependencies.redis.aclose()
 
@@ -177,6 +243,11 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         strict_validation=True,
         validate_responses=settings.validate_responses,
         pythonic_params=True,
+        # Carebase authenticates in its own layer (auth.Authenticate), which reads roles from
+        # the database; Connexion's would demand an x-*InfoFunc per scheme and run twice.
+        middlewares=[
+            m for m in ConnexionMiddleware.default_middlewares if m is not SecurityMiddleware
+        ],
         validator_map={
             "body": MediaTypeDict({"*/*json": BodyValidator}),
             "parameter": ParameterValidator,
@@ -190,9 +261,17 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         contract.path.name,
         resolver=Resolver(function_resolver=lambda op_id: _resolve(registry, op_id)),
     )
+    # Connexion inserts each before its validation, in this order: authentication → rate
+    # limit (which keys by the principal) → authorization, as DESIGN.md orders them.
+    app.add_middleware(
+        Authenticate,
+        position=MiddlewarePosition.BEFORE_VALIDATION,
+        authenticator=authenticator,
+        operations=contract.operations,
+    )
     app.add_middleware(
         RateLimit,
-        position=MiddlewarePosition.BEFORE_VALIDATION,  # after authentication, as DESIGN.md orders
+        position=MiddlewarePosition.BEFORE_VALIDATION,
         limiter=RateLimiter(dependencies.redis),
         rules=rules_from_contract(contract.operations),
         default=Rule(
@@ -200,6 +279,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             window_s=settings.rate_limit_default_window_s,
             key="user",
         ),
+    )
+    app.add_middleware(
+        Authorize, position=MiddlewarePosition.BEFORE_VALIDATION, operations=contract.operations
     )
     _install_error_handlers(app, contract)
 
@@ -214,7 +296,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             lambda inner: middleware.BodyLimit(inner, max_bytes=settings.max_body_bytes),
         ],
     )
-    return CarebaseApp(asgi, contract=contract, dependencies=dependencies)
+    return CarebaseApp(
+        asgi,
+        contract=contract,
+        dependencies=dependencies,
+        relay=relay,
+        authenticator=authenticator,
+    )
 
 
 def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependencies:
@@ -223,6 +311,7 @@ def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependenc
         "database": lambda: build_database(settings, service="core"),
         "redis": lambda: build_redis(settings),
         "tokens": lambda: build_tokens(settings),
+        "mail": lambda: build_mail(settings),
     }
     unknown = set(overrides) - set(builders)
     if unknown:
@@ -303,6 +392,10 @@ def _install_error_handlers(app: connexion.AsyncApp, contract: Contract) -> None
         if status in (404, 405):
             # Connexion's own Allow header lists the wrong methods; the contract knows.
             allowed = contract.allowed_methods(path) or ()
+            if request.method in allowed:
+                # The method is served here, but a path parameter the router refuses (a
+                # control character, say) left the request unrouted: nothing by that id.
+                return carebase_error(request, errors.NotFound("No such resource."))
             return carebase_error(request, errors.MethodNotAllowed(allowed))
         error_class = _STATUS_ERRORS.get(status)
         if error_class is None:

@@ -115,7 +115,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=False,
+        # X-Forwarded-For is believed only from TRUSTED_PROXIES (uvicorn rewrites the client
+        # address, which rate limits key on); with none listed, the peer address is the client.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
     return 0

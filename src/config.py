@@ -61,12 +61,39 @@ class Settings(BaseSettings):
     jwt_signing_keys: str | None = None
     """The keyring as JSON (see `carebase keys rotate`); without it, <DATA_DIR>/jwt-keys.json."""
 
+    refresh_token_ttl_s: Annotated[int, Field(ge=3600, le=90 * 86_400)] = 30 * 86_400
+    password_hash_time_cost: Annotated[int, Field(ge=1, le=10)] = 3
+    password_hash_memory_kib: Annotated[int, Field(ge=8, le=1_048_576)] = 65_536
+    """Argon2id cost; the defaults are RFC 9106's second recommendation. Tests lower them."""
+    login_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    login_lockout_s: Annotated[int, Field(ge=1, le=86_400)] = 60
+    """First lockout after LOGIN_MAX_FAILURES; each further failure doubles it (up to an hour)."""
+    auth_cache_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    """How long a process trusts a membership role or an API key it has read (revocation delay)."""
+    auth_jwks_url: str | None = None
+    """An external identity provider's JWKS; its tokens are accepted next to Carebase's own."""
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    trusted_proxies: str = ""
+    """Comma-separated proxy addresses whose X-Forwarded-For is believed (client IP for limits)."""
+
+    app_base_url: str = "http://localhost:3000"
+    """The web app that opens mailed links (/verify-email?token=…, /reset-password?token=…)."""
+    mail_from: str = "Carebase <no-reply@carebase.localhost>"
+    smtp_host: str | None = None
+    """Without it, development mail goes to the log and <DATA_DIR>/mailbox/; production needs it."""
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
     rate_limit_default_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 600
     rate_limit_default_window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
 
     db_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
     db_pool_max_size: Annotated[int, Field(ge=1, le=1000)] = 10
-    db_admin_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 3
+    db_admin_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 5
     db_statement_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5_000
     db_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     redis_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 250
@@ -81,6 +108,10 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
 
     migrations_dir: Path = PROJECT_ROOT / "sql"
+
+    @property
+    def mailbox_dir(self) -> Path:
+        return self.data_dir / "mailbox"
 
     def server_urls(self) -> ServerUrls:
         """The three server URLs, or a `ConfigError` naming each one that is missing."""
@@ -147,6 +178,10 @@ def load_settings(
             problems.append(f"{name.upper()}: required")
     if settings.environment == Environment.PRODUCTION and not settings.jwt_signing_keys:
         problems.append("JWT_SIGNING_KEYS: required in production (every process must share keys)")
+    if settings.environment == Environment.PRODUCTION and not settings.smtp_host:
+        problems.append("SMTP_HOST: required in production (verification and reset mail)")
+    if settings.auth_jwks_url and not (settings.auth_issuer and settings.auth_audience):
+        problems.append("AUTH_ISSUER, AUTH_AUDIENCE: required with AUTH_JWKS_URL")
     if settings.db_pool_min_size > settings.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
     if problems:

@@ -39,6 +39,10 @@ class ValidationFailed(CarebaseError):
 class Unauthenticated(CarebaseError):
     """No credentials, or credentials that cannot be trusted."""
 
+    def __init__(self, detail: str | None = None, *, credentials_given: bool = True) -> None:
+        super().__init__(detail)
+        self.credentials_given = credentials_given
+
 
 class Forbidden(CarebaseError):
     """The caller is known but may not do this."""

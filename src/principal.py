@@ -11,8 +11,19 @@ class Principal:
     user_id: UUID | None
     organization_id: UUID | None
     role: str | None
+    """The membership role in `organization_id`, read from the database, not from a token alone."""
+    is_superadmin: bool = False
+    api_key_id: UUID | None = None
+    impersonator_id: UUID | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
         """No tenant at all: row-level security shows such a principal no tenant row."""
         return cls(user_id=None, organization_id=None, role=None)
+
+    @property
+    def actor(self) -> str:
+        """For logs and audit: who did it, in one string."""
+        if self.api_key_id:
+            return f"api_key:{self.api_key_id}"
+        return f"user:{self.user_id}" if self.user_id else "anonymous"

@@ -112,7 +112,11 @@ def from_error(error: errors.CarebaseError, *, instance: str | None) -> Rendered
     elif isinstance(error, errors.DependencyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, errors.Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        # RFC 6750 §3: no error code when no credentials came at all.
+        challenge = 'Bearer realm="carebase"'
+        if error.credentials_given:
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
     return render(
         kind, instance=instance, detail=error.detail, field_errors=field_errors, headers=headers
     )

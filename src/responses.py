@@ -3,10 +3,13 @@ fails with "Multiple response content types" when an operation declares two and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from connexion.lifecycle import ConnexionResponse
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from carebase.problems import MEDIA_TYPE, RenderedProblem
 
@@ -16,7 +19,7 @@ JSON = "application/json"
 def json_response(
     model: BaseModel, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> ConnexionResponse:
-    body = model.model_dump_json(by_alias=True, exclude_none=True)
+    body = json.dumps(document(model), ensure_ascii=False, separators=(",", ":"))
     return ConnexionResponse(
         status_code=status, mimetype=JSON, content_type=JSON, body=body, headers=dict(headers or {})
     )
@@ -30,3 +33,30 @@ def problem_response(problem: RenderedProblem) -> ConnexionResponse:
         body=problem.body,
         headers=dict(problem.headers),
     )
+
+
+def no_content(headers: Mapping[str, str] | None = None) -> ConnexionResponse:
+    return ConnexionResponse(status_code=204, body=b"", headers=dict(headers or {}))
+
+
+def document(model: BaseModel) -> dict[str, Any]:
+    """The model as JSON, leaving out optional fields that are None.
+
+    Pydantic's `exclude_none` would also drop required nullable fields (`organization: null`),
+    which the contract says must be present.
+    """
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None and not field.is_required():
+            continue
+        out[field.alias or name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return document(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return to_jsonable_python(value)

@@ -17,7 +17,7 @@ from connexion.validators import ParameterValidator as ConnexionParameterValidat
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema import ValidationError as SchemaError
 
-from carebase.errors import FieldError, MalformedRequest, ValidationFailed
+from carebase.errors import FieldError, MalformedRequest, PreconditionRequired, ValidationFailed
 
 # Every format jsonschema knows (uuid, date, date-time, email, …), not only Draft 4's few.
 FORMAT_CHECKER = FormatChecker()
@@ -30,6 +30,38 @@ def _escape(token: object) -> str:
 
 def _pointer(prefix: str, path: Iterable[object]) -> str:
     return prefix + "".join(f"/{_escape(part)}" for part in path)
+
+
+# jsonschema's own messages quote the failing value: a password, a whole oversized body.
+# These say what the rule wants and never repeat what the caller sent.
+_MESSAGES = {
+    "maxLength": "Use at most {rule} characters.",
+    "minLength": "Use at least {rule} characters.",
+    "pattern": "Does not match the pattern {rule}.",
+    "format": "Not a valid {rule}.",
+    "type": "Must be of type {rule}.",
+    "enum": "Must be one of: {choices}.",
+    "maximum": "Must be at most {rule}.",
+    "minimum": "Must be at least {rule}.",
+    "maxItems": "Use at most {rule} items.",
+    "minItems": "Use at least {rule} items.",
+    "uniqueItems": "Items must be unique.",
+    "minProperties": "Give at least {rule} field(s).",
+    "maxProperties": "Give at most {rule} field(s).",
+    "multipleOf": "Must be a multiple of {rule}.",
+}
+
+
+def _message(code: str, rule: object) -> str:
+    template = _MESSAGES.get(code)
+    if template is None:
+        return f"Does not satisfy '{code}'."
+    if isinstance(rule, list):
+        choices = ", ".join(str(choice) for choice in rule)[:512]
+        rule = " or ".join(str(choice) for choice in rule)[:512]
+    else:
+        choices = str(rule)
+    return template.format(rule=rule, choices=choices)
 
 
 def field_errors(errors: Iterable[SchemaError], prefix: str) -> list[FieldError]:
@@ -52,7 +84,7 @@ def field_errors(errors: Iterable[SchemaError], prefix: str) -> list[FieldError]
                 for name in sorted(set(instance) - allowed)
             ]
         else:
-            found.append(FieldError(_pointer(prefix, base), error.message, code))
+            found.append(FieldError(_pointer(prefix, base), _message(code, rule), code))
     # jsonschema reports `required` once per missing property, each naming the whole list.
     unique = {(e.pointer, e.code): e for e in reversed(found)}
     return sorted(unique.values(), key=lambda e: (e.pointer, e.code))
@@ -113,6 +145,11 @@ class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
                 value = sources[location](name)
                 prefix = f"/{location}/{_escape(name)}"
                 if value is None:
+                    if location == "header" and name.lower() == "if-match":
+                        # A change to a versioned resource without its version: 428, not 422.
+                        raise PreconditionRequired(
+                            "Send If-Match with the ETag of the version you are changing."
+                        )
                     if parameter.get("required"):
                         found.append(FieldError(prefix, "Required.", "required"))
                     continue

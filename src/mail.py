@@ -1,0 +1,147 @@
+"""Outgoing mail: senders (SMTP, and a development mailbox) and the relay that drains the outbox.
+
+Requests only queue mail (`identity.email_outbox`, in their own transaction); the relay
+delivers it in the background with retries, so SMTP being slow or down never fails a request
+and a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from carebase.persistence import identity
+from carebase.persistence.db import Database
+
+_log = structlog.get_logger("carebase.mail")
+
+MAX_ATTEMPTS = 8
+BATCH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    recipient: str
+    subject: str
+    body: str
+
+
+class MailSender(Protocol):
+    async def send(self, mail: Mail) -> None: ...
+
+
+def _message(mail: Mail, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = mail.recipient
+    message["Subject"] = mail.subject
+    message["Message-ID"] = make_msgid(domain="carebase.localhost")
+    message.set_content(mail.body)
+    return message
+
+
+class SmtpSender:
+    """Blocking smtplib in a worker thread: one connection per mail, STARTTLS when asked."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._host, self._port, self._sender = host, port, sender
+        self._username, self._password = username, password
+        self._starttls, self._timeout_s = starttls, timeout_s
+
+    async def send(self, mail: Mail) -> None:
+        await asyncio.to_thread(self._send, _message(mail, self._sender))
+
+    def _send(self, message: EmailMessage) -> None:
+        with smtplib.SMTP(self._host, self._port, timeout=self._timeout_s) as client:
+            if self._starttls:
+                client.starttls(context=ssl.create_default_context())
+            if self._username and self._password:
+                client.login(self._username, self._password)
+            client.send_message(message)
+
+
+class MailboxSender:
+    """Development: each mail is logged and written to `<DATA_DIR>/mailbox/` as an .eml file."""
+
+    def __init__(self, directory: Path, *, sender: str) -> None:
+        self._directory = directory
+        self._sender = sender
+        self._count = 0
+
+    async def send(self, mail: Mail) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        message = _message(mail, self._sender)
+        safe = "".join(c if c.isalnum() else "_" for c in mail.recipient)
+        path = self._directory / f"{asyncio.get_running_loop().time():.6f}-{safe}.eml"
+        path.write_bytes(message.as_bytes())
+        _log.info(
+            "mail_delivered_to_mailbox",
+            recipient=mail.recipient,
+            subject=mail.subject,
+            body=mail.body,
+            file=str(path),
+        )
+
+
+class OutboxRelay:
+    """Delivers queued mail. Several processes may run one: rows are claimed SKIP LOCKED."""
+
+    def __init__(self, db: Database, sender: MailSender, *, interval_s: float = 1.0) -> None:
+        self._db = db
+        self._sender = sender
+        self._interval_s = interval_s
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Deliver now rather than at the next interval (a request just queued mail)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            # Waiting first lets the pools open before the first claim, and keeps a process
+            # that stops right after starting from cancelling a connection attempt mid-way.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+            self._wake.clear()
+            try:
+                while await self.deliver_batch():
+                    pass
+            except Exception as exc:  # the relay must outlive a database outage
+                _log.warning("mail_relay_failed", error=type(exc).__name__, detail=str(exc))
+
+    async def deliver_batch(self) -> int:
+        """Send what is due; the number of mails tried (0 when the outbox is drained)."""
+        async with self._db.admin_transaction() as q:
+            batch = await identity.claim_mail(q, limit=BATCH, max_attempts=MAX_ATTEMPTS)
+            for row in batch:
+                try:
+                    await self._sender.send(Mail(row.recipient, row.subject, row.body))
+                except (OSError, smtplib.SMTPException) as exc:
+                    delay = min(2 ** (row.attempts + 1) * 5, 3600)
+                    await identity.mark_mail_failed(q, row.id, error=repr(exc), delay_s=delay)
+                    _log.warning(
+                        "mail_send_failed", mail_id=row.id, retry_in_s=delay, error=repr(exc)
+                    )
+                else:
+                    await identity.mark_mail_sent(q, row.id)
+            return len(batch)

@@ -1,0 +1,60 @@
+"""Roles and the permissions they hold: the one table `x-permission` is checked against.
+
+`superadmin` is a platform flag on the user, not a membership: it adds the platform
+permissions and nothing inside an organization the superadmin is not a member of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from carebase.principal import Principal
+
+ORGANIZATION_ROLES = ("admin", "specialist", "staff", "patient")
+API_KEY_ROLES = ("admin", "specialist", "staff")
+
+# Every signed-in person may read and change their own profile, list their organizations
+# and look one up by slug. API keys act for an organization, not a person.
+SELF = frozenset({"profile:read", "profile:write", "organizations:lookup"})
+PLATFORM = frozenset({"organizations:create"})
+
+_CLINICAL_READ = {"patients:read", "specialists:read", "specialties:read", "custom_fields:read"}
+
+ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
+    "admin": frozenset(
+        {
+            "organizations:read",
+            "organizations:write",
+            "members:read",
+            "members:write",
+            "api_keys:read",
+            "api_keys:write",
+            "patients:write",
+            "patients:impersonate",
+            "specialists:write",
+            "specialties:write",
+            "custom_fields:write",
+            "audit:read",
+            *_CLINICAL_READ,
+        }
+    ),
+    "specialist": frozenset({"members:read", "patients:write", *_CLINICAL_READ}),
+    "staff": frozenset({"members:read", "patients:write", *_CLINICAL_READ}),
+    # Row-level security narrows a patient to their own record.
+    "patient": frozenset({"patients:read", "patients:write", "specialists:read"}),
+}
+
+KNOWN = frozenset().union(SELF, PLATFORM, *ROLE_PERMISSIONS.values())
+
+
+def permissions_of(principal: Principal) -> frozenset[str]:
+    granted: frozenset[str] = ROLE_PERMISSIONS.get(principal.role or "", frozenset())
+    if principal.user_id is not None:
+        granted |= SELF
+    if principal.is_superadmin:
+        granted |= PLATFORM
+    return granted
+
+
+def allows(principal: Principal, permission: str) -> bool:
+    return permission in permissions_of(principal)
