@@ -8,6 +8,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ import psycopg
 import pytest
 import uvicorn
 import yaml
+from aiosmtpd.controller import Controller
+from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
+from support import PASSWORD, Inbox, Person, fresh_ip
 
 from carebase import devstack, migrations
 from carebase.app import CarebaseApp, create_app
@@ -40,8 +45,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Embedde
     started.stop()
 
 
+class _Collect:
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+        message = BytesParser(policy=default_policy).parsebytes(envelope.content)
+        self.inbox.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+
 @pytest.fixture(scope="session")
-def settings(stack: devstack.EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = _free_port()
+    controller = Controller(_Collect(inbox), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def inbox(smtp: tuple[Inbox, int]) -> Inbox:
+    return smtp[0]
+
+
+@pytest.fixture(scope="session")
+def settings(
+    stack: devstack.EmbeddedStack,
+    tmp_path_factory: pytest.TempPathFactory,
+    smtp: tuple[Inbox, int],
+) -> Settings:
     return load_settings(
         {
             "ENVIRONMENT": "test",
@@ -53,6 +87,16 @@ def settings(stack: devstack.EmbeddedStack, tmp_path_factory: pytest.TempPathFac
             "DB_POOL_MIN_SIZE": "1",
             "DB_POOL_MAX_SIZE": "4",
             "MAX_BODY_BYTES": "4096",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp[1]),
+            "SMTP_STARTTLS": "false",
+            # Cheap hashes keep the suite fast; production cost is a setting (see config).
+            "PASSWORD_HASH_TIME_COST": "1",
+            "PASSWORD_HASH_MEMORY_KIB": "1024",
+            # No per-process trust: a revoked role or key is refused on the next request.
+            "AUTH_CACHE_S": "0",
+            # Schemathesis sends thousands of requests a minute as one user.
+            "RATE_LIMIT_DEFAULT_LIMIT": "20000",
         }
     )
 
@@ -161,3 +205,48 @@ def new_org(
         return uuid.UUID(str(row[0]))
 
     return create
+
+
+@pytest.fixture
+def person(
+    admin_conn: psycopg.Connection[tuple[object, ...]], app: CarebaseApp, settings: Settings
+) -> Callable[..., Person]:
+    """A verified user with a password, optionally a member of `org` in `role`, and a token."""
+    hasher = PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=4,
+    )
+    password_hash = hasher.hash(PASSWORD)
+
+    def make(
+        org: uuid.UUID | None = None, role: str | None = None, *, superadmin: bool = False
+    ) -> Person:
+        email = f"u-{uuid.uuid4().hex[:12]}@example.com"
+        row = admin_conn.execute(
+            "INSERT INTO identity.users (email, password_hash, email_verified_at, is_superadmin)"
+            " VALUES (%s, %s, now(), %s) RETURNING id",
+            (email, password_hash, superadmin),
+        ).fetchone()
+        assert row is not None
+        user_id = uuid.UUID(str(row[0]))
+        if org is not None and role is not None:
+            admin_conn.execute(
+                "INSERT INTO identity.memberships (organization_id, user_id, role)"
+                " VALUES (%s, %s, %s)",
+                (org, user_id, role),
+            )
+        token = app.dependencies.tokens.issue(
+            subject=str(user_id), organization_id=str(org) if org else None, role=role
+        )
+        return Person(user_id, email, PASSWORD, org, role if org else None, token)
+
+    return make
+
+
+@pytest.fixture
+async def anon(app: CarebaseApp) -> AsyncIterator[httpx.AsyncClient]:
+    """A client from an address of its own, so per-IP limits of other tests never apply."""
+    transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:
+        yield c

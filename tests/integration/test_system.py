@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 import httpx
@@ -11,10 +12,8 @@ import yaml
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
-from carebase import migrations
 from carebase.app import CarebaseApp, build_database, create_app
 from carebase.config import PROJECT_ROOT, Settings
-from carebase.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 
@@ -70,20 +69,27 @@ async def test_readiness_fails_when_redis_is_down(settings: Settings, tmp_path: 
     }
 
 
-async def test_readiness_reports_pending_migrations(
-    client: httpx.AsyncClient, stack: EmbeddedStack
-) -> None:
-    sql_dir = PROJECT_ROOT / "sql"
-    migrations.down(stack.database_admin_url, sql_dir, "platform")
-    try:
+async def test_readiness_reports_pending_migrations(settings: Settings, tmp_path: Any) -> None:
+    """A release that ships a migration the database has not run is not ready.
+
+    The shared test database keeps its data: the pending migration exists only in a copy of
+    sql/ that this app is told to expect.
+    """
+    shipped = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", shipped)
+    (shipped / "identity" / "9999_not_yet_applied.sql").write_text(
+        "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n"
+    )
+    app = create_app(settings.model_copy(update={"migrations_dir": shipped}))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
         response = await client.get("/health/ready")
-        assert response.status_code == 503
-        checks = {c["name"]: c for c in response.json()["checks"]}
-        assert checks["migrations"]["status"] == "fail"
-        assert checks["migrations"]["detail"] == "pending: platform/0001"
-    finally:
-        migrations.up(stack.database_admin_url, sql_dir)
-    assert (await client.get("/health/ready")).status_code == 200
+    assert response.status_code == 503
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert checks["migrations"]["status"] == "fail"
+    assert checks["migrations"]["detail"] == "pending: identity/9999"
 
 
 async def test_request_id_is_echoed_when_sane(client: httpx.AsyncClient) -> None:

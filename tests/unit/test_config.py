@@ -65,4 +65,15 @@ def test_production_needs_shared_signing_keys() -> None:
     with pytest.raises(ConfigError, match="JWT_SIGNING_KEYS"):
         load_settings({**SERVERS, "ENVIRONMENT": "production"})
     keys = '[{"kid": "k", "private_key": "-", "created_at": 1}]'
-    assert load_settings({**SERVERS, "ENVIRONMENT": "production", "JWT_SIGNING_KEYS": keys})
+    production = {**SERVERS, "ENVIRONMENT": "production", "SMTP_HOST": "smtp.example.com"}
+    assert load_settings({**production, "JWT_SIGNING_KEYS": keys})
+
+
+def test_production_needs_a_mail_server() -> None:
+    with pytest.raises(ConfigError, match="SMTP_HOST"):
+        load_settings({**SERVERS, "ENVIRONMENT": "production", "JWT_SIGNING_KEYS": "[]"})
+
+
+def test_an_external_identity_provider_needs_issuer_and_audience() -> None:
+    with pytest.raises(ConfigError, match="AUTH_ISSUER, AUTH_AUDIENCE"):
+        load_settings({**SERVERS, "AUTH_JWKS_URL": "https://idp.example.com/jwks"})

@@ -1,0 +1,50 @@
+"""Helpers the test modules share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+
+@dataclass
+class Inbox:
+    """Mail received by the session's real SMTP server (aiosmtpd on a loopback port)."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    def to(self, recipient: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == recipient]
+
+    def link_token(self, recipient: str) -> str:
+        """The `token` of the newest mailed link to `recipient`."""
+        for message in reversed(self.to(recipient)):
+            body = str(message.get_content())
+            found = re.search(r"[?&]token=([A-Za-z0-9_\-]+)", body)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"no mailed link for {recipient}")
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: uuid.UUID
+    email: str
+    password: str
+    organization_id: uuid.UUID | None
+    role: str | None
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def fresh_ip() -> str:
+    """A caller no rate limit has counted yet (Redis keeps windows between tests)."""
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
