@@ -1,0 +1,216 @@
+"""Who may do what, and that no tenant reaches another — both generated from the contract.
+
+- Role matrix: every operation × every role answers 403 exactly when the role lacks the
+  operation's `x-permission`.
+- Cross-tenant sweep: for every path with an id, tenant A using tenant B's id gets a 404
+  identical in shape to a random id's, and nothing of B changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from support import Person
+
+from carebase import migrations, permissions
+from carebase.app import CarebaseApp
+from carebase.principal import Principal
+from carebase.spec import Contract, Operation
+
+pytestmark = pytest.mark.integration
+
+CONTRACT = Contract.for_service("core")
+PROTECTED = sorted(
+    (op for op in CONTRACT.operations.values() if not op.public), key=lambda op: op.operation_id
+)
+WITH_IDS = sorted(
+    (op for op in CONTRACT.operations.values() if "{" in op.path), key=lambda op: op.operation_id
+)
+ROLES = ("admin", "specialist", "staff", "patient", "superadmin", "none")
+
+
+def _principal(role: str) -> Principal:
+    if role == "superadmin":
+        return Principal(user_id=uuid.uuid4(), organization_id=None, role=None, is_superadmin=True)
+    if role == "none":
+        return Principal(user_id=uuid.uuid4(), organization_id=None, role=None)
+    return Principal(user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role=role)
+
+
+def _example_body(op: Operation) -> Any:
+    """The contract's own example body: valid, so what answers is the handler, not validation."""
+    spec = CONTRACT.document["paths"][op.path][op.method.lower()]
+    content = spec.get("requestBody", {}).get("content", {}).get("application/json")
+    return None if content is None else content.get("example", {})
+
+
+def _request(
+    client: httpx.AsyncClient, op: Operation, params: dict[str, str], headers: dict[str, str]
+) -> Any:
+    path = re.sub(r"\{(\w+)\}", lambda m: params[m.group(1)], op.path)
+    return client.request(
+        op.method, path, headers={**headers, "If-Match": '"1"'}, json=_example_body(op)
+    )
+
+
+@pytest.fixture
+def caller(
+    person: Callable[..., Person], new_org: Callable[..., uuid.UUID]
+) -> Callable[[str], Person]:
+    def make(role: str) -> Person:
+        if role == "superadmin":
+            return person(superadmin=True)
+        if role == "none":
+            return person()
+        return person(new_org(), role)
+
+    return make
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_role_matrix(
+    client: httpx.AsyncClient, caller: Callable[[str], Person], role: str
+) -> None:
+    me = caller(role)
+    allowed = permissions.permissions_of(_principal(role))
+    own_ids = {
+        "organization_id": str(me.organization_id or uuid.uuid4()),
+        "user_id": str(uuid.uuid4()),
+        "api_key_id": str(uuid.uuid4()),
+        "slug": "no-such-clinic",
+    }
+    mismatches = []
+    for op in PROTECTED:
+        answer = await _request(client, op, own_ids, me.auth)
+        expected_forbidden = op.permission not in allowed
+        if (answer.status_code == 403) != expected_forbidden or answer.status_code >= 500:
+            mismatches.append(f"{op.operation_id} ({op.permission}): {answer.status_code}")
+    assert mismatches == [], f"{role}: {mismatches}"
+
+
+def test_every_declared_permission_is_known() -> None:
+    unknown = {op.permission for op in PROTECTED} - permissions.KNOWN
+    assert unknown == set()
+
+
+@pytest.fixture
+def two_tenants(
+    person: Callable[..., Person],
+    new_org: Callable[..., uuid.UUID],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+) -> tuple[Person, dict[str, str]]:
+    """An admin of A, and the ids of B's resources, one for each path parameter."""
+    a_admin = person(new_org("A"), "admin")
+    b = new_org("B")
+    b_member = person(b, "staff")
+    row = admin_conn.execute(
+        "INSERT INTO identity.api_keys (organization_id, name, prefix, secret_hash, role)"
+        " VALUES (%s, 'B key', %s, '\\x00', 'staff') RETURNING id",
+        (b, uuid.uuid4().hex[:12]),
+    ).fetchone()
+    assert row is not None
+    b_slug = admin_conn.execute(
+        "SELECT slug FROM platform.organizations WHERE id = %s", (b,)
+    ).fetchone()
+    assert b_slug is not None
+    ids = {
+        "organization_id": str(b),
+        "user_id": str(b_member.user_id),
+        "api_key_id": str(row[0]),
+        "slug": str(b_slug[0]),
+    }
+    return a_admin, ids
+
+
+def _tenant_digest(conn: psycopg.Connection[tuple[object, ...]], org: str) -> str:
+    """A fingerprint of every row of `org` in every tenant table (and the organization row)."""
+    tables = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id'
+         WHERE c.relkind = 'r' AND n.nspname = ANY(%s) ORDER BY 1, 2
+        """,
+        (list(migrations.MODULES),),
+    ).fetchall()
+    digest = hashlib.sha256()
+    for schema, table in tables:
+        rows = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT to_jsonb(t) FROM {}.{} t WHERE organization_id = %s ORDER BY 1::text"
+            ).format(psycopg.sql.Identifier(str(schema)), psycopg.sql.Identifier(str(table))),
+            (org,),
+        ).fetchall()
+        digest.update(json.dumps([str(r[0]) for r in rows]).encode())
+    org_row = conn.execute(
+        "SELECT to_jsonb(o) FROM platform.organizations o WHERE id = %s", (org,)
+    ).fetchone()
+    digest.update(str(org_row).encode())
+    return digest.hexdigest()
+
+
+def _shape(answer: httpx.Response) -> tuple[int, str, list[str]]:
+    body = answer.json()
+    return answer.status_code, body.get("type", ""), sorted(body)
+
+
+@pytest.mark.parametrize("op", WITH_IDS, ids=lambda op: op.operation_id)
+async def test_cross_tenant_ids_answer_like_missing_ones(
+    client: httpx.AsyncClient,
+    two_tenants: tuple[Person, dict[str, str]],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+    op: Operation,
+) -> None:
+    a_admin, b_ids = two_tenants
+    names = re.findall(r"\{(\w+)\}", op.path)
+    unknown = set(names) - set(b_ids)
+    assert not unknown, f"register how to make another tenant's {unknown} in this test"
+    before = _tenant_digest(admin_conn, b_ids["organization_id"])
+
+    def random_ids(organization_id: str) -> dict[str, str]:
+        return {
+            "organization_id": organization_id,
+            "user_id": str(uuid.uuid4()),
+            "api_key_id": str(uuid.uuid4()),
+            "slug": f"no-such-{uuid.uuid4().hex[:8]}",
+        }
+
+    a_org = str(a_admin.organization_id)
+    # B's organization itself, against an organization that does not exist...
+    cases = [(b_ids, random_ids(str(uuid.uuid4())))]
+    # ...and B's member or key under A's own organization, against ids that do not exist.
+    if set(names) - {"organization_id"}:
+        cases.append(({**b_ids, "organization_id": a_org}, random_ids(a_org)))
+    for foreign, missing_ids in cases:
+        crossing = await _request(client, op, foreign, a_admin.auth)
+        missing = await _request(client, op, missing_ids, a_admin.auth)
+        assert crossing.status_code == 404, (op.operation_id, foreign, crossing.text)
+        assert _shape(crossing) == _shape(missing)
+        assert crossing.json()["detail"] == missing.json()["detail"]
+    assert _tenant_digest(admin_conn, b_ids["organization_id"]) == before
+
+
+async def test_api_keys_act_for_their_organization_only(
+    client: httpx.AsyncClient, two_tenants: tuple[Person, dict[str, str]], app: CarebaseApp
+) -> None:
+    a_admin, b_ids = two_tenants
+    created = await client.post(
+        f"/v1/organizations/{a_admin.organization_id}/api-keys",
+        headers=a_admin.auth,
+        json={"name": "sync", "role": "staff"},
+    )
+    assert created.status_code == 201, created.text
+    key = {"X-API-Key": created.json()["key"]}
+    own = await client.get(f"/v1/organizations/{a_admin.organization_id}/members", headers=key)
+    assert own.status_code == 200
+    other = await client.get(f"/v1/organizations/{b_ids['organization_id']}/members", headers=key)
+    assert other.status_code == 404
+    assert (await client.get("/v1/me", headers=key)).status_code == 403  # keys are not people
