@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from carebase import devstack, migrations
+from carebase import devstack, migrations, seed
 from carebase.config import ConfigError, Settings, load_settings
 from carebase.tokens import Keyring, load_keyring, save_keyring
 
@@ -51,6 +51,20 @@ def _with_stack(settings: Settings) -> tuple[Settings, devstack.EmbeddedStack | 
     return updated, stack, stack.superuser_url
 
 
+def _seed(settings: Settings) -> tuple[list[seed.Account], str]:
+    from argon2 import PasswordHasher
+
+    password = seed.demo_password(settings.data_dir)
+    hasher = PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=4,
+    )
+    return seed.seed_demo(
+        settings.server_urls().database_admin, password=password, hasher=hasher
+    ), password
+
+
 def _prepare(settings: Settings, superuser_url: str | None) -> None:
     urls = settings.server_urls()
     if superuser_url:
@@ -68,6 +82,7 @@ def cmd_dev(_: argparse.Namespace) -> int:
     settings, stack, superuser = _with_stack(_settings(require=()))
     try:
         _prepare(settings, superuser)
+        accounts, password = _seed(settings)
         app = create_app(settings)
         base = f"http://{settings.host}:{settings.core_port}"
         print(
@@ -76,7 +91,15 @@ def cmd_dev(_: argparse.Namespace) -> int:
             f"  OpenAPI spec   {base}/openapi.yaml\n"
             f"  Swagger UI     {base}/ui/\n"
             f"  Readiness      {base}/health/ready\n"
-            f"  Data           {settings.data_dir}\n",
+            f"  Data           {settings.data_dir}\n"
+            f"  Mail           {settings.mailbox_dir} (and the log)\n\n"
+            f"Demo accounts, all with the password {password}:\n"
+            + "\n".join(
+                f"  {a.role:<11} {a.email:<52} {a.organization or '(platform)'}" for a in accounts
+            )
+            + "\n\nSign in:\n"
+            f"  curl -s {base}/v1/auth/login -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"email": "{accounts[1].email}", "password": "{password}"}}\'\n',
             flush=True,
         )
         uvicorn.Server(

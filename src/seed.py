@@ -1,0 +1,82 @@
+"""Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role.
+
+Idempotent: a second run finds everything in place. The shared demo password is generated
+on the first run into `<DATA_DIR>/demo-credentials.json` (0600), never stored in the code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from argon2 import PasswordHasher
+
+DOMAIN = "carebase-demo.example.com"
+CLINICS = (("north-clinic", "North Rehabilitation Clinic"), ("south-clinic", "South Tele-Health"))
+ROLES = ("admin", "specialist", "staff", "patient")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    email: str
+    organization: str | None
+    role: str
+
+
+def demo_password(data_dir: Path) -> str:
+    path = data_dir / "demo-credentials.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored["password"]
+    password = "demo-" + secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"password": password}, handle, indent=2)
+    return password
+
+
+def seed_demo(admin_url: str, *, password: str, hasher: PasswordHasher) -> list[Account]:
+    """Owner connection: demo rows are a platform job, not a tenant's request."""
+    password_hash = hasher.hash(password)
+    accounts = [Account(f"superadmin@{DOMAIN}", None, "superadmin")]
+    with psycopg.connect(admin_url, autocommit=False) as conn, conn.transaction():
+        superadmin = _user(conn, accounts[0].email, "Platform Operator", password_hash)
+        conn.execute("UPDATE identity.users SET is_superadmin = true WHERE id = %s", (superadmin,))
+        for slug, name in CLINICS:
+            conn.execute(
+                "INSERT INTO platform.organizations (slug, name) VALUES (%s, %s)"
+                " ON CONFLICT (slug) DO NOTHING",
+                (slug, name),
+            )
+            row = conn.execute(
+                "SELECT id FROM platform.organizations WHERE slug = %s", (slug,)
+            ).fetchone()
+            assert row is not None  # noqa: S101 - inserted just above
+            for role in ROLES:
+                email = f"{role}@{slug}.{DOMAIN}"
+                user = _user(conn, email, f"Demo {role.title()} ({name})", password_hash)
+                conn.execute(
+                    "INSERT INTO identity.memberships (organization_id, user_id, role)"
+                    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (row[0], user, role),
+                )
+                accounts.append(Account(email, slug, role))
+    return accounts
+
+
+def _user(
+    conn: psycopg.Connection[tuple[object, ...]], email: str, name: str, hashed: str
+) -> object:
+    row = conn.execute(
+        "INSERT INTO identity.users (email, display_name, password_hash, email_verified_at,"
+        " password_changed_at) VALUES (%s, %s, %s, now(), now())"
+        " ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash"
+        " RETURNING id",
+        (email, name, hashed),
+    ).fetchone()
+    assert row is not None  # noqa: S101 - RETURNING always yields the row
+    return row[0]
