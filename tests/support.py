@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
 
 @dataclass
@@ -17,6 +20,16 @@ class Inbox:
 
     def to(self, recipient: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == recipient]
+
+    async def wait_for(self, relay: Any, *recipients: str, timeout_s: float = 10.0) -> None:
+        """Until each recipient has mail. The app's own relay task may be mid-send with a row
+        it claimed, so draining the outbox here is not enough: wait for the SMTP server."""
+        deadline = time.monotonic() + timeout_s
+        while not all(self.to(r) for r in recipients):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no mail for {recipients} within {timeout_s} s")
+            await relay.deliver_batch()
+            await asyncio.sleep(0.05)
 
     def link_token(self, recipient: str) -> str:
         """The `token` of the newest mailed link to `recipient`."""

@@ -14,11 +14,6 @@ from carebase.app import CarebaseApp
 pytestmark = pytest.mark.integration
 
 
-async def deliver(app: CarebaseApp) -> None:
-    while await app.relay.deliver_batch():
-        pass
-
-
 async def test_a_superadmin_creates_a_clinic_whose_invited_admin_signs_in(
     client: httpx.AsyncClient,
     anon: httpx.AsyncClient,
@@ -44,7 +39,7 @@ async def test_a_superadmin_creates_a_clinic_whose_invited_admin_signs_in(
     )
     assert again.status_code == 409
 
-    await deliver(app)
+    await inbox.wait_for(app.relay, admin_email)
     token = inbox.link_token(admin_email)
     accepted = await anon.post(
         "/v1/auth/reset-password", json={"token": token, "password": PASSWORD}
@@ -93,7 +88,7 @@ async def test_members_are_added_listed_changed_and_removed(
         base, headers=admin.auth, json={"email": invited_email, "role": "staff"}
     )
     assert invited.status_code == 201
-    await deliver(app)
+    await inbox.wait_for(app.relay, existing.email, invited_email)
     assert "added" in str(inbox.to(existing.email)[-1]["Subject"])
     assert "invited" in str(inbox.to(invited_email)[-1]["Subject"])
 
