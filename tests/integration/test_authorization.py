@@ -214,3 +214,48 @@ async def test_api_keys_act_for_their_organization_only(
     other = await client.get(f"/v1/organizations/{b_ids['organization_id']}/members", headers=key)
     assert other.status_code == 404
     assert (await client.get("/v1/me", headers=key)).status_code == 403  # keys are not people
+
+
+def _forged_tokens(app: CarebaseApp, user: Person) -> dict[str, str]:
+    tokens = app.dependencies.tokens
+    subject, org = str(user.user_id), str(user.organization_id)
+    good = tokens.issue(subject=subject, organization_id=org, role="admin")
+    head, body, signature = good.split(".")
+    return {
+        "garbage": "not-a-jwt",
+        "expired": tokens.issue(
+            subject=subject, organization_id=org, role="admin", now=1_000_000, ttl_s=60
+        ),
+        "tampered": f"{head}.{body[:-4]}AAAA.{signature}",
+        "alg none": f"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.",
+        "unknown user": tokens.issue(subject=str(uuid.uuid4()), organization_id=org, role="admin"),
+        "oversized": "a" * 5000,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "expired", "tampered", "alg none", "unknown user", "oversized"]
+)
+async def test_bad_tokens_get_401_with_a_challenge(
+    client: httpx.AsyncClient,
+    app: CarebaseApp,
+    person: Callable[..., Person],
+    new_org: Callable[..., uuid.UUID],
+    kind: str,
+) -> None:
+    user = person(new_org(), "admin")
+    token = _forged_tokens(app, user)[kind]
+    answer = await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == 'Bearer realm="carebase", error="invalid_token"'
+    assert answer.json()["detail"] == "The access token is invalid or expired."
+
+
+async def test_no_credentials_get_a_challenge_without_an_error_code(
+    client: httpx.AsyncClient,
+) -> None:
+    answer = await client.get("/v1/me")
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == 'Bearer realm="carebase"'
+    other_scheme = await client.get("/v1/me", headers={"Authorization": "Basic YTpi"})
+    assert other_scheme.status_code == 401
