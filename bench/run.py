@@ -28,7 +28,7 @@ from argon2 import PasswordHasher
 
 from carebase import devstack, migrations, seed
 from carebase.config import PROJECT_ROOT
-from carebase.tokens import TokenService, load_keyring
+from carebase.tokens import Keyring, TokenService, load_keyring
 
 HOST, PORT = "127.0.0.1", 9100
 CONNECTIONS, THREADS = 64, 2
@@ -125,7 +125,7 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def keyring():  # type: ignore[no-untyped-def]
+def keyring() -> Keyring:
     return load_keyring(BENCH_DIR / "jwt-keys.json", token_ttl_s=3600)
 
 

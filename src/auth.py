@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carebase import credentials, permissions
 from carebase.errors import Forbidden, Unauthenticated
-from carebase.middleware import HttpLayer
+from carebase.middleware import HttpLayer, operation_id, principal_of
 from carebase.persistence import identity
 from carebase.persistence.db import Database
 from carebase.principal import Principal
@@ -33,7 +33,6 @@ from carebase.tokens import TokenService
 
 _log = structlog.get_logger("carebase.auth")
 
-ROUTING_EXTENSION = "connexion_routing"
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -173,13 +172,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _operation(scope: Scope, operations: Mapping[str, Operation]) -> Operation | None:
-    routing = scope.get("extensions", {}).get(ROUTING_EXTENSION) or {}
-    return operations.get(str(routing.get("operation_id") or ""))
-
-
-def principal_of(scope: Scope) -> Principal:
-    principal = (scope.get("state") or {}).get("principal")
-    return principal if isinstance(principal, Principal) else Principal.anonymous()
+    return operations.get(operation_id(scope) or "")
 
 
 class Authenticate(HttpLayer):

@@ -19,12 +19,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carebase import problems
 from carebase.errors import MalformedRequest, PayloadTooLarge, RouteNotFound
 from carebase.logging import set_request_id
+from carebase.principal import Principal
 
 ROUTING_EXTENSION = "connexion_routing"  # set by Connexion's RoutingMiddleware on the scope
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 _access_log = structlog.get_logger("carebase.access")
 _security_log = structlog.get_logger("carebase.security")
+
+
+def operation_id(scope: Scope) -> str | None:
+    """The operationId Connexion routed this request to (None before routing, or unrouted)."""
+    routing = (scope.get("extensions") or {}).get(ROUTING_EXTENSION) or {}
+    found = routing.get("operation_id")
+    return str(found) if found else None
+
+
+def principal_of(scope: Scope) -> Principal:
+    """Who authentication said is calling; anonymous before it ran or where it did not."""
+    principal = (scope.get("state") or {}).get("principal")
+    return principal if isinstance(principal, Principal) else Principal.anonymous()
 
 
 async def send_problem(send: Send, problem: problems.RenderedProblem) -> None:
@@ -153,8 +167,7 @@ class AccessLog(HttpLayer):
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            routing = (scope.get("extensions") or {}).get(ROUTING_EXTENSION) or {}
-            route = self.route_for(routing.get("operation_id"))
+            route = self.route_for(operation_id(scope))
             log = _access_log.error if status >= 500 else _access_log.info
             log(
                 "request",

@@ -20,8 +20,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.errors import DependencyUnavailable, RateLimited
-from carebase.middleware import ROUTING_EXTENSION, HttpLayer
-from carebase.principal import Principal
+from carebase.middleware import HttpLayer, operation_id, principal_of
 from carebase.spec import Operation
 
 KeyKind = Literal["ip", "user", "organization"]
@@ -88,8 +87,8 @@ class RateLimiter:
 def rules_from_contract(operations: Mapping[str, Operation]) -> dict[str, Rule | None]:
     """operationId → its declared rule; None where the operation opts out."""
     return {
-        operation_id: None if op.rate_limit is False else Rule.from_extension(op.rate_limit)
-        for operation_id, op in operations.items()
+        op_id: None if op.rate_limit is False else Rule.from_extension(op.rate_limit)
+        for op_id, op in operations.items()
         if op.rate_limit is not None
     }
 
@@ -111,13 +110,12 @@ class RateLimit(HttpLayer):
         self.default = default
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        routing = scope.get("extensions", {}).get(ROUTING_EXTENSION) or {}
-        operation_id = str(routing.get("operation_id") or "")
-        rule = self.rules.get(operation_id, self.default) if operation_id else None
-        if rule is None:
+        operation = operation_id(scope)
+        rule = self.rules.get(operation, self.default) if operation else None
+        if rule is None or operation is None:
             await self.app(scope, receive, send)
             return
-        bucket = operation_id if operation_id in self.rules else "default"
+        bucket = operation if operation in self.rules else "default"
         try:
             decision = await self.limiter.hit(bucket, _identity(scope, rule.key), rule)
         except RedisError as exc:
@@ -126,7 +124,7 @@ class RateLimit(HttpLayer):
             self.limiter.failed_open += 1
             _log.warning(
                 "rate_limit_failed_open",
-                operation=operation_id,
+                operation=operation,
                 error=type(exc).__name__,
                 failed_open_total=self.limiter.failed_open,
             )
@@ -150,11 +148,10 @@ class RateLimit(HttpLayer):
 
 def _identity(scope: Scope, kind: KeyKind) -> str:
     """The caller to count: the principal's user or organization when known, else the IP."""
-    principal = (scope.get("state") or {}).get("principal")
-    if isinstance(principal, Principal):
-        if kind == "user" and principal.user_id:
-            return f"user:{principal.user_id}"
-        if kind == "organization" and principal.organization_id:
-            return f"org:{principal.organization_id}"
+    principal = principal_of(scope)
+    if kind == "user" and principal.user_id:
+        return f"user:{principal.user_id}"
+    if kind == "organization" and principal.organization_id:
+        return f"org:{principal.organization_id}"
     client = scope.get("client") or ("unknown", 0)
     return f"ip:{client[0]}"

@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from carebase import etags
-from carebase.auth import principal_of
 from carebase.errors import FieldError, PreconditionRequired, ValidationFailed
+from carebase.middleware import principal_of
 from carebase.pages import PageRequest
 from carebase.principal import Principal
 

@@ -153,6 +153,31 @@ async def membership_role(q: Querier, organization_id: UUID, user_id: UUID) -> s
     return role
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveOrganizationRow:
+    id: UUID
+    slug: str
+    name: str
+    role: str
+
+
+SELECT_ACTIVE_ORGANIZATION = """
+SELECT o.id, o.slug, o.name, m.role
+  FROM platform.organizations o
+  JOIN identity.memberships m ON m.organization_id = o.id AND m.user_id = %s
+ WHERE o.id = %s
+"""
+
+
+async def active_organization(
+    q: Querier, user_id: UUID, organization_id: UUID
+) -> ActiveOrganizationRow | None:
+    """The organization a user acts in, with their role there; None once they left it."""
+    return await q.fetch_one(
+        SELECT_ACTIVE_ORGANIZATION, (user_id, organization_id), row=ActiveOrganizationRow
+    )
+
+
 async def first_organization(q: Querier, user_id: UUID) -> UUID | None:
     found: UUID | None = await q.fetch_value(SELECT_FIRST_MEMBERSHIP, (user_id,))
     return found

@@ -52,33 +52,9 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class ActiveOrganization:
-    id: UUID
-    slug: str
-    name: str
-    role: str
-
-
-@dataclass(frozen=True, slots=True)
 class MeView:
     user: identity.UserRow
-    organization: ActiveOrganization | None
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveOrganizationRow:
-    id: UUID
-    slug: str
-    name: str
-    role: str
-
-
-SELECT_ACTIVE_ORGANIZATION = """
-SELECT o.id, o.slug, o.name, m.role
-  FROM platform.organizations o
-  JOIN identity.memberships m ON m.organization_id = o.id AND m.user_id = %s
- WHERE o.id = %s
-"""
+    organization: identity.ActiveOrganizationRow | None
 
 
 class Links:
@@ -184,18 +160,7 @@ class IdentityService:
                     body=body,
                 )
                 return
-            subject, body = VERIFY_MAIL
-            await queue_action_mail(
-                q,
-                user_id=user_id,
-                email=email,
-                purpose="verify_email",
-                ttl_s=VERIFY_TTL_S,
-                subject=subject,
-                body=body,
-                link_path="/verify-email",
-                links=self._links,
-            )
+            await self._queue_verification(q, user_id, email)
 
     async def login(self, *, email: str, password: str, organization_id: UUID | None) -> Session:
         email = normalise_email(email)
@@ -263,18 +228,7 @@ class IdentityService:
             found = await identity.user(q, user_id)
             if found is None or found.email_verified_at is not None:
                 return
-            subject, body = VERIFY_MAIL
-            await queue_action_mail(
-                q,
-                user_id=user_id,
-                email=found.email,
-                purpose="verify_email",
-                ttl_s=VERIFY_TTL_S,
-                subject=subject,
-                body=body,
-                link_path="/verify-email",
-                links=self._links,
-            )
+            await self._queue_verification(q, user_id, found.email)
 
     async def confirm_verification(self, *, token: str) -> None:
         async with self._db.admin_transaction() as q:
@@ -282,7 +236,7 @@ class IdentityService:
                 q, credentials.digest(token), ["verify_email"]
             )
             if used is None:
-                raise ValidationFailed([FieldError("/body/token", BAD_LINK, "invalid_token")])
+                raise _bad_link()
             await identity.mark_email_verified(q, used.user_id)
 
     async def forgot_password(self, *, email: str) -> None:
@@ -315,13 +269,13 @@ class IdentityService:
             pending = await identity.pending_action_token(q, digest, purposes)
             found = await identity.credential_by_id(q, pending.user_id) if pending else None
         if found is None:
-            raise ValidationFailed([FieldError("/body/token", BAD_LINK, "invalid_token")])
+            raise _bad_link()
         _raise_if_weak(password, found.email)
         password_hash = await self._passwords.hash(password)
         async with self._db.admin_transaction() as q:
             used = await identity.consume_action_token(q, digest, purposes)
             if used is None:
-                raise ValidationFailed([FieldError("/body/token", BAD_LINK, "invalid_token")])
+                raise _bad_link()
             await identity.set_password(
                 q, used.user_id, password_hash, verify=used.purpose == "invitation"
             )
@@ -371,6 +325,20 @@ class IdentityService:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    async def _queue_verification(self, q: Querier, user_id: UUID, email: str) -> None:
+        subject, body = VERIFY_MAIL
+        await queue_action_mail(
+            q,
+            user_id=user_id,
+            email=email,
+            purpose="verify_email",
+            ttl_s=VERIFY_TTL_S,
+            subject=subject,
+            body=body,
+            link_path="/verify-email",
+            links=self._links,
+        )
+
     async def _me(self, q: Querier, principal: Principal) -> MeView:
         user_id = _user_of(principal)
         found = await identity.user(q, user_id)
@@ -378,13 +346,7 @@ class IdentityService:
             raise NotFound("The user no longer exists.")
         organization = None
         if principal.organization_id is not None:
-            row = await q.fetch_one(
-                SELECT_ACTIVE_ORGANIZATION,
-                (user_id, principal.organization_id),
-                row=ActiveOrganizationRow,
-            )
-            if row is not None:
-                organization = ActiveOrganization(row.id, row.slug, row.name, row.role)
+            organization = await identity.active_organization(q, user_id, principal.organization_id)
         return MeView(found, organization)
 
     async def _choose_organization(
@@ -453,6 +415,10 @@ def _user_of(principal: Principal) -> UUID:
     if principal.user_id is None:
         raise Unauthenticated("This operation needs a signed-in user, not an API key.")
     return principal.user_id
+
+
+def _bad_link() -> ValidationFailed:
+    return ValidationFailed([FieldError("/body/token", BAD_LINK, "invalid_token")])
 
 
 def _not_a_member(pointer: str) -> FieldError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from connexion.lifecycle import ConnexionResponse
 from redis.asyncio import Redis
+from support import fresh_ip
 
 from carebase.app import CarebaseApp, create_app
 from carebase.config import Settings
@@ -84,11 +84,6 @@ async def serve(
             return httpx.AsyncClient(transport=transport, base_url="http://carebase.test")
 
         yield client_from
-
-
-def fresh_ip() -> str:
-    """A caller nobody has counted yet (Redis keeps windows between tests)."""
-    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
 
 
 async def test_concurrent_requests_are_admitted_exactly_up_to_the_limit(
