@@ -90,6 +90,25 @@ def field_errors(errors: Iterable[SchemaError], prefix: str) -> list[FieldError]
     return sorted(unique.values(), key=lambda e: (e.pointer, e.code))
 
 
+def _nul_characters(value: Any, pointer: str) -> list[FieldError]:
+    """JSON allows U+0000 in strings; PostgreSQL text cannot store it, so no body may carry it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [FieldError(pointer, "Must not contain the NUL character.", "nul")]
+        return []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            child = f"{pointer}/{_escape(key)}"
+            if "\x00" in key:
+                found.append(FieldError(child, "Must not contain the NUL character.", "nul"))
+            found += _nul_characters(item, child)
+        return found
+    if isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in _nul_characters(item, f"{pointer}/{i}")]
+    return []
+
+
 class BodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
     """JSON bodies: strict UTF-8, readable JSON, then every schema error at once."""
 
@@ -116,6 +135,7 @@ class BodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
         if body is None and not self._nullable:
             raise ValidationFailed([FieldError("/body", "A JSON body is required.", "required")])
         found = field_errors(self._schema_validator.iter_errors(body), "/body")
+        found += _nul_characters(body, "/body")
         if found:
             raise ValidationFailed(found)
 

@@ -280,3 +280,21 @@ async def test_sign_in_fails_closed_without_redis(
     assert answer.status_code == 503
     assert "retry-after" in answer.headers
     assert me.status_code == 200  # ordinary operations fail open
+
+
+async def test_a_nul_character_is_refused_before_it_reaches_postgresql(
+    client: httpx.AsyncClient, person: Callable[..., Person]
+) -> None:
+    user = person()
+    answer = await client.patch(
+        "/v1/me", headers={**user.auth, "If-Match": '"1"'}, json={"display_name": "Da\x00na"}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [
+        {
+            "pointer": "/body/display_name",
+            "message": "Must not contain the NUL character.",
+            "code": "nul",
+        }
+    ]
+    assert (await client.get("/v1/me", headers=user.auth)).headers["etag"] == '"1"'
