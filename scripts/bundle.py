@@ -250,7 +250,7 @@ def valid_rate_limit(value: Any) -> bool:
 
 
 # The validator (and pydantic behind it) checks these formats: bounded without maxLength.
-FIXED_FORMATS = frozenset({"uuid", "date-time"})
+FIXED_FORMATS = frozenset({"uuid", "date-time", "date"})
 
 
 def lint_schemas(document: dict[str, Any]) -> Iterator[str]:

@@ -28,9 +28,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from carebase import errors, middleware, migrations, problems
 from carebase.auth import Authenticate, Authenticator, Authorize
 from carebase.config import Settings
+from carebase.encryption import Sealer, load_data_keyring
+from carebase.handlers.core.audit import AuditHandlers
 from carebase.handlers.core.auth import AuthHandlers
+from carebase.handlers.core.custom_fields import CustomFieldHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
+from carebase.handlers.core.patients import PatientHandlers
+from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
+from carebase.housekeeping import housekeeping
+from carebase.idempotency import Idempotency
 from carebase.lockout import Lockout
 from carebase.logging import configure_logging
 from carebase.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
@@ -38,8 +45,12 @@ from carebase.passwords import HashCost, Passwords
 from carebase.persistence.db import Database, make_pool
 from carebase.ratelimit import RateLimit, RateLimiter, Rule, rules_from_contract
 from carebase.responses import problem_response
+from carebase.services.audit import AuditService
+from carebase.services.custom_fields import CustomFieldService
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
+from carebase.services.patients import PatientService
+from carebase.services.specialists import SpecialistService
 from carebase.services.system import HealthService
 from carebase.spec import Contract
 from carebase.tokens import TokenService, load_keyring
@@ -54,6 +65,7 @@ class Dependencies:
     redis: Redis
     tokens: TokenService
     mail: MailSender
+    sealer: Sealer
 
 
 def build_database(settings: Settings, *, service: str) -> Database:
@@ -111,6 +123,17 @@ def build_tokens(settings: Settings) -> TokenService:
         # From the environment, keys change with a rolling restart; a file is re-read.
         reload_from=None if settings.jwt_signing_keys else path,
     )
+
+
+def build_sealer(settings: Settings) -> Sealer:
+    path = data_keyring_path(settings)
+    keyring = load_data_keyring(path, from_env=settings.data_encryption_keys)
+    # From the environment, keys change with a rolling restart; a file is re-read.
+    return Sealer(keyring, reload_from=None if settings.data_encryption_keys else path)
+
+
+def data_keyring_path(settings: Settings) -> Path:
+    return settings.data_dir / "data-keys.json"
 
 
 def build_mail(settings: Settings) -> MailSender:
@@ -214,10 +237,24 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         db=dependencies.database, links=links, on_access_changed=authenticator.forget
     )
     relay = OutboxRelay(dependencies.database, dependencies.mail)
+    sealer = dependencies.sealer
+    patients = PatientService(
+        db=dependencies.database,
+        sealer=sealer,
+        tokens=dependencies.tokens,
+        links=links,
+        impersonation_ttl_s=settings.impersonation_ttl_s,
+    )
     registry = handler_registry(
         [
+            AuditHandlers(audit=AuditService(db=dependencies.database)),
             AuthHandlers(tokens=dependencies.tokens, identity=identity),
+            CustomFieldHandlers(custom_fields=CustomFieldService(db=dependencies.database)),
             OrganizationHandlers(organizations=organizations),
+            PatientHandlers(patients=patients),
+            SpecialistHandlers(
+                specialists=SpecialistService(db=dependencies.database, sealer=sealer)
+            ),
             SystemHandlers(health=health),
             *extra_handlers,
         ]
@@ -226,13 +263,18 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
         await dependencies.database.open(wait=False)
-        relaying = asyncio.create_task(relay.run(), name="mail-relay")
+        tasks = [
+            asyncio.create_task(relay.run(), name="mail-relay"),
+            asyncio.create_task(housekeeping(dependencies.database), name="housekeeping"),
+        ]
         try:
             yield
         finally:
-            relaying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relaying
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await dependencies.database.close()
             await dependencies.redis.aclose()
 
@@ -283,6 +325,15 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     app.add_middleware(
         Authorize, position=MiddlewarePosition.BEFORE_VALIDATION, operations=contract.operations
     )
+    # After validation: a request the contract refuses never reserves a key.
+    app.add_middleware(
+        Idempotency,
+        position=MiddlewarePosition.BEFORE_CONTEXT,
+        db=dependencies.database,
+        sealer=sealer,
+        operations=contract.operations,
+        ttl_s=settings.idempotency_ttl_s,
+    )
     _install_error_handlers(app, contract)
 
     asgi = middleware.stack(
@@ -312,6 +363,7 @@ def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependenc
         "redis": lambda: build_redis(settings),
         "tokens": lambda: build_tokens(settings),
         "mail": lambda: build_mail(settings),
+        "sealer": lambda: build_sealer(settings),
     }
     unknown = set(overrides) - set(builders)
     if unknown:

@@ -10,7 +10,9 @@ read for `cache_s` seconds, so a removed member or a revoked key stops working w
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -27,7 +29,7 @@ from carebase.errors import Forbidden, Unauthenticated
 from carebase.middleware import HttpLayer, operation_id, principal_of
 from carebase.persistence import identity
 from carebase.persistence.db import Database
-from carebase.principal import Principal
+from carebase.principal import Origin, Principal
 from carebase.spec import Operation
 from carebase.tokens import TokenService
 
@@ -171,6 +173,25 @@ def _headers(scope: Scope) -> dict[str, str]:
     }
 
 
+def _origin(scope: Scope) -> Origin:
+    """Request id, client address (after TRUSTED_PROXIES) and user agent, for the audit trail."""
+    client = scope.get("client")
+    agent = next((v for k, v in scope.get("headers", []) if k == b"user-agent"), None)
+    return Origin(
+        request_id=(scope.get("state") or {}).get("request_id"),
+        ip=_ip(client[0]) if client else None,
+        user_agent=agent.decode("latin-1")[:512] if agent else None,
+    )
+
+
+def _ip(host: str) -> str | None:
+    """The client's address when it is one (a unix socket or a test client has none)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
 def _operation(scope: Scope, operations: Mapping[str, Operation]) -> Operation | None:
     return operations.get(operation_id(scope) or "")
 
@@ -187,6 +208,7 @@ class Authenticate(HttpLayer):
         operation = _operation(scope, self.operations)
         if operation is not None and not operation.public:
             principal = await self.authenticator.authenticate(scope)
+            principal = dataclasses.replace(principal, origin=_origin(scope))
             scope.setdefault("state", {})["principal"] = principal
             structlog.contextvars.bind_contextvars(actor=principal.actor)
         await self.app(scope, receive, send)

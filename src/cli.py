@@ -212,6 +212,53 @@ def cmd_keys_rotate(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
+    """Add a data key (file keyring) and re-seal every stored value under the newest key."""
+    import asyncio
+
+    from carebase.app import build_database, data_keyring_path
+    from carebase.encryption import DataKeyring, Sealer, load_data_keyring, save_data_keyring
+    from carebase.services.data_keys import reseal_all
+
+    settings, stack, _ = _with_stack(_settings(require=()))
+    try:
+        now = int(time.time())
+        if settings.data_encryption_keys:
+            keyring = DataKeyring.loads(settings.data_encryption_keys)
+            if args.new_key:
+                print(keyring.rotated(now).dumps())
+                print(
+                    "keys: store the JSON above as DATA_ENCRYPTION_KEYS, roll the processes, "
+                    "then run `carebase keys rotate-data --no-new-key` to re-seal",
+                    file=sys.stderr,
+                )
+                return 0
+        else:
+            path = data_keyring_path(settings)
+            keyring = load_data_keyring(path)
+            if args.new_key:
+                keyring = keyring.rotated(now)
+                save_data_keyring(keyring, path)
+                print(f"keys: {keyring.active.kid} now seals; running processes pick it up")
+
+        async def run() -> str:
+            database = build_database(settings, service="keys")
+            await database.open()
+            try:
+                done = await reseal_all(database, Sealer(keyring))
+            finally:
+                await database.close()
+            return (
+                f"keys: re-sealed {done.patients} patient and {done.specialists} specialist values"
+            )
+
+        print(asyncio.run(run()))
+    finally:
+        if stack:
+            stack.stop()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="carebase", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -233,11 +280,22 @@ def parser() -> argparse.ArgumentParser:
         "bootstrap", help="create the database, owner and app roles and grants (idempotent)"
     ).set_defaults(run=cmd_bootstrap)
 
-    keys = commands.add_parser("keys", help="access-token signing keys")
+    keys = commands.add_parser("keys", help="access-token signing keys and data keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser(
         "rotate", help="add a signing key; older keys verify until their tokens expire"
     ).set_defaults(run=cmd_keys_rotate)
+    rotate_data = keys_commands.add_parser(
+        "rotate-data",
+        help="add a data-encryption key and re-seal stored health data under it",
+    )
+    rotate_data.add_argument(
+        "--no-new-key",
+        dest="new_key",
+        action="store_false",
+        help="only re-seal under the newest key already in the keyring",
+    )
+    rotate_data.set_defaults(run=cmd_keys_rotate_data)
 
     migrate = commands.add_parser("migrate", help="run dbmate for every module in dependency order")
     migrate.add_argument("action", choices=["up", "down", "status"])

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     access_token_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 900
     jwt_signing_keys: str | None = None
     """The keyring as JSON (see `carebase keys rotate`); without it, <DATA_DIR>/jwt-keys.json."""
+    data_encryption_keys: str | None = None
+    """The AES-256-GCM data keyring as JSON (`carebase keys rotate-data`); without it,
+    <DATA_DIR>/data-keys.json."""
+    impersonation_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 900
+    idempotency_ttl_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 86_400
 
     refresh_token_ttl_s: Annotated[int, Field(ge=3600, le=90 * 86_400)] = 30 * 86_400
     password_hash_time_cost: Annotated[int, Field(ge=1, le=10)] = 3
@@ -178,6 +183,10 @@ def load_settings(
             problems.append(f"{name.upper()}: required")
     if settings.environment == Environment.PRODUCTION and not settings.jwt_signing_keys:
         problems.append("JWT_SIGNING_KEYS: required in production (every process must share keys)")
+    if settings.environment == Environment.PRODUCTION and not settings.data_encryption_keys:
+        problems.append(
+            "DATA_ENCRYPTION_KEYS: required in production (every process must share keys)"
+        )
     if settings.environment == Environment.PRODUCTION and not settings.smtp_host:
         problems.append("SMTP_HOST: required in production (verification and reset mail)")
     if settings.auth_jwks_url and not (settings.auth_issuer and settings.auth_audience):

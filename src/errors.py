@@ -74,6 +74,13 @@ class PreconditionRequired(CarebaseError):
     """A change to a versioned resource arrived without `If-Match`."""
 
 
+class DataIntegrity(CarebaseError):
+    """A stored value failed its integrity check (a sealed value that will not open).
+
+    Not the caller's fault and never their data: the detail names neither value nor key.
+    """
+
+
 class PayloadTooLarge(CarebaseError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"The body exceeds the limit of {limit} bytes.")

@@ -25,3 +25,12 @@ def expected_version(if_match: str) -> int | None:
     if found is None:
         raise PreconditionFailed('If-Match must be the resource\'s ETag, e.g. "3".')
     return int(found.group(1))
+
+
+def matches_any(if_none_match: str, version: int) -> bool:
+    """`If-None-Match`: `*`, or a list of tags, weak or strong, any naming `version`."""
+    value = if_none_match.strip()
+    if value == "*":
+        return True
+    current = etag(version)
+    return any(tag.strip().removeprefix("W/") == current for tag in value.split(","))

@@ -16,7 +16,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 # Modules in dependency order: a module may reference only the modules before it.
-MODULES: tuple[str, ...] = ("platform", "identity")
+MODULES: tuple[str, ...] = (
+    "platform",
+    "identity",
+    "audit",
+    "custom_fields",
+    "specialists",
+    "patients",
+)
 
 # Migrations grant table rights to this group role, never to a deployment's login role,
 # so the SQL stays the same whatever the app role is called.

@@ -30,6 +30,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "api_keys:read",
             "api_keys:write",
             "patients:write",
+            "patients:manage",
             "patients:impersonate",
             "specialists:write",
             "specialties:write",
@@ -38,10 +39,19 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
         }
     ),
-    "specialist": frozenset({"members:read", "patients:write", *_CLINICAL_READ}),
-    "staff": frozenset({"members:read", "patients:write", *_CLINICAL_READ}),
-    # Row-level security narrows a patient to their own record.
-    "patient": frozenset({"patients:read", "patients:write", "specialists:read"}),
+    "specialist": frozenset({"members:read", "patients:write", "patients:manage", *_CLINICAL_READ}),
+    "staff": frozenset({"members:read", "patients:write", "patients:manage", *_CLINICAL_READ}),
+    # Row-level security narrows a patient to their own record: they read and edit it (not
+    # its status), and read the directory and the field library their profile uses.
+    "patient": frozenset(
+        {
+            "patients:read",
+            "patients:write",
+            "specialists:read",
+            "specialties:read",
+            "custom_fields:read",
+        }
+    ),
 }
 
 KNOWN = frozenset().union(SELF, PLATFORM, *ROLE_PERMISSIONS.values())

@@ -7,6 +7,15 @@ from uuid import UUID
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, for the audit trail."""
+
+    request_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     user_id: UUID | None
     organization_id: UUID | None
@@ -15,6 +24,7 @@ class Principal:
     is_superadmin: bool = False
     api_key_id: UUID | None = None
     impersonator_id: UUID | None = None
+    origin: Origin | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:

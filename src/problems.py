@@ -42,6 +42,9 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.ValidationFailed: ProblemType(422, "validation-failed", "Request validation failed"),
     errors.PreconditionRequired: ProblemType(428, "precondition-required", "Precondition required"),
     errors.RateLimited: ProblemType(429, "rate-limited", "Too many requests"),
+    errors.DataIntegrity: ProblemType(
+        500, "data-integrity", "Stored data failed an integrity check"
+    ),
     errors.DependencyUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 INTERNAL = ProblemType(500, "internal", "Internal server error")
@@ -111,6 +114,8 @@ def from_error(error: errors.CarebaseError, *, instance: str | None) -> Rendered
         headers["RateLimit-Reset"] = str(error.retry_after)
     elif isinstance(error, errors.DependencyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
+    elif isinstance(error, errors.DataIntegrity):
+        _log.error("data_integrity", path=instance, cause=repr(error.__cause__))
     elif isinstance(error, errors.Unauthenticated):
         # RFC 6750 §3: no error code when no credentials came at all.
         challenge = 'Bearer realm="carebase"'

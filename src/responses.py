@@ -39,6 +39,10 @@ def no_content(headers: Mapping[str, str] | None = None) -> ConnexionResponse:
     return ConnexionResponse(status_code=204, body=b"", headers=dict(headers or {}))
 
 
+def not_modified(etag: str) -> ConnexionResponse:
+    return ConnexionResponse(status_code=304, body=b"", headers={"ETag": etag})
+
+
 def document(model: BaseModel) -> dict[str, Any]:
     """The model as JSON, leaving out optional fields that are None.
 

@@ -24,6 +24,15 @@ class Operation:
     public: bool
     rate_limit: Any = None
     """The raw `x-rate-limit` extension: None when undeclared, False when opted out."""
+    idempotent: bool = False
+    """It takes an `Idempotency-Key` header."""
+    audit: str | None = None
+    """The `x-audit` action a successful call records."""
+
+
+def _names_idempotency_key(parameter: dict[str, Any]) -> bool:
+    ref = parameter.get("$ref", "")
+    return ref.endswith("/IdempotencyKey") or parameter.get("name") == "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,8 @@ class Contract:
                     permission=spec.get("x-permission"),
                     public=spec.get("security", root_security) == [],
                     rate_limit=spec.get("x-rate-limit"),
+                    idempotent=any(_names_idempotency_key(p) for p in spec.get("parameters", [])),
+                    audit=spec.get("x-audit"),
                 )
             if "GET" in methods and "HEAD" not in methods:
                 methods.append("HEAD")  # Starlette answers HEAD wherever GET is served.

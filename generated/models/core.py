@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date as date_aliased
 from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, RootModel
 
 
 class Status(StrEnum):
@@ -37,6 +38,28 @@ class ApiKeyRole(StrEnum):
     staff = "staff"
 
 
+class ChangedField(RootModel[str]):
+    root: Annotated[str, Field(max_length=64)]
+
+
+class AuditEvent(BaseModel):
+    id: UUID
+    occurred_at: AwareDatetime
+    actor_user_id: Annotated[UUID | None, Field(...)]
+    actor_api_key_id: Annotated[UUID | None, Field(...)]
+    impersonator_id: Annotated[UUID | None, Field(...)]
+    """
+    The admin acting through an impersonation token.
+    """
+    action: Annotated[str, Field(max_length=64)]
+    entity_type: Annotated[str, Field(max_length=32)]
+    entity_id: Annotated[UUID | None, Field(...)]
+    changed_fields: Annotated[list[ChangedField], Field(max_length=100)]
+    request_id: Annotated[str | None, Field(max_length=128)]
+    ip: Annotated[str | None, Field(max_length=45)]
+    user_agent: Annotated[str | None, Field(max_length=512)]
+
+
 class CheckStatus(StrEnum):
     """
     The outcome of one check.
@@ -44,6 +67,50 @@ class CheckStatus(StrEnum):
 
     ok = "ok"
     fail = "fail"
+
+
+class Option(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class Option2(RootModel[str]):
+    root: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
+class EntityType(StrEnum):
+    patient = "patient"
+    specialist = "specialist"
+
+
+class FieldOption(RootModel[str]):
+    root: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
+class FieldType(StrEnum):
+    text = "text"
+    number = "number"
+    date = "date"
+    boolean = "boolean"
+    select = "select"
+    multi_select = "multi_select"
+
+
+class FieldValue1(RootModel[str]):
+    root: Annotated[str, Field(max_length=2000)]
+    """
+    A value: text, a date (`YYYY-MM-DD`) or a select choice as a string, a number, a boolean, or a multi-select's choices as a list.
+    """
+
+
+class FieldValue2Item(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class FieldValue2(RootModel[list[FieldValue2Item]]):
+    root: Annotated[list[FieldValue2Item], Field(max_length=100)]
+    """
+    A value: text, a date (`YYYY-MM-DD`) or a select choice as a string, a number, a boolean, or a multi-select's choices as a list.
+    """
 
 
 class ForgotPasswordRequest(BaseModel):
@@ -65,6 +132,14 @@ class HealthCheck(BaseModel):
     """
     Why the check failed (the error's kind, never a secret).
     """
+
+
+class ImpersonationToken(BaseModel):
+    access_token: Annotated[str, Field(max_length=4096)]
+    token_type: TokenType
+    expires_in: Annotated[int, Field(ge=1)]
+    user_id: UUID
+    impersonator_id: UUID
 
 
 class Kty(StrEnum):
@@ -131,6 +206,16 @@ class PageMeta(BaseModel):
     total_pages: Annotated[int, Field(examples=[5], ge=0)]
 
 
+class PatientPrefill(BaseModel):
+    patient_id: UUID
+    values: Annotated[dict[str, FieldValue1 | float | bool | FieldValue2], Field(max_length=300)]
+
+
+class PatientStatus(StrEnum):
+    active = "active"
+    archived = "archived"
+
+
 class ProblemFieldError(BaseModel):
     """
     One failing field. `pointer` is a JSON pointer into the request seen as `{"body": ..., "query": ..., "path": ..., "header": ...}`, e.g. `/body/name` or `/query/page`.
@@ -141,6 +226,51 @@ class ProblemFieldError(BaseModel):
     code: Annotated[str, Field(examples=["format"], max_length=64)]
     """
     The failing rule (`required`, `type`, `maxLength`, `format`, `unknown`, …).
+    """
+
+
+class FieldModel(BaseModel):
+    field_id: UUID
+    key: Annotated[str, Field(max_length=63, min_length=1, pattern="^[a-z][a-z0-9_]{0,62}$")]
+    definition: Annotated[int, Field(ge=1)]
+
+
+class Profile(BaseModel):
+    """
+    An entity's custom field values, keyed by field key.
+    """
+
+    entity_id: UUID
+    values: Annotated[dict[str, FieldValue1 | float | bool | FieldValue2], Field(max_length=200)]
+    fields: Annotated[list[FieldModel], Field(max_length=200)]
+    """
+    For each value, the field and the definition it was checked against.
+    """
+    version: Annotated[int, Field(ge=1)]
+    """
+    The owning record's version (the same `ETag`).
+    """
+
+
+class Values(RootModel[str | None]):
+    root: Annotated[str | None, Field(max_length=2000)] = None
+
+
+class Values1Item(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class Values1(RootModel[list[Values1Item] | None]):
+    root: Annotated[list[Values1Item] | None, Field(max_length=100)] = None
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    values: Annotated[dict[str, Values | float | bool | Values1 | None], Field(max_length=200)]
+    """
+    The whole set of values; a field left out (or `null`) has no value.
     """
 
 
@@ -195,6 +325,14 @@ class ServiceStatus(StrEnum):
     """
 
     ok = "ok"
+
+
+class SpecialtyUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=120, min_length=1, pattern="\\S")] = None
+    description: Annotated[str | None, Field(max_length=2000)] = None
 
 
 class SwitchOrganizationRequest(BaseModel):
@@ -265,6 +403,95 @@ class ApiKeyWithSecret(ApiKey):
     """
     Send as `X-API-Key`. Shown only now.
     """
+
+
+class AuditEventPage(BaseModel):
+    data: Annotated[list[AuditEvent], Field(max_length=100)]
+    meta: PageMeta
+
+
+class CustomField(BaseModel):
+    id: UUID
+    entity_type: EntityType
+    key: Annotated[str, Field(max_length=63, min_length=1, pattern="^[a-z][a-z0-9_]{0,62}$")]
+    label: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    type: FieldType
+    required: bool
+    sensitive: bool
+    """
+    Values are sealed at rest (AES-256-GCM).
+    """
+    min: Annotated[float | None, Field(...)]
+    max: Annotated[float | None, Field(...)]
+    options: Annotated[list[Option] | None, Field(max_length=100)]
+    pattern: Annotated[str | None, Field(max_length=200)]
+    definition: Annotated[int, Field(ge=1)]
+    """
+    The current definition's number; values remember theirs.
+    """
+    archived: bool
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class CustomFieldCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    entity_type: EntityType
+    key: Annotated[str, Field(max_length=63, min_length=1, pattern="^[a-z][a-z0-9_]{0,62}$")]
+    label: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    type: FieldType
+    required: bool = False
+    sensitive: bool = False
+    min: float | None = None
+    max: float | None = None
+    options: Annotated[list[FieldOption] | None, Field(max_length=100, min_length=1)] = None
+    pattern: Annotated[str | None, Field(max_length=200, min_length=1)] = None
+
+
+class CustomFieldDefinition(BaseModel):
+    definition: Annotated[int, Field(ge=1)]
+    label: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    type: FieldType
+    required: bool
+    sensitive: bool
+    min: Annotated[float | None, Field(...)]
+    max: Annotated[float | None, Field(...)]
+    options: Annotated[list[Option] | None, Field(max_length=100)]
+    pattern: Annotated[str | None, Field(max_length=200)]
+    in_use: bool
+    """
+    Values were saved under this definition, so it no longer changes.
+    """
+    created_at: AwareDatetime
+
+
+class CustomFieldDefinitionList(BaseModel):
+    data: Annotated[list[CustomFieldDefinition], Field(max_length=1000)]
+
+
+class CustomFieldPage(BaseModel):
+    data: Annotated[list[CustomField], Field(max_length=100)]
+    meta: PageMeta
+
+
+class CustomFieldUpdate(BaseModel):
+    """
+    The key and type never change (make a new field); `null` clears a constraint.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    label: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    required: bool | None = None
+    sensitive: bool | None = None
+    min: float | None = None
+    max: float | None = None
+    options: Annotated[list[Option2] | None, Field(max_length=100, min_length=1)] = None
+    pattern: Annotated[str | None, Field(max_length=200, min_length=1)] = None
 
 
 class Liveness(BaseModel):
@@ -381,6 +608,103 @@ class OrganizationSummary(BaseModel):
     name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
 
 
+class Patient(BaseModel):
+    """
+    A patient record. Identifiers and notes are sealed at rest (AES-256-GCM).
+    """
+
+    id: UUID
+    given_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    family_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    email: Annotated[EmailStr | None, Field(max_length=254)]
+    status: PatientStatus
+    birth_date: Annotated[date_aliased | None, Field(...)]
+    national_id: Annotated[str | None, Field(max_length=64)]
+    phone: Annotated[str | None, Field(max_length=32)]
+    address: Annotated[str | None, Field(max_length=500)]
+    notes: Annotated[str | None, Field(max_length=20000)]
+    user_id: Annotated[UUID | None, Field(...)]
+    """
+    The patient's own account, once onboarded.
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class PatientCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    given_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    family_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    email: Annotated[
+        EmailStr | None, Field(examples=["dana@example.com"], max_length=254, min_length=3)
+    ] = None
+    birth_date: date_aliased | None = None
+    """
+    ISO 8601 calendar date, not in the future.
+    """
+    national_id: Annotated[str | None, Field(max_length=64, min_length=1, pattern="\\S")] = None
+    phone: Annotated[
+        str | None, Field(max_length=32, min_length=3, pattern="^\\+?[0-9 ()./-]{3,32}$")
+    ] = None
+    address: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
+    notes: Annotated[str | None, Field(max_length=20000)] = None
+
+
+class PatientOnboard(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
+    given_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    family_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    birth_date: date_aliased | None = None
+    """
+    ISO 8601 calendar date, not in the future.
+    """
+    national_id: Annotated[str | None, Field(max_length=64, min_length=1, pattern="\\S")] = None
+    phone: Annotated[
+        str | None, Field(max_length=32, min_length=3, pattern="^\\+?[0-9 ()./-]{3,32}$")
+    ] = None
+    address: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
+    notes: Annotated[str | None, Field(max_length=20000)] = None
+
+
+class PatientSummary(BaseModel):
+    id: UUID
+    given_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    family_name: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    email: Annotated[EmailStr | None, Field(max_length=254)]
+    status: PatientStatus
+    user_id: Annotated[UUID | None, Field(...)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class PatientUpdate(BaseModel):
+    """
+    Fields left out stay as they are; `null` clears an optional field.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    given_name: Annotated[str | None, Field(max_length=100, min_length=1, pattern="\\S")] = None
+    family_name: Annotated[str | None, Field(max_length=100, min_length=1, pattern="\\S")] = None
+    status: PatientStatus | None = None
+    email: Annotated[EmailStr | None, Field(max_length=254)] = None
+    birth_date: date_aliased | None = None
+    national_id: Annotated[str | None, Field(max_length=64, min_length=1, pattern="\\S")] = None
+    phone: Annotated[
+        str | None, Field(max_length=32, min_length=3, pattern="^\\+?[0-9 ()./-]{3,32}$")
+    ] = None
+    address: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
+    notes: Annotated[str | None, Field(max_length=20000)] = None
+
+
 class Problem(BaseModel):
     """
     An RFC 9457 problem document. Every error answer of every Carebase service has this shape and the media type `application/problem+json`.
@@ -435,3 +759,71 @@ class ReadinessProblem(Problem):
     """
 
     checks: Annotated[list[HealthCheck], Field(max_length=32)]
+
+
+class Specialist(BaseModel):
+    id: UUID
+    user_id: UUID
+    display_name: Annotated[str, Field(max_length=200, min_length=1)]
+    title: Annotated[str, Field(max_length=120)]
+    bio: Annotated[str, Field(max_length=4000)]
+    accepting_patients: bool
+    specialty_ids: Annotated[list[UUID], Field(max_length=50)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class SpecialistCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: UUID
+    display_name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    title: Annotated[str | None, Field(max_length=120)] = None
+    bio: Annotated[str | None, Field(max_length=4000)] = None
+    accepting_patients: bool = True
+    specialty_ids: Annotated[list[UUID] | None, Field(max_length=50)] = None
+
+
+class SpecialistPage(BaseModel):
+    data: Annotated[list[Specialist], Field(max_length=100)]
+    meta: PageMeta
+
+
+class SpecialistUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    display_name: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    title: Annotated[str | None, Field(max_length=120)] = None
+    bio: Annotated[str | None, Field(max_length=4000)] = None
+    accepting_patients: bool | None = None
+    specialty_ids: Annotated[list[UUID] | None, Field(max_length=50)] = None
+
+
+class Specialty(BaseModel):
+    id: UUID
+    name: Annotated[str, Field(max_length=120, min_length=1, pattern="\\S")]
+    description: Annotated[str, Field(max_length=2000)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class SpecialtyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=120, min_length=1, pattern="\\S")]
+    description: Annotated[str | None, Field(max_length=2000)] = None
+
+
+class SpecialtyPage(BaseModel):
+    data: Annotated[list[Specialty], Field(max_length=100)]
+    meta: PageMeta
+
+
+class PatientPage(BaseModel):
+    data: Annotated[list[PatientSummary], Field(max_length=100)]
+    meta: PageMeta

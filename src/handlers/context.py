@@ -47,5 +47,11 @@ def expected_version() -> int | None:
     return etags.expected_version(value)
 
 
+def not_modified(version: int) -> bool:
+    """Whether `If-None-Match` names the current version (weak comparison, RFC 9110 §13.1.2)."""
+    value = request.headers.get("if-none-match")
+    return value is not None and etags.matches_any(value, version)
+
+
 def page_request(page: int | None, page_size: int | None) -> PageRequest:
     return PageRequest(page=page or 1, page_size=page_size or 25)

@@ -19,6 +19,7 @@ from psycopg.rows import class_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from carebase.errors import DependencyUnavailable
+from carebase.pages import PageRequest
 from carebase.principal import Principal
 
 T = TypeVar("T")
@@ -72,6 +73,27 @@ def one(row: T | None) -> T:
     if row is None:
         raise RuntimeError("the statement returned no row")
     return row
+
+
+async def fetch_page(
+    q: Querier,
+    count_query: Query,
+    page_query: Query,
+    params: Mapping[str, Any],
+    page: PageRequest,
+    *,
+    row: type[T],
+) -> tuple[list[T], int]:
+    """A page of rows and the total. `page_query` takes `%(limit)s` and `%(offset)s`.
+
+    A first page that is not full is the whole list, so it needs no count.
+    """
+    rows = await q.fetch_all(
+        page_query, {**params, "limit": page.page_size, "offset": page.offset}, row=row
+    )
+    if page.offset == 0 and len(rows) < page.page_size:
+        return rows, len(rows)
+    return rows, int(await q.fetch_value(count_query, params))
 
 
 SET_TENANT: Query = (

@@ -49,6 +49,7 @@ SELECT_ORGANIZATION_BY_SLUG = """
 SELECT id, slug, name, version, created_at, updated_at FROM platform.organizations
  WHERE slug = %s
 """
+SELECT_CURRENT_NAME = "SELECT name FROM platform.organizations WHERE id = platform.current_org_id()"
 UPDATE_ORGANIZATION = """
 UPDATE platform.organizations
    SET name = %(name)s, version = version + 1, updated_at = now()
@@ -74,6 +75,12 @@ async def insert_organization(q: Querier, *, slug: str, name: str) -> Organizati
 
 async def organization(q: Querier, organization_id: UUID) -> OrganizationRow | None:
     return await q.fetch_one(SELECT_ORGANIZATION, (organization_id,), row=OrganizationRow)
+
+
+async def current_organization_name(q: Querier) -> str | None:
+    """The name of the organization the transaction acts in."""
+    found = await q.fetch_value(SELECT_CURRENT_NAME)
+    return None if found is None else str(found)
 
 
 async def organization_by_slug(q: Querier, slug: str) -> OrganizationRow | None:

@@ -86,6 +86,7 @@ async def test_role_matrix(
         "user_id": str(uuid.uuid4()),
         "api_key_id": str(uuid.uuid4()),
         "slug": "no-such-clinic",
+        **{name: str(uuid.uuid4()) for name in NEW_IDS},
     }
     mismatches = []
     for op in PROTECTED:
@@ -126,8 +127,44 @@ def two_tenants(
         "user_id": str(b_member.user_id),
         "api_key_id": str(row[0]),
         "slug": str(b_slug[0]),
+        **_clinical_rows(admin_conn, b, b_member.user_id),
     }
     return a_admin, ids
+
+
+def _clinical_rows(
+    conn: psycopg.Connection[tuple[object, ...]], org: uuid.UUID, member: uuid.UUID
+) -> dict[str, str]:
+    """One patient, specialty, specialist and custom field of `org`."""
+    ids = {name: str(uuid.uuid4()) for name in NEW_IDS}
+    conn.execute(
+        "INSERT INTO patients.patients (organization_id, id, given_name, family_name)"
+        " VALUES (%s, %s, 'Other', 'Tenant')",
+        (org, ids["patient_id"]),
+    )
+    conn.execute(
+        "INSERT INTO specialists.specialties (organization_id, id, name) VALUES (%s, %s, 'B')",
+        (org, ids["specialty_id"]),
+    )
+    conn.execute(
+        "INSERT INTO specialists.specialists (organization_id, id, user_id, display_name)"
+        " VALUES (%s, %s, %s, 'B specialist')",
+        (org, ids["specialist_id"], member),
+    )
+    conn.execute(
+        "INSERT INTO custom_fields.fields (organization_id, id, entity_type, key)"
+        " VALUES (%s, %s, 'patient', 'b_field')",
+        (org, ids["field_id"]),
+    )
+    conn.execute(
+        "INSERT INTO custom_fields.definitions (organization_id, field_id, definition, label, type)"
+        " VALUES (%s, %s, 1, 'B field', 'text')",
+        (org, ids["field_id"]),
+    )
+    return ids
+
+
+NEW_IDS = ("patient_id", "specialty_id", "specialist_id", "field_id")
 
 
 def _tenant_digest(conn: psycopg.Connection[tuple[object, ...]], org: str) -> str:
@@ -181,6 +218,7 @@ async def test_cross_tenant_ids_answer_like_missing_ones(
             "user_id": str(uuid.uuid4()),
             "api_key_id": str(uuid.uuid4()),
             "slug": f"no-such-{uuid.uuid4().hex[:8]}",
+            **{name: str(uuid.uuid4()) for name in NEW_IDS},
         }
 
     a_org = str(a_admin.organization_id)

@@ -1,0 +1,95 @@
+"""Re-sealing stored health data under the newest data key (`carebase keys rotate-data`).
+
+Runs on the owner pool (a platform job across tenants), in small batches, each its own
+transaction, so a long rotation never holds many locks and can be interrupted and re-run:
+values already under the newest key are left alone. Older keys stay in the keyring, so rows
+not yet re-sealed stay readable throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+
+from carebase.encryption import Sealer, UnsealError
+from carebase.persistence import patients, specialists
+from carebase.persistence.db import Database
+from carebase.services import patients as patient_service
+from carebase.services import specialists as specialist_service
+
+BATCH = 500
+_log = structlog.get_logger("carebase.data_keys")
+START = (UUID(int=0), UUID(int=0))
+
+
+@dataclass(frozen=True, slots=True)
+class Resealed:
+    patients: int
+    specialists: int
+    unreadable: int
+    """Values that failed authentication: left as they are, and logged (without content)."""
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.unreadable = 0
+
+
+async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Resealed:
+    counter = _Counter()
+    patients_done = await _reseal_patients(db, sealer, batch, counter)
+    specialists_done = await _reseal_specialists(db, sealer, batch, counter)
+    return Resealed(patients_done, specialists_done, counter.unreadable)
+
+
+def _renewed(sealer: Sealer, sealed: bytes | None, aad: bytes, counter: _Counter) -> bytes | None:
+    """The value sealed under the newest key; None when it needs nothing or cannot open."""
+    if sealed is None or sealer.keyring.is_current(sealed):
+        return None
+    try:
+        return sealer.seal(sealer.open(sealed, aad), aad)
+    except UnsealError:
+        counter.unreadable += 1
+        _log.error("reseal_unreadable_value", row=aad.decode().rsplit("|", 2)[0])
+        return None
+
+
+async def _reseal_patients(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
+    after, changed = START, 0
+    while True:
+        async with db.admin_transaction() as q:
+            rows = await patients.sealed_batch(q, after, batch)
+            for row in rows:
+                columns = {}
+                for name in patients.SEALED:
+                    current = getattr(row, f"{name}_sealed")
+                    aad = patient_service.aad(row.organization_id, row.id, name)
+                    renewed = _renewed(sealer, current, aad, counter)
+                    columns[f"{name}_sealed"] = renewed if renewed is not None else current
+                    changed += renewed is not None
+                if any(
+                    columns[f"{n}_sealed"] is not getattr(row, f"{n}_sealed")
+                    for n in patients.SEALED
+                ):
+                    await patients.reseal(q, row, columns)
+        if len(rows) < batch:
+            return changed
+        after = (rows[-1].organization_id, rows[-1].id)
+
+
+async def _reseal_specialists(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
+    after, changed = START, 0
+    while True:
+        async with db.admin_transaction() as q:
+            rows = await specialists.sealed_batch(q, after, batch)
+            for row in rows:
+                aad = specialist_service.aad(row.organization_id, row.id, "custom")
+                renewed = _renewed(sealer, row.custom_sealed, aad, counter)
+                if renewed is not None:
+                    await specialists.reseal(q, row, renewed)
+                    changed += 1
+        if len(rows) < batch:
+            return changed
+        after = (rows[-1].organization_id, rows[-1].id)
