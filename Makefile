@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export XDG_RUNTIME_DIR ?= $(CURDIR)/.data/run
 
-.PHONY: help install dev test gen check-generated lint format typecheck imports check bench clean
+.PHONY: help install dev test gen check-generated lint format typecheck imports check bench profile clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -62,8 +62,13 @@ imports: install ## layer contract: handlers → services → persistence
 
 check: lint typecheck imports check-generated ## everything CI checks besides the tests
 
-bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server, write docs/benchmarks.md
+bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server (and a FastAPI reference), write docs/benchmarks.md
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(BIN)/python bench/run.py
+
+profile: install | $(XDG_RUNTIME_DIR) ## py-spy profile of GET /v1/patients/{id} under load
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
+	$(BIN)/python bench/profile.py
 
 clean: ## remove the virtualenv, caches and the embedded data
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

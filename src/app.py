@@ -392,6 +392,7 @@ class SpecDocument(middleware.HttpLayer):
 
     def __init__(self, app: ASGIApp, contract: Contract) -> None:
         super().__init__(app)
+        self.contract = contract
         self.documents = {
             "/openapi.yaml": (b"application/yaml", contract.raw),
             "/openapi.json": (b"application/json", contract.json),
@@ -400,6 +401,14 @@ class SpecDocument(middleware.HttpLayer):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         document = self.documents.get(scope["path"])
         if document is None:
+            literal = self.contract.literal_methods(scope["path"])
+            if literal is not None and scope["method"] not in literal:
+                # Starlette would route it to a template that matches too (`…/{id}`).
+                error = errors.MethodNotAllowed(literal)
+                await middleware.send_problem(
+                    send, problems.from_error(error, instance=scope["path"])
+                )
+                return
             await self.app(scope, receive, send)
             return
         if scope["method"] not in ("GET", "HEAD"):

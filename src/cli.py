@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from carebase import devstack, migrations, seed
 from carebase.config import ConfigError, Settings, load_settings
+from carebase.encryption import DataKeyring, load_data_keyring
 from carebase.tokens import Keyring, load_keyring, save_keyring
 
 
@@ -61,8 +62,17 @@ def _seed(settings: Settings) -> tuple[list[seed.Account], str]:
         parallelism=4,
     )
     return seed.seed_demo(
-        settings.server_urls().database_admin, password=password, hasher=hasher
+        settings.server_urls().database_admin,
+        password=password,
+        hasher=hasher,
+        keyring=_data_keyring(settings),
     ), password
+
+
+def _data_keyring(settings: Settings) -> DataKeyring:
+    from carebase.app import data_keyring_path
+
+    return load_data_keyring(data_keyring_path(settings), from_env=settings.data_encryption_keys)
 
 
 def _prepare(settings: Settings, superuser_url: str | None) -> None:
@@ -212,6 +222,36 @@ def cmd_keys_rotate(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Demo data, then `--patients N` patients over `--organizations` benchmark clinics."""
+    import psycopg
+
+    from carebase.seed_clinical import seed_benchmark
+
+    settings, stack, superuser = _with_stack(_settings(require=()))
+    try:
+        _prepare(settings, superuser)
+        _seed(settings)
+        started = time.monotonic()
+        with psycopg.connect(settings.server_urls().database_admin) as conn:
+            organizations = seed_benchmark(
+                conn,
+                _data_keyring(settings),
+                patients=args.patients,
+                organizations=args.organizations,
+                progress=sys.stderr.isatty(),
+            )
+            conn.execute("ANALYZE patients.patients")
+        print(
+            f"seed: {args.patients:,} patients over {len(organizations)} benchmark clinics "
+            f"(bench-clinic-01…) in {time.monotonic() - started:.1f} s"
+        )
+    finally:
+        if stack:
+            stack.stop()
+    return 0
+
+
 def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
     """Add a data key (file keyring) and re-seal every stored value under the newest key."""
     import asyncio
@@ -296,6 +336,13 @@ def parser() -> argparse.ArgumentParser:
         help="only re-seal under the newest key already in the keyring",
     )
     rotate_data.set_defaults(run=cmd_keys_rotate_data)
+
+    seed_cmd = commands.add_parser(
+        "seed", help="demo data, plus many patients over benchmark clinics (for `make bench`)"
+    )
+    seed_cmd.add_argument("--patients", type=int, default=0, help="how many (default 0)")
+    seed_cmd.add_argument("--organizations", type=int, default=10, help="spread over (default 10)")
+    seed_cmd.set_defaults(run=cmd_seed)
 
     migrate = commands.add_parser("migrate", help="run dbmate for every module in dependency order")
     migrate.add_argument("action", choices=["up", "down", "status"])

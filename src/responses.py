@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connexion.lifecycle import ConnexionResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
 from carebase.problems import MEDIA_TYPE, RenderedProblem
@@ -59,6 +59,10 @@ def document(model: BaseModel) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, RootModel):
+        return _plain(value.root)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, BaseModel):
         return document(value)
     if isinstance(value, list):

@@ -1,4 +1,5 @@
-"""Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role.
+"""Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role,
+each clinic with specialties, a specialist, a custom field library and about 50 patients.
 
 Idempotent: a second run finds everything in place. The shared demo password is generated
 on the first run into `<DATA_DIR>/demo-credentials.json` (0600), never stored in the code.
@@ -15,9 +16,13 @@ from pathlib import Path
 import psycopg
 from argon2 import PasswordHasher
 
+from carebase.encryption import DataKeyring
+from carebase.seed_clinical import seed_clinic
+
 DOMAIN = "carebase-demo.example.com"
 CLINICS = (("north-clinic", "North Rehabilitation Clinic"), ("south-clinic", "South Tele-Health"))
 ROLES = ("admin", "specialist", "staff", "patient")
+DEMO_PATIENTS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,14 @@ def demo_password(data_dir: Path) -> str:
     return password
 
 
-def seed_demo(admin_url: str, *, password: str, hasher: PasswordHasher) -> list[Account]:
+def seed_demo(
+    admin_url: str,
+    *,
+    password: str,
+    hasher: PasswordHasher,
+    keyring: DataKeyring,
+    patients_per_clinic: int = DEMO_PATIENTS,
+) -> list[Account]:
     """Owner connection: demo rows are a platform job, not a tenant's request."""
     password_hash = hasher.hash(password)
     accounts = [Account(f"superadmin@{DOMAIN}", None, "superadmin")]
@@ -56,15 +68,24 @@ def seed_demo(admin_url: str, *, password: str, hasher: PasswordHasher) -> list[
                 "SELECT id FROM platform.organizations WHERE slug = %s", (slug,)
             ).fetchone()
             assert row is not None  # noqa: S101 - inserted just above
+            users = {}
             for role in ROLES:
                 email = f"{role}@{slug}.{DOMAIN}"
-                user = _user(conn, email, f"Demo {role.title()} ({name})", password_hash)
+                users[role] = _user(conn, email, f"Demo {role.title()} ({name})", password_hash)
                 conn.execute(
                     "INSERT INTO identity.memberships (organization_id, user_id, role)"
                     " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    (row[0], user, role),
+                    (row[0], users[role], role),
                 )
                 accounts.append(Account(email, slug, role))
+            seed_clinic(
+                conn,
+                row[0],
+                keyring,
+                patients=patients_per_clinic,
+                specialist_user=users["specialist"],
+                patient_user=users["patient"],
+            )
     return accounts
 
 

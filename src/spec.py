@@ -72,7 +72,10 @@ class Contract:
             if "GET" in methods and "HEAD" not in methods:
                 methods.append("HEAD")  # Starlette answers HEAD wherever GET is served.
             routes.append(_Route(_template_pattern(template), template, tuple(methods)))
-        self._routes = tuple(routes)
+        # A literal path (`/v1/patients/onboard`) wins over a template that also matches it
+        # (`/v1/patients/{patient_id}`): the router would otherwise hand it to the template.
+        self._routes = tuple(sorted(routes, key=lambda r: "{" in r.template))
+        self._literal = {r.template: r.methods for r in routes if "{" not in r.template}
 
     @classmethod
     def for_service(cls, service: str) -> Contract:
@@ -88,6 +91,10 @@ class Contract:
             if route.pattern.fullmatch(path):
                 return route.methods
         return None
+
+    def literal_methods(self, path: str) -> tuple[str, ...] | None:
+        """The methods of a route without parameters at exactly this path, if there is one."""
+        return self._literal.get(path)
 
     def template_for(self, operation_id: str | None) -> str | None:
         operation = self.operations.get(operation_id or "")

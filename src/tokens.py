@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ ALGORITHM = "EdDSA"
 MAX_TOKEN_BYTES = 4096
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 LEEWAY_S = 30
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class KeyringError(Exception):
@@ -84,6 +86,8 @@ class Keyring:
         self.keys = tuple(sorted(keys, key=lambda k: k.created_at))
         self.token_ttl_s = token_ttl_s
         self._by_kid = {k.kid: k for k in self.keys}
+        # Deriving a public key from the private one costs ~40 µs; verification needs it often.
+        self._public = {k.kid: k.public_key for k in self.keys}
 
     @property
     def active(self) -> SigningKey:
@@ -93,7 +97,7 @@ class Keyring:
         key = self._by_kid.get(kid)
         if key is None or not self._still_verifies(key, now):
             return None
-        return key.public_key
+        return self._public[kid]
 
     def _still_verifies(self, key: SigningKey, now: int) -> bool:
         return key.retired_at is None or now < key.retired_at + self.token_ttl_s + LEEWAY_S
@@ -184,6 +188,7 @@ class TokenService:
         self._reload_interval_s = reload_interval_s
         self._checked_at = time.monotonic()
         self._mtime = _mtime(reload_from)
+        self._verified: OrderedDict[str, tuple[AccessClaims, str]] = OrderedDict()
 
     @property
     def keyring(self) -> Keyring:
@@ -196,6 +201,7 @@ class TokenService:
                     self._mtime = mtime
                     text = self._reload_from.read_text()
                     self._keyring = Keyring.loads(text, token_ttl_s=self._keyring.token_ttl_s)
+                    self._verified.clear()
         return self._keyring
 
     def issue(
@@ -232,6 +238,29 @@ class TokenService:
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated("token too large")
+        if now is None:
+            known = self._verified.get(token)
+            at = int(time.time())
+            # Still unexpired, and its key still verifies (a reload may have dropped it).
+            if (
+                known is not None
+                and known[0].expires_at > at
+                and self.keyring.verifying_key(known[1], at) is not None
+            ):
+                return known[0]
+        claims, kid = self._verify(token, now)
+        if now is None:
+            self._remember(token, claims, kid)
+        return claims
+
+    def _remember(self, token: str, claims: AccessClaims, kid: str) -> None:
+        """The same bytes verify the same way until they expire: the signature (Ed25519, ~150 µs
+        here) is checked once per token and process, not once per request. Bounded LRU."""
+        self._verified[token] = (claims, kid)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+
+    def _verify(self, token: str, now: int | None) -> tuple[AccessClaims, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -257,7 +286,7 @@ class TokenService:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
-        return _claims(claims)
+        return _claims(claims), kid
 
 
 def _mtime(path: Path | None) -> int | None:

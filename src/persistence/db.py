@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.abc import QueryNoTemplate as Query
 from psycopg.rows import class_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -103,6 +104,30 @@ SET_TENANT: Query = (
 )
 
 
+_BEGIN_AS = sql.SQL(
+    "BEGIN{mode}; SELECT set_config('app.current_org_id', {org}, true),"
+    " set_config('app.current_user_id', {user}, true),"
+    " set_config('app.current_role', {role}, true)"
+)
+
+
+def begin_as(principal: Principal, *, read_only: bool = False) -> sql.Composed:
+    """BEGIN and the tenant settings, as one statement list with quoted literals."""
+    org, user, role = tenant_settings(principal)
+    return _BEGIN_AS.format(
+        mode=sql.SQL(" READ ONLY" if read_only else ""),
+        org=sql.Literal(org),
+        user=sql.Literal(user),
+        role=sql.Literal(role),
+    )
+
+
+async def _rollback(conn: AsyncConnection[Any]) -> None:
+    """Best effort: a broken connection is discarded by the pool, which also rolls back."""
+    with contextlib.suppress(psycopg.Error):
+        await conn.execute("ROLLBACK")
+
+
 def tenant_settings(principal: Principal) -> tuple[str, str, str]:
     """Empty strings, not NULL, for what is unknown: policies read them with NULLIF(..., '')."""
     return (
@@ -161,16 +186,19 @@ class Database:
     async def transaction(
         self, principal: Principal, *, read_only: bool = False
     ) -> AsyncIterator[Querier]:
-        """Commits when the block finishes, rolls back when it raises."""
-        async with (
-            _unavailable_as_domain_error(),
-            self._app.connection() as conn,
-            conn.transaction(),
-        ):
-            if read_only:
-                await conn.execute("SET TRANSACTION READ ONLY")
-            await conn.execute(SET_TENANT, tenant_settings(principal))
-            yield ConnectionQuerier(conn)
+        """Commits when the block finishes, rolls back when it raises.
+
+        BEGIN and the tenant settings travel as one message (simple query protocol, the
+        values quoted by psycopg): one round trip instead of two or three (GROUND.md).
+        """
+        async with _unavailable_as_domain_error(), self._app.connection() as conn:
+            await conn.execute(begin_as(principal, read_only=read_only))
+            try:
+                yield ConnectionQuerier(conn)
+            except BaseException:
+                await _rollback(conn)
+                raise
+            await conn.execute("COMMIT")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Querier]:

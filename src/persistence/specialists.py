@@ -118,7 +118,7 @@ async def delete_specialty(
     params = {"org": organization_id, "id": specialty_id, "version": version}
     try:
         return await q.execute(DELETE_SPECIALTY, params) == 1
-    except psycopg.errors.ForeignKeyViolation:
+    except (psycopg.errors.ForeignKeyViolation, psycopg.errors.RestrictViolation):
         raise Conflict("Specialists hold this specialty; remove it from them first.") from None
 
 
@@ -163,7 +163,7 @@ SELECT s.organization_id, s.id, s.user_id, s.display_name, s.title, s.bio, s.acc
        coalesce((SELECT array_agg(ss.specialty_id ORDER BY ss.specialty_id)
                    FROM specialists.specialist_specialties ss
                   WHERE ss.organization_id = s.organization_id AND ss.specialist_id = s.id),
-                '{}') AS specialty_ids,
+                ARRAY[]::uuid[]) AS specialty_ids,
        s.custom_values, s.custom_sealed, s.version, s.created_at, s.updated_at
   FROM specialists.specialists s
  WHERE s.organization_id = %s AND s.id = %s
@@ -215,7 +215,7 @@ SELECT s.organization_id, s.id, s.user_id, s.display_name, s.title, s.bio, s.acc
        coalesce((SELECT array_agg(ss.specialty_id ORDER BY ss.specialty_id)
                    FROM specialists.specialist_specialties ss
                   WHERE ss.organization_id = s.organization_id AND ss.specialist_id = s.id),
-                '{}') AS specialty_ids,
+                ARRAY[]::uuid[]) AS specialty_ids,
        s.custom_values, s.custom_sealed, s.version, s.created_at, s.updated_at
   FROM specialists.specialists s
 
@@ -239,7 +239,7 @@ SELECT s.organization_id, s.id, s.user_id, s.display_name, s.title, s.bio, s.acc
        coalesce((SELECT array_agg(ss.specialty_id ORDER BY ss.specialty_id)
                    FROM specialists.specialist_specialties ss
                   WHERE ss.organization_id = s.organization_id AND ss.specialist_id = s.id),
-                '{}') AS specialty_ids,
+                ARRAY[]::uuid[]) AS specialty_ids,
        s.custom_values, s.custom_sealed, s.version, s.created_at, s.updated_at
   FROM specialists.specialists s
  WHERE (s.organization_id, s.id) > (%s, %s) ORDER BY s.organization_id, s.id LIMIT %s

@@ -28,12 +28,15 @@ async def record(
     entity_type: str,
     entity_id: UUID | None,
     changed_fields: Iterable[str] = (),
+    organization_id: UUID | None = None,
 ) -> None:
+    """`organization_id` names the tenant when it is not the one acting (a new organization)."""
     origin = principal.origin
+    tenant = organization_id or principal.organization_id
     event = audit.NewEvent(
         id=uuid4(),
         occurred_at=datetime.now(UTC),
-        organization_id=principal.organization_id,
+        organization_id=tenant,
         actor_user_id=principal.user_id,
         actor_api_key_id=principal.api_key_id,
         impersonator_id=principal.impersonator_id,
@@ -48,7 +51,7 @@ async def record(
     await audit.insert_event(q, event)
     await audit.insert_outbox(
         q,
-        principal.organization_id,
+        tenant,
         TOPIC,
         {
             "event_id": str(event.id),

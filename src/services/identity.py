@@ -27,6 +27,7 @@ from carebase.lockout import Lockout
 from carebase.persistence import identity
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal
+from carebase.services.audit import record
 from carebase.tokens import TokenService
 
 _log = structlog.get_logger("carebase.identity")
@@ -310,6 +311,18 @@ class IdentityService:
                 if await identity.user(q, user_id) is None:
                     raise NotFound("The user no longer exists.")
                 raise PreconditionFailed("The profile changed since it was read; read it again.")
+            await record(
+                q,
+                principal,
+                action="user.updated",
+                entity_type="user",
+                entity_id=user_id,
+                changed_fields=[
+                    name
+                    for name, value in (("display_name", display_name), ("locale", locale))
+                    if value is not None
+                ],
+            )
             return await self._me(q, principal)
 
     async def switch_organization(self, principal: Principal, organization_id: UUID) -> AccessGrant:

@@ -26,6 +26,7 @@ from carebase.persistence import identity
 from carebase.persistence import organizations as orgs
 from carebase.persistence.db import Database, Querier, one
 from carebase.principal import Principal
+from carebase.services.audit import record
 from carebase.services.identity import (
     INVITATION_TTL_S,
     Links,
@@ -82,6 +83,15 @@ class OrganizationService:
         """A platform job (superadmin): the tenant has no member yet, so the owner pool."""
         async with self._db.admin_transaction() as q:
             created = await orgs.insert_organization(q, slug=slug, name=name.strip())
+            await record(
+                q,
+                principal,
+                action="organization.created",
+                entity_type="organization",
+                entity_id=created.id,
+                changed_fields=["name", "slug"],
+                organization_id=created.id,
+            )
             if admin_email:
                 email = normalise_email(admin_email)
                 user = await orgs.ensure_user(q, email=email, display_name="")
@@ -117,6 +127,14 @@ class OrganizationService:
                 if await orgs.organization(q, organization_id) is None:
                     raise NotFound(NO_ORGANIZATION)
                 raise PreconditionFailed("The organization changed since it was read.")
+            await record(
+                q,
+                principal,
+                action="organization.updated",
+                entity_type="organization",
+                entity_id=organization_id,
+                changed_fields=["name"],
+            )
             return changed
 
     # --- members ----------------------------------------------------------------------------
@@ -160,6 +178,14 @@ class OrganizationService:
             if not await orgs.insert_membership(q, organization_id, user.user_id, role):
                 raise Conflict("This person is already a member; change their role instead.")
             await self._welcome(q, organization, user, email=email, role=role)
+            await record(
+                q,
+                principal,
+                action="member.added",
+                entity_type="member",
+                entity_id=user.user_id,
+                changed_fields=["role"],
+            )
             added = await orgs.member(q, organization_id, user.user_id)
         return one(added)
 
@@ -183,6 +209,14 @@ class OrganizationService:
                 q, organization_id, user_id, version=version, role=role
             ):
                 raise PreconditionFailed("The member changed since it was read; read it again.")
+            await record(
+                q,
+                principal,
+                action="member.updated",
+                entity_type="member",
+                entity_id=user_id,
+                changed_fields=["role"],
+            )
             changed = await orgs.member(q, organization_id, user_id)
         self._on_access_changed()
         return one(changed)
@@ -199,6 +233,9 @@ class OrganizationService:
                 await _keep_an_admin(q, organization_id, user_id)
             if not await orgs.delete_membership(q, organization_id, user_id, version=version):
                 raise PreconditionFailed("The member changed since it was read; read it again.")
+            await record(
+                q, principal, action="member.removed", entity_type="member", entity_id=user_id
+            )
         self._on_access_changed()
 
     # --- API keys ---------------------------------------------------------------------------
@@ -241,6 +278,14 @@ class OrganizationService:
                 created_by=principal.user_id,
                 expires_at=expires_at,
             )
+            await record(
+                q,
+                principal,
+                action="api_key.created",
+                entity_type="api_key",
+                entity_id=created.id,
+                changed_fields=["name", "role", "expires_at"],
+            )
         return CreatedApiKey(created, secret)
 
     async def revoke_api_key(
@@ -250,6 +295,9 @@ class OrganizationService:
         async with self._db.transaction(principal) as q:
             if not await orgs.revoke_api_key(q, organization_id, key_id):
                 raise NotFound(NO_API_KEY)
+            await record(
+                q, principal, action="api_key.revoked", entity_type="api_key", entity_id=key_id
+            )
         self._on_access_changed()
 
     # --- helpers ----------------------------------------------------------------------------

@@ -65,8 +65,25 @@ def test_production_needs_shared_signing_keys() -> None:
     with pytest.raises(ConfigError, match="JWT_SIGNING_KEYS"):
         load_settings({**SERVERS, "ENVIRONMENT": "production"})
     keys = '[{"kid": "k", "private_key": "-", "created_at": 1}]'
-    production = {**SERVERS, "ENVIRONMENT": "production", "SMTP_HOST": "smtp.example.com"}
+    production = {
+        **SERVERS,
+        "ENVIRONMENT": "production",
+        "SMTP_HOST": "smtp.example.com",
+        "DATA_ENCRYPTION_KEYS": "{}",
+    }
     assert load_settings({**production, "JWT_SIGNING_KEYS": keys})
+
+
+def test_production_needs_shared_data_keys() -> None:
+    with pytest.raises(ConfigError, match="DATA_ENCRYPTION_KEYS"):
+        load_settings(
+            {
+                **SERVERS,
+                "ENVIRONMENT": "production",
+                "SMTP_HOST": "smtp.example.com",
+                "JWT_SIGNING_KEYS": "[]",
+            }
+        )
 
 
 def test_production_needs_a_mail_server() -> None:

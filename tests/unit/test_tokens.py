@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import stat
 import time
@@ -218,3 +219,34 @@ def test_keyring_from_environment_wins(tmp_path: Path) -> None:
 def test_unreadable_keyring_is_refused(text: str) -> None:
     with pytest.raises(KeyringError):
         Keyring.loads(text, token_ttl_s=TTL)
+
+
+def test_a_remembered_token_stops_when_its_key_leaves_the_keyring(
+    service: TokenService, tmp_path: Path
+) -> None:
+    token = service.issue(subject="u1", organization_id=None, role=None)
+    first = service.verify(token)
+    assert service.verify(token) is first  # verified once, then remembered
+    path = tmp_path / "keys.json"
+    save_keyring(Keyring([SigningKey.generate(int(time.time()))], token_ttl_s=900), path)
+    reloading = TokenService(
+        service.keyring,
+        issuer=service.issuer,
+        audience=service.audience,
+        reload_from=path,
+        reload_interval_s=0,
+    )
+    assert reloading.verify(token).subject == "u1"
+    path.touch()  # a rotation elsewhere replaced every key: the remembered token must go
+    with pytest.raises(Unauthenticated):
+        reloading.verify(token)
+
+
+def test_an_expired_token_is_not_served_from_memory(service: TokenService) -> None:
+    token = service.issue(subject="u1", organization_id=None, role=None, ttl_s=60)
+    known = service.verify(token)
+    service._verified[token] = (
+        dataclasses.replace(known, expires_at=int(time.time()) - 1),
+        service.keyring.active.kid,
+    )
+    assert service.verify(token).expires_at == known.expires_at  # verified afresh

@@ -1,0 +1,255 @@
+"""The audit trail, generated from the contract: every mutating operation declares `x-audit`
+(or is one of the sign-in flows below), and each one, called successfully, writes exactly one
+audit row and one outbox event, naming fields but never their values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from support import Person
+
+from carebase.spec import Contract
+
+CONTRACT = Contract.for_service("core")
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+# Flows before or beside any tenant: they change sessions and mailed links, not records.
+# Sign-in failures and token reuse are logged as security events instead.
+NOT_AUDITED = {
+    "register": "creates an unverified account with no organization; the mail is the record",
+    "login": "a session, not a record",
+    "refreshTokens": "a session, not a record",
+    "logout": "a session, not a record",
+    "requestEmailVerification": "mails a link; changes nothing",
+    "confirmEmailVerification": "proves an address; no organization acts",
+    "forgotPassword": "mails a link; changes nothing",
+    "resetPassword": "a credential change before sign-in; ends sessions",
+    "switchOrganization": "issues a token for another membership; changes nothing",
+}
+AUDITED = sorted(
+    (op for op in CONTRACT.operations.values() if op.method in MUTATING and op.audit),
+    key=lambda op: op.operation_id,
+)
+
+
+def test_every_mutating_operation_is_audited_or_exempt() -> None:
+    mutating = {op.operation_id for op in CONTRACT.operations.values() if op.method in MUTATING}
+    audited = {op.operation_id for op in AUDITED}
+    assert mutating - audited == set(NOT_AUDITED), "declare x-audit on new mutating operations"
+    assert not audited & set(NOT_AUDITED)
+
+
+@dataclass
+class World:
+    """A fresh organization, its admin, and one of each resource to act on."""
+
+    org: uuid.UUID
+    admin: Person
+    ids: dict[str, str]
+    call: Callable[..., Awaitable[httpx.Response]]
+
+
+Recipe = Callable[[World], tuple[str, str, dict[str, Any] | None]]
+ANY = {"If-Match": "*"}
+
+RECIPES: dict[str, Recipe] = {
+    "createOrganization": lambda w: (
+        "POST",
+        "/v1/organizations",
+        {"name": "New", "slug": f"n-{uuid.uuid4().hex[:10]}"},
+    ),
+    "updateOrganization": lambda w: ("PATCH", f"/v1/organizations/{w.org}", {"name": "Renamed"}),
+    "addMember": lambda w: (
+        "POST",
+        f"/v1/organizations/{w.org}/members",
+        {"email": f"m-{uuid.uuid4().hex[:8]}@example.com", "role": "staff"},
+    ),
+    "updateMember": lambda w: (
+        "PATCH",
+        f"/v1/organizations/{w.org}/members/{w.ids['user_id']}",
+        {"role": "specialist"},
+    ),
+    "removeMember": lambda w: (
+        "DELETE",
+        f"/v1/organizations/{w.org}/members/{w.ids['patient_user_id']}",
+        None,
+    ),
+    "createApiKey": lambda w: (
+        "POST",
+        f"/v1/organizations/{w.org}/api-keys",
+        {"name": "sync", "role": "staff"},
+    ),
+    "revokeApiKey": lambda w: (
+        "DELETE",
+        f"/v1/organizations/{w.org}/api-keys/{w.ids['api_key_id']}",
+        None,
+    ),
+    "updateMe": lambda w: ("PATCH", "/v1/me", {"display_name": "Dana"}),
+    "createSpecialty": lambda w: ("POST", "/v1/specialties", {"name": "Speech therapy"}),
+    "updateSpecialty": lambda w: (
+        "PATCH",
+        f"/v1/specialties/{w.ids['specialty_id']}",
+        {"description": "New words"},
+    ),
+    "deleteSpecialty": lambda w: ("DELETE", f"/v1/specialties/{w.ids['spare_specialty_id']}", None),
+    "createSpecialist": lambda w: (
+        "POST",
+        "/v1/specialists",
+        {"user_id": str(w.admin.user_id), "display_name": "Admin Too"},
+    ),
+    "updateSpecialist": lambda w: (
+        "PATCH",
+        f"/v1/specialists/{w.ids['specialist_id']}",
+        {"title": "Lead", "specialty_ids": [w.ids["specialty_id"]]},
+    ),
+    "deleteSpecialist": lambda w: ("DELETE", f"/v1/specialists/{w.ids['specialist_id']}", None),
+    "updateSpecialistProfile": lambda w: (
+        "PUT",
+        f"/v1/specialists/{w.ids['specialist_id']}/profile",
+        {"values": {"languages": ["en"]}},
+    ),
+    "createCustomField": lambda w: (
+        "POST",
+        "/v1/custom-fields",
+        {"entity_type": "patient", "key": "allergies", "label": "Allergies", "type": "text"},
+    ),
+    "updateCustomField": lambda w: (
+        "PATCH",
+        f"/v1/custom-fields/{w.ids['field_id']}",
+        {"label": "Pain (0-10)"},
+    ),
+    "deleteCustomField": lambda w: ("DELETE", f"/v1/custom-fields/{w.ids['field_id']}", None),
+    "createPatient": lambda w: ("POST", "/v1/patients", {"given_name": "A", "family_name": "B"}),
+    "onboardPatient": lambda w: (
+        "POST",
+        "/v1/patients/onboard",
+        {"email": f"o-{uuid.uuid4().hex[:8]}@example.com", "given_name": "O", "family_name": "P"},
+    ),
+    "updatePatient": lambda w: (
+        "PATCH",
+        f"/v1/patients/{w.ids['patient_id']}",
+        {"phone": "+1 555 0101"},
+    ),
+    "deletePatient": lambda w: ("DELETE", f"/v1/patients/{w.ids['patient_id']}", None),
+    "updatePatientProfile": lambda w: (
+        "PUT",
+        f"/v1/patients/{w.ids['patient_id']}/profile",
+        {"values": {"pain_score": 4}},
+    ),
+    "impersonatePatient": lambda w: (
+        "POST",
+        f"/v1/patients/{w.ids['patient_id']}/impersonate",
+        None,
+    ),
+}
+
+
+def test_every_audited_operation_has_a_recipe() -> None:
+    assert {op.operation_id for op in AUDITED} == set(RECIPES)
+
+
+@pytest.fixture
+async def world(
+    client: httpx.AsyncClient,
+    person: Callable[..., Person],
+    new_org: Callable[..., uuid.UUID],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+) -> World:
+    org = new_org("Audited Clinic")
+    admin = person(org, "admin", superadmin=True)
+    staff, patient = person(org, "staff"), person(org, "patient")
+
+    async def call(method: str, path: str, body: Any = None) -> httpx.Response:
+        headers = {**admin.auth, **(ANY if method in {"PUT", "PATCH", "DELETE"} else {})}
+        return await client.request(method, path, headers=headers, json=body)
+
+    async def made(method: str, path: str, body: Any) -> str:
+        answer = await call(method, path, body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    ids = {"user_id": str(staff.user_id), "patient_user_id": str(patient.user_id)}
+    ids["specialty_id"] = await made("POST", "/v1/specialties", {"name": "Physiotherapy"})
+    ids["spare_specialty_id"] = await made("POST", "/v1/specialties", {"name": "Spare"})
+    ids["specialist_id"] = await made(
+        "POST", "/v1/specialists", {"user_id": str(staff.user_id), "display_name": "Sam"}
+    )
+    for entity, key, kind in (
+        ("patient", "pain_score", "number"),
+        ("specialist", "languages", "multi_select"),
+    ):
+        body: dict[str, Any] = {"entity_type": entity, "key": key, "label": key, "type": kind}
+        if kind == "multi_select":
+            body["options"] = ["en", "hr"]
+        ids["field_id"] = await made("POST", "/v1/custom-fields", body)
+    ids["patient_id"] = await made("POST", "/v1/patients", {"given_name": "P", "family_name": "Q"})
+    admin_conn.execute(
+        "UPDATE patients.patients SET user_id = %s WHERE id = %s",
+        (patient.user_id, ids["patient_id"]),
+    )
+    key = await call("POST", f"/v1/organizations/{org}/api-keys", {"name": "k", "role": "staff"})
+    ids["api_key_id"] = str(key.json()["id"])
+    return World(org, admin, ids, call)
+
+
+def _counts(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM audit.events), (SELECT count(*) FROM audit.outbox)"
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))
+
+
+@pytest.mark.parametrize("op", AUDITED, ids=lambda op: op.operation_id)
+async def test_one_audit_row_and_one_event_per_change(
+    world: World, admin_conn: psycopg.Connection[tuple[object, ...]], op: Any
+) -> None:
+    method, path, body = RECIPES[op.operation_id](world)
+    assert method == op.method
+    before = _counts(admin_conn)
+    answer = await world.call(method, path, body)
+    assert answer.status_code < 300, answer.text
+    assert _counts(admin_conn) == (before[0] + 1, before[1] + 1)
+    event = admin_conn.execute(
+        "SELECT e.action, e.actor_user_id, e.request_id, host(e.ip), e.changed_fields,"
+        "       o.payload->>'event_id' = e.id::text"
+        "  FROM audit.events e JOIN audit.outbox o ON o.payload->>'event_id' = e.id::text"
+        " ORDER BY o.id DESC LIMIT 1"
+    ).fetchone()
+    assert event is not None
+    assert event[0] == op.audit
+    assert event[1] == world.admin.user_id
+    assert event[2] == answer.headers["X-Request-ID"]
+    assert event[3] == "203.0.113.7"
+    if body:
+        flat = str(body)
+        assert all(isinstance(name, str) and len(name) < 64 for name in event[4])  # type: ignore[union-attr]
+        assert not {v for v in body.values() if isinstance(v, str) and len(v) > 3} & set(
+            event[4]
+        ), flat  # type: ignore[arg-type]
+
+
+async def test_admins_read_the_trail_with_filters(
+    world: World, client: httpx.AsyncClient, person: Callable[..., Person]
+) -> None:
+    changed = await world.call(
+        "PATCH", f"/v1/patients/{world.ids['patient_id']}", {"notes": "secret"}
+    )
+    assert changed.status_code == 200
+    trail = await client.get(
+        "/v1/audit-log",
+        headers=world.admin.auth,
+        params={"entity_id": world.ids["patient_id"], "action": "patient.updated"},
+    )
+    assert trail.status_code == 200
+    events = trail.json()["data"]
+    assert [e["changed_fields"] for e in events] == [["notes"]]
+    assert "secret" not in trail.text
+    staff = person(world.org, "staff")
+    assert (await client.get("/v1/audit-log", headers=staff.auth)).status_code == 403
