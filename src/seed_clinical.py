@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -233,7 +234,7 @@ def _patients(
             None,
             given,
             family,
-            f"{given}.{family}.{patient_id.hex[:6]}@example.com".lower(),
+            _ascii(f"{given}.{family}.{patient_id.hex[:6]}@example.com").lower(),
             "active",
             seal("birth_date", birth.isoformat()),
             seal("national_id", national_id),
@@ -244,6 +245,11 @@ def _patients(
             seal("notes", rng.choice(NOTES)),
             Jsonb(custom),
         )
+
+
+def _ascii(text: str) -> str:
+    """`Babić` → `Babic`: demo addresses stay plain ASCII."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 class _Progress:
