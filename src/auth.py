@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carebase import credentials, permissions
 from carebase.errors import Forbidden, Unauthenticated
-from carebase.middleware import HttpLayer, operation_id, principal_of
+from carebase.middleware import HttpLayer, header, operation_id, principal_of
 from carebase.persistence import identity
 from carebase.persistence.db import Database
 from carebase.principal import Origin, Principal
@@ -176,11 +176,11 @@ def _headers(scope: Scope) -> dict[str, str]:
 def _origin(scope: Scope) -> Origin:
     """Request id, client address (after TRUSTED_PROXIES) and user agent, for the audit trail."""
     client = scope.get("client")
-    agent = next((v for k, v in scope.get("headers", []) if k == b"user-agent"), None)
+    agent = header(scope, b"user-agent")
     return Origin(
         request_id=(scope.get("state") or {}).get("request_id"),
         ip=_ip(client[0]) if client else None,
-        user_agent=agent.decode("latin-1")[:512] if agent else None,
+        user_agent=agent[:512] if agent else None,
     )
 
 

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.encryption import Sealer, UnsealError
 from carebase.errors import Conflict, FieldError, ValidationFailed
-from carebase.middleware import HttpLayer, operation_id, principal_of
+from carebase.middleware import HttpLayer, header, operation_id, principal_of
 from carebase.persistence import idempotency
 from carebase.persistence.db import Database
 from carebase.principal import Principal
@@ -56,7 +56,7 @@ class Idempotency(HttpLayer):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         operation = self.operations.get(operation_id(scope) or "")
-        key = _header(scope, b"idempotency-key")
+        key = header(scope, b"idempotency-key")
         if operation is None or not operation.idempotent or key is None:
             await self.app(scope, receive, send)
             return
@@ -143,13 +143,6 @@ class Idempotency(HttpLayer):
                 await idempotency.release(q, key)
         except Exception:  # the reservation lapses after LOCK_S anyway
             _log.warning("idempotency_release_failed", exc_info=True)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _fingerprint(operation: str, path: str, body: bytes) -> bytes:

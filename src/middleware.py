@@ -49,7 +49,8 @@ async def send_problem(send: Send, problem: problems.RenderedProblem) -> None:
     await send({"type": "http.response.body", "body": problem.body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` in lower case), or None."""
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -76,7 +77,7 @@ class RequestId(HttpLayer):
     """Accepts a sane `X-Request-ID` or makes one; echoes it and puts it in every log line."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given = _header(scope, b"x-request-id")
+        given = header(scope, b"x-request-id")
         request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         set_request_id(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
@@ -201,7 +202,7 @@ class AttackBlocker(HttpLayer):
                 kind="attack_path",
                 path=target[:512],
                 ip=client[0],
-                user_agent=(_header(scope, b"user-agent") or "")[:256],
+                user_agent=(header(scope, b"user-agent") or "")[:256],
             )
             error = RouteNotFound("No operation is served at this path.")
             await send_problem(send, problems.from_error(error, instance=None))
@@ -222,13 +223,13 @@ class BodyLimit(HttpLayer):
         self.max_bytes = max_bytes
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         rejection: MalformedRequest | PayloadTooLarge | None = None
         if declared is not None and not declared.isdigit():
             rejection = MalformedRequest("Content-Length must be a non-negative integer.")
         elif declared is not None and int(declared) > self.max_bytes:
             rejection = PayloadTooLarge(self.max_bytes)
-        elif declared is None and _header(scope, b"transfer-encoding"):
+        elif declared is None and header(scope, b"transfer-encoding"):
             body, too_large = await self._read_chunked(receive)
             if too_large:
                 rejection = PayloadTooLarge(self.max_bytes)
