@@ -15,6 +15,11 @@ class FieldError:
     code: str
 
 
+def pointer_token(token: object) -> str:
+    """One JSON pointer reference token (RFC 6901): `~` and `/` escaped."""
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
 class CarebaseError(Exception):
     """Base of every expected failure. `detail` is safe to show to the caller."""
 

@@ -17,19 +17,21 @@ from connexion.validators import ParameterValidator as ConnexionParameterValidat
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema import ValidationError as SchemaError
 
-from carebase.errors import FieldError, MalformedRequest, PreconditionRequired, ValidationFailed
+from carebase.errors import (
+    FieldError,
+    MalformedRequest,
+    PreconditionRequired,
+    ValidationFailed,
+    pointer_token,
+)
 
 # Every format jsonschema knows (uuid, date, date-time, email, …), not only Draft 4's few.
 FORMAT_CHECKER = FormatChecker()
 _LOCATIONS = ("path", "query", "header", "cookie")
 
 
-def _escape(token: object) -> str:
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
 def _pointer(prefix: str, path: Iterable[object]) -> str:
-    return prefix + "".join(f"/{_escape(part)}" for part in path)
+    return prefix + "".join(f"/{pointer_token(part)}" for part in path)
 
 
 # jsonschema's own messages quote the failing value: a password, a whole oversized body.
@@ -99,7 +101,7 @@ def _nul_characters(value: Any, pointer: str) -> list[FieldError]:
     if isinstance(value, dict):
         found = []
         for key, item in value.items():
-            child = f"{pointer}/{_escape(key)}"
+            child = f"{pointer}/{pointer_token(key)}"
             if "\x00" in key:
                 found.append(FieldError(child, "Must not contain the NUL character.", "nul"))
             found += _nul_characters(item, child)
@@ -150,7 +152,7 @@ class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
                 request, security_params=self.security_query_params
             )
             found += [
-                FieldError(f"/query/{_escape(name)}", "Unknown query parameter.", "unknown")
+                FieldError(f"/query/{pointer_token(name)}", "Unknown query parameter.", "unknown")
                 for name in sorted(unknown)
             ]
         sources = {
@@ -163,7 +165,7 @@ class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
             for parameter in self.parameters.get(location, []):
                 name = parameter["name"]
                 value = sources[location](name)
-                prefix = f"/{location}/{_escape(name)}"
+                prefix = f"/{location}/{pointer_token(name)}"
                 if value is None:
                     if location == "header" and name.lower() == "if-match":
                         # A change to a versioned resource without its version: 428, not 422.

@@ -25,6 +25,7 @@ from carebase.errors import (
     NotFound,
     PreconditionFailed,
     ValidationFailed,
+    pointer_token,
 )
 from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
@@ -278,7 +279,7 @@ def check_values(
     secret: dict[str, Any] = {}
     used: list[tuple[UUID, int]] = []
     for key, value in given.items():
-        pointer = f"/body/values/{_escape(key)}"
+        pointer = f"/body/values/{pointer_token(key)}"
         found = by_key.get(key)
         if found is None or found.archived_at is not None:
             problems.append(FieldError(pointer, "No active custom field has this key.", "unknown"))
@@ -295,7 +296,9 @@ def check_values(
     for found in fields:
         if found.required and found.archived_at is None and given.get(found.key) is None:
             problems.append(
-                FieldError(f"/body/values/{_escape(found.key)}", "A value is required.", "required")
+                FieldError(
+                    f"/body/values/{pointer_token(found.key)}", "A value is required.", "required"
+                )
             )
     if problems:
         raise ValidationFailed(problems)
@@ -339,10 +342,6 @@ def open_sealed(sealer: Sealer, sealed: bytes, aad: bytes) -> bytes:
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 Refusal = tuple[str, str] | None
