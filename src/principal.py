@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from carebase.errors import NotFound
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -37,3 +39,11 @@ class Principal:
         if self.api_key_id:
             return f"api_key:{self.api_key_id}"
         return f"user:{self.user_id}" if self.user_id else "anonymous"
+
+
+def organization_of(principal: Principal, missing: str) -> UUID:
+    """The organization the principal acts in. Acting in none, no tenant's row exists for
+    them, so the answer is the same `NotFound(missing)` as for an absent row."""
+    if principal.organization_id is None:
+        raise NotFound(missing)
+    return principal.organization_id

@@ -104,6 +104,14 @@ SET_TENANT: Query = (
 )
 
 
+def search_term(text: str | None) -> str | None:
+    """A caller's search text for `LIKE '%' || term || '%'`: trimmed, lower case, with the
+    LIKE wildcards escaped; None when blank."""
+    if text is None or not text.strip():
+        return None
+    return text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 _BEGIN_AS = sql.SQL(
     "BEGIN{mode}; SELECT set_config('app.current_org_id', {org}, true),"
     " set_config('app.current_user_id', {user}, true),"

@@ -30,7 +30,7 @@ from carebase.errors import (
 from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
 from carebase.persistence.db import Database, one
-from carebase.principal import Principal
+from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
 
 NO_FIELD = "No such custom field."
@@ -82,7 +82,7 @@ class CustomFieldService:
             pattern=pattern,
         )
         _check_definition(definition)
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_FIELD)
         async with self._db.transaction(principal) as q:
             created = await cf.insert_field(
                 q, organization_id, uuid4(), entity_type=entity_type, key=key, definition=definition
@@ -110,7 +110,7 @@ class CustomFieldService:
 
     async def get(self, principal: Principal, field_id: UUID) -> cf.FieldRow:
         async with self._db.transaction(principal, read_only=True) as q:
-            found = await cf.field(q, _organization(principal), field_id)
+            found = await cf.field(q, organization_of(principal, NO_FIELD), field_id)
         if found is None:
             raise NotFound(NO_FIELD)
         return found
@@ -126,7 +126,7 @@ class CustomFieldService:
         async with self._db.transaction(principal, read_only=True) as q:
             rows, total = await cf.fields(
                 q,
-                _organization(principal),
+                organization_of(principal, NO_FIELD),
                 page,
                 entity_type=entity_type,
                 include_archived=include_archived,
@@ -136,7 +136,7 @@ class CustomFieldService:
     async def update(
         self, principal: Principal, field_id: UUID, change: FieldChange, *, version: int | None
     ) -> cf.FieldRow:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_FIELD)
         async with self._db.transaction(principal) as q:
             current = await cf.field(q, organization_id, field_id)
             if current is None:
@@ -158,7 +158,7 @@ class CustomFieldService:
             return one(await cf.field(q, organization_id, field_id))
 
     async def archive(self, principal: Principal, field_id: UUID, *, version: int | None) -> None:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_FIELD)
         async with self._db.transaction(principal) as q:
             current = await cf.field(q, organization_id, field_id)
             if current is None or current.archived_at is not None:
@@ -176,16 +176,10 @@ class CustomFieldService:
 
     async def definitions(self, principal: Principal, field_id: UUID) -> list[cf.DefinitionRow]:
         async with self._db.transaction(principal, read_only=True) as q:
-            found = await cf.definitions(q, _organization(principal), field_id)
+            found = await cf.definitions(q, organization_of(principal, NO_FIELD), field_id)
         if not found:
             raise NotFound(NO_FIELD)
         return found
-
-
-def _organization(principal: Principal) -> UUID:
-    if principal.organization_id is None:
-        raise NotFound(NO_FIELD)
-    return principal.organization_id
 
 
 def _decimal(value: float | None) -> Decimal | None:

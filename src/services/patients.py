@@ -27,8 +27,8 @@ from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import identity, organizations
 from carebase.persistence import patients as repo
-from carebase.persistence.db import Database, Querier, one
-from carebase.principal import Principal
+from carebase.persistence.db import Database, Querier, one, search_term
+from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
 from carebase.services.custom_fields import ProfileView, check_values, open_sealed, read_values
 from carebase.services.identity import INVITATION_TTL_S, Links, normalise_email, queue_action_mail
@@ -111,7 +111,7 @@ class PatientService:
     # --- records ------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, values: Mapping[str, Any]) -> PatientView:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         patient_id = uuid4()
         fields = self._fields(organization_id, patient_id, {"status": "active", **values}, None)
         async with self._db.transaction(principal) as q:
@@ -127,7 +127,7 @@ class PatientService:
         return self._view(row)
 
     async def onboard(self, principal: Principal, values: Mapping[str, Any]) -> PatientView:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         email = normalise_email(values["email"])
         patient_id = uuid4()
         given = {"status": "active", **values, "email": email}
@@ -150,7 +150,7 @@ class PatientService:
 
     async def get(self, principal: Principal, patient_id: UUID) -> PatientView:
         async with self._db.transaction(principal, read_only=True) as q:
-            row = await repo.patient(q, _organization(principal), patient_id)
+            row = await repo.patient(q, organization_of(principal, NO_PATIENT), patient_id)
         if row is None:
             raise NotFound(NO_PATIENT)
         return self._view(row)
@@ -168,13 +168,15 @@ class PatientService:
     ) -> Page[repo.PatientSummaryRow]:
         where = repo.PatientFilter(
             status=status,
-            search=_like_escape(search.strip().lower()) if search and search.strip() else None,
+            search=search_term(search),
             national_id_index=self._index("national_id", national_id),
             phone_index=self._index("phone", phone),
             sort=sort,
         )
         async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await repo.patients(q, _organization(principal), page, where)
+            rows, total = await repo.patients(
+                q, organization_of(principal, NO_PATIENT), page, where
+            )
         return Page(rows, total, page)
 
     async def update(
@@ -185,7 +187,7 @@ class PatientService:
         *,
         version: int | None,
     ) -> PatientView:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal) as q:
             current = await repo.patient(q, organization_id, patient_id)
             if current is None:
@@ -213,7 +215,7 @@ class PatientService:
         return self._view(row)
 
     async def delete(self, principal: Principal, patient_id: UUID, *, version: int | None) -> None:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal) as q:
             if await repo.patient(q, organization_id, patient_id) is None:
                 raise NotFound(NO_PATIENT)
@@ -226,7 +228,7 @@ class PatientService:
     # --- profile and prefill --------------------------------------------------------------------
 
     async def profile(self, principal: Principal, patient_id: UUID) -> ProfileView:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal, read_only=True) as q:
             row = await repo.patient(q, organization_id, patient_id)
             if row is None:
@@ -242,7 +244,7 @@ class PatientService:
         *,
         version: int | None,
     ) -> ProfileView:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal) as q:
             current = await repo.patient(q, organization_id, patient_id)
             if current is None:
@@ -275,7 +277,7 @@ class PatientService:
         return self._profile(row, fields)
 
     async def prefill(self, principal: Principal, patient_id: UUID) -> dict[str, Any]:
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal, read_only=True) as q:
             row = await repo.patient(q, organization_id, patient_id)
             if row is None:
@@ -296,7 +298,7 @@ class PatientService:
     async def impersonate(self, principal: Principal, patient_id: UUID) -> Impersonation:
         if principal.impersonator_id is not None or principal.user_id is None:
             raise Forbidden("Only a signed-in admin, acting as themself, can impersonate.")
-        organization_id = _organization(principal)
+        organization_id = organization_of(principal, NO_PATIENT)
         async with self._db.transaction(principal) as q:
             row = await repo.patient(q, organization_id, patient_id)
             if row is None:
@@ -444,17 +446,7 @@ class PatientService:
         )
 
 
-def _organization(principal: Principal) -> UUID:
-    if principal.organization_id is None:
-        raise NotFound(NO_PATIENT)
-    return principal.organization_id
-
-
 def _typed(name: str, value: Any) -> Any:
     if name == "birth_date" and isinstance(value, str):
         return dt.date.fromisoformat(value)
     return value
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -11,8 +11,8 @@ from carebase.errors import NotFound, PreconditionFailed
 from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import specialists as repo
-from carebase.persistence.db import Database, one
-from carebase.principal import Principal
+from carebase.persistence.db import Database, one, search_term
+from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
 from carebase.services.custom_fields import ProfileView, check_values, read_values
 
@@ -35,7 +35,7 @@ class SpecialistService:
     async def create_specialty(
         self, principal: Principal, *, name: str, description: str
     ) -> repo.SpecialtyRow:
-        organization_id = _organization(principal, NO_SPECIALTY)
+        organization_id = organization_of(principal, NO_SPECIALTY)
         async with self._db.transaction(principal) as q:
             created = one(
                 await repo.insert_specialty(
@@ -54,7 +54,7 @@ class SpecialistService:
 
     async def specialty(self, principal: Principal, specialty_id: UUID) -> repo.SpecialtyRow:
         async with self._db.transaction(principal, read_only=True) as q:
-            found = await repo.specialty(q, _organization(principal, NO_SPECIALTY), specialty_id)
+            found = await repo.specialty(q, organization_of(principal, NO_SPECIALTY), specialty_id)
         if found is None:
             raise NotFound(NO_SPECIALTY)
         return found
@@ -64,7 +64,11 @@ class SpecialistService:
     ) -> Page[repo.SpecialtyRow]:
         async with self._db.transaction(principal, read_only=True) as q:
             rows, total = await repo.specialties(
-                q, _organization(principal, NO_SPECIALTY), page, search=_like(search), sort=sort
+                q,
+                organization_of(principal, NO_SPECIALTY),
+                page,
+                search=search_term(search),
+                sort=sort,
             )
         return Page(rows, total, page)
 
@@ -76,7 +80,7 @@ class SpecialistService:
         *,
         version: int | None,
     ) -> repo.SpecialtyRow:
-        organization_id = _organization(principal, NO_SPECIALTY)
+        organization_id = organization_of(principal, NO_SPECIALTY)
         async with self._db.transaction(principal) as q:
             current = await repo.specialty(q, organization_id, specialty_id)
             if current is None:
@@ -106,7 +110,7 @@ class SpecialistService:
     async def delete_specialty(
         self, principal: Principal, specialty_id: UUID, *, version: int | None
     ) -> None:
-        organization_id = _organization(principal, NO_SPECIALTY)
+        organization_id = organization_of(principal, NO_SPECIALTY)
         async with self._db.transaction(principal) as q:
             if await repo.specialty(q, organization_id, specialty_id) is None:
                 raise NotFound(NO_SPECIALTY)
@@ -130,7 +134,7 @@ class SpecialistService:
         fields: repo.SpecialistFields,
         specialty_ids: Sequence[UUID],
     ) -> repo.SpecialistRow:
-        organization_id = _organization(principal, NO_SPECIALIST)
+        organization_id = organization_of(principal, NO_SPECIALIST)
         specialist_id = uuid4()
         async with self._db.transaction(principal) as q:
             await repo.insert_specialist(q, organization_id, specialist_id, user_id, fields)
@@ -154,7 +158,9 @@ class SpecialistService:
 
     async def specialist(self, principal: Principal, specialist_id: UUID) -> repo.SpecialistRow:
         async with self._db.transaction(principal, read_only=True) as q:
-            found = await repo.specialist(q, _organization(principal, NO_SPECIALIST), specialist_id)
+            found = await repo.specialist(
+                q, organization_of(principal, NO_SPECIALIST), specialist_id
+            )
         if found is None:
             raise NotFound(NO_SPECIALIST)
         return found
@@ -172,9 +178,9 @@ class SpecialistService:
         async with self._db.transaction(principal, read_only=True) as q:
             rows, total = await repo.specialists(
                 q,
-                _organization(principal, NO_SPECIALIST),
+                organization_of(principal, NO_SPECIALIST),
                 page,
-                search=_like(search),
+                search=search_term(search),
                 specialty_id=specialty_id,
                 accepting_patients=accepting_patients,
                 sort=sort,
@@ -189,7 +195,7 @@ class SpecialistService:
         *,
         version: int | None,
     ) -> repo.SpecialistRow:
-        organization_id = _organization(principal, NO_SPECIALIST)
+        organization_id = organization_of(principal, NO_SPECIALIST)
         async with self._db.transaction(principal) as q:
             current = await repo.specialist(q, organization_id, specialist_id)
             if current is None:
@@ -223,7 +229,7 @@ class SpecialistService:
     async def delete_specialist(
         self, principal: Principal, specialist_id: UUID, *, version: int | None
     ) -> None:
-        organization_id = _organization(principal, NO_SPECIALIST)
+        organization_id = organization_of(principal, NO_SPECIALIST)
         async with self._db.transaction(principal) as q:
             if await repo.specialist(q, organization_id, specialist_id) is None:
                 raise NotFound(NO_SPECIALIST)
@@ -238,7 +244,7 @@ class SpecialistService:
             )
 
     async def profile(self, principal: Principal, specialist_id: UUID) -> ProfileView:
-        organization_id = _organization(principal, NO_SPECIALIST)
+        organization_id = organization_of(principal, NO_SPECIALIST)
         async with self._db.transaction(principal, read_only=True) as q:
             row = await repo.specialist(q, organization_id, specialist_id)
             if row is None:
@@ -254,7 +260,7 @@ class SpecialistService:
         *,
         version: int | None,
     ) -> ProfileView:
-        organization_id = _organization(principal, NO_SPECIALIST)
+        organization_id = organization_of(principal, NO_SPECIALIST)
         async with self._db.transaction(principal) as q:
             current = await repo.specialist(q, organization_id, specialist_id)
             if current is None:
@@ -298,19 +304,6 @@ class SpecialistService:
             aad=aad(row.organization_id, row.id, "custom"),
         )
         return ProfileView(row.id, values, used, row.version)
-
-
-def _organization(principal: Principal, missing: str) -> UUID:
-    if principal.organization_id is None:
-        raise NotFound(missing)
-    return principal.organization_id
-
-
-def _like(search: str | None) -> str | None:
-    if search is None or not search.strip():
-        return None
-    text = search.strip().lower()
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _differing(current: object, changes: Mapping[str, Any]) -> list[str]:
