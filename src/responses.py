@@ -11,6 +11,7 @@ from connexion.lifecycle import ConnexionResponse
 from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
+from carebase.etags import etag
 from carebase.problems import MEDIA_TYPE, RenderedProblem
 
 JSON = "application/json"
@@ -23,6 +24,16 @@ def json_response(
     return ConnexionResponse(
         status_code=status, mimetype=JSON, content_type=JSON, body=body, headers=dict(headers or {})
     )
+
+
+def resource_response(
+    model: BaseModel, *, version: int, status: int = 200, location: str | None = None
+) -> ConnexionResponse:
+    """One resource: its strong `ETag`, and `Location` when it was just created."""
+    headers = {"ETag": etag(version)}
+    if location:
+        headers["Location"] = location
+    return json_response(model, status=status, headers=headers)
 
 
 def problem_response(problem: RenderedProblem) -> ConnexionResponse:
@@ -39,8 +50,9 @@ def no_content(headers: Mapping[str, str] | None = None) -> ConnexionResponse:
     return ConnexionResponse(status_code=204, body=b"", headers=dict(headers or {}))
 
 
-def not_modified(etag: str) -> ConnexionResponse:
-    return ConnexionResponse(status_code=304, body=b"", headers={"ETag": etag})
+def not_modified(version: int) -> ConnexionResponse:
+    """304 for an `If-None-Match` that names the current version."""
+    return ConnexionResponse(status_code=304, body=b"", headers={"ETag": etag(version)})
 
 
 def document(model: BaseModel) -> dict[str, Any]:

@@ -7,11 +7,10 @@ from uuid import UUID
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.etags import etag
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
 from carebase.persistence.custom_fields import DefinitionRow, FieldRow
-from carebase.responses import json_response, no_content
+from carebase.responses import json_response, no_content, resource_response
 from carebase.responses import not_modified as not_modified_response
 from carebase.services.custom_fields import CustomFieldService, FieldChange, ProfileView
 
@@ -62,7 +61,7 @@ class CustomFieldHandlers:
     async def get_custom_field(self, field_id: str) -> ConnexionResponse:
         found = await self._fields.get(principal(), UUID(field_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return _field(found)
 
     async def update_custom_field(self, field_id: str, body: dict[str, Any]) -> ConnexionResponse:
@@ -94,7 +93,7 @@ def profile_response(view: ProfileView) -> ConnexionResponse:
         ],
         version=view.version,
     )
-    return json_response(model, headers={"ETag": etag(view.version)})
+    return resource_response(model, version=view.version)
 
 
 def _number(value: Any) -> float | None:
@@ -143,7 +142,6 @@ def _definition_model(row: DefinitionRow) -> api.CustomFieldDefinition:
 
 
 def _field(row: FieldRow, *, status: int = 200, location: str | None = None) -> ConnexionResponse:
-    headers = {"ETag": etag(row.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(_field_model(row), status=status, headers=headers)
+    return resource_response(
+        _field_model(row), version=row.version, status=status, location=location
+    )

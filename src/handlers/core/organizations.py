@@ -7,7 +7,6 @@ from uuid import UUID
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.etags import etag
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, page_request, parse, principal
 from carebase.pages import Page
@@ -17,7 +16,7 @@ from carebase.persistence.organizations import (
     MyOrganizationRow,
     OrganizationRow,
 )
-from carebase.responses import json_response, no_content
+from carebase.responses import json_response, no_content, resource_response
 from carebase.services.organizations import OrganizationService
 
 BASE = "/v1/organizations"
@@ -163,10 +162,7 @@ def _organization(
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-    headers = {"ETag": etag(row.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(model, status=status, headers=headers)
+    return resource_response(model, version=row.version, status=status, location=location)
 
 
 def _member_model(row: MemberRow) -> api.Member:
@@ -182,10 +178,9 @@ def _member_model(row: MemberRow) -> api.Member:
 
 
 def _member(row: MemberRow, *, status: int = 200, location: str | None = None) -> ConnexionResponse:
-    headers = {"ETag": etag(row.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(_member_model(row), status=status, headers=headers)
+    return resource_response(
+        _member_model(row), version=row.version, status=status, location=location
+    )
 
 
 def _api_key(row: ApiKeyViewRow) -> api.ApiKey:

@@ -7,11 +7,10 @@ from uuid import UUID
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.etags import etag
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
 from carebase.handlers.core.custom_fields import profile_response
-from carebase.responses import json_response, no_content
+from carebase.responses import json_response, no_content, resource_response
 from carebase.responses import not_modified as not_modified_response
 from carebase.services.patients import PatientService, PatientView
 
@@ -58,7 +57,7 @@ class PatientHandlers:
     async def get_patient(self, patient_id: str) -> ConnexionResponse:
         found = await self._patients.get(principal(), UUID(patient_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return _patient(found)
 
     async def update_patient(self, patient_id: str, body: dict[str, Any]) -> ConnexionResponse:
@@ -75,7 +74,7 @@ class PatientHandlers:
     async def get_patient_profile(self, patient_id: str) -> ConnexionResponse:
         found = await self._patients.profile(principal(), UUID(patient_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return profile_response(found)
 
     async def update_patient_profile(
@@ -142,7 +141,4 @@ def _patient(
         created_at=view.created_at,
         updated_at=view.updated_at,
     )
-    headers = {"ETag": etag(view.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(model, status=status, headers=headers)
+    return resource_response(model, version=view.version, status=status, location=location)

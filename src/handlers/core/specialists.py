@@ -7,12 +7,11 @@ from uuid import UUID
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.etags import etag
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
 from carebase.handlers.core.custom_fields import profile_response
 from carebase.persistence.specialists import SpecialistFields, SpecialistRow, SpecialtyRow
-from carebase.responses import json_response, no_content
+from carebase.responses import json_response, no_content, resource_response
 from carebase.responses import not_modified as not_modified_response
 from carebase.services.specialists import SpecialistService
 
@@ -51,7 +50,7 @@ class SpecialistHandlers:
     async def get_specialty(self, specialty_id: str) -> ConnexionResponse:
         found = await self._specialists.specialty(principal(), UUID(specialty_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return _specialty(found)
 
     async def update_specialty(self, specialty_id: str, body: dict[str, Any]) -> ConnexionResponse:
@@ -112,7 +111,7 @@ class SpecialistHandlers:
     async def get_specialist(self, specialist_id: str) -> ConnexionResponse:
         found = await self._specialists.specialist(principal(), UUID(specialist_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return _specialist(found)
 
     async def update_specialist(
@@ -133,7 +132,7 @@ class SpecialistHandlers:
     async def get_specialist_profile(self, specialist_id: str) -> ConnexionResponse:
         found = await self._specialists.profile(principal(), UUID(specialist_id))
         if not_modified(found.version):
-            return not_modified_response(etag(found.version))
+            return not_modified_response(found.version)
         return profile_response(found)
 
     async def update_specialist_profile(
@@ -160,10 +159,9 @@ def _specialty_model(row: SpecialtyRow) -> api.Specialty:
 def _specialty(
     row: SpecialtyRow, *, status: int = 200, location: str | None = None
 ) -> ConnexionResponse:
-    headers = {"ETag": etag(row.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(_specialty_model(row), status=status, headers=headers)
+    return resource_response(
+        _specialty_model(row), version=row.version, status=status, location=location
+    )
 
 
 def _specialist_model(row: SpecialistRow) -> api.Specialist:
@@ -186,7 +184,6 @@ def _specialist_model(row: SpecialistRow) -> api.Specialist:
 def _specialist(
     row: SpecialistRow, *, status: int = 200, location: str | None = None
 ) -> ConnexionResponse:
-    headers = {"ETag": etag(row.version)}
-    if location:
-        headers["Location"] = location
-    return json_response(_specialist_model(row), status=status, headers=headers)
+    return resource_response(
+        _specialist_model(row), version=row.version, status=status, location=location
+    )
