@@ -97,13 +97,6 @@ async def fetch_page(
     return rows, int(await q.fetch_value(count_query, params))
 
 
-SET_TENANT: Query = (
-    "SELECT set_config('app.current_org_id', %s, true),"
-    " set_config('app.current_user_id', %s, true),"
-    " set_config('app.current_role', %s, true)"
-)
-
-
 def search_term(text: str | None) -> str | None:
     """A caller's search text for `LIKE '%' || term || '%'`: trimmed, lower case, with the
     LIKE wildcards escaped; None when blank."""

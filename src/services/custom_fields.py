@@ -324,6 +324,11 @@ def read_values(
     return values, used
 
 
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:
+    """The field keys whose value a profile update changed (added, altered or removed)."""
+    return {key for key in set(before) | set(after) if before.get(key) != after.get(key)}
+
+
 def open_sealed(sealer: Sealer, sealed: bytes, aad: bytes) -> bytes:
     """Open a stored value; a failure is a data-integrity problem that names nothing."""
     try:

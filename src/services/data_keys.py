@@ -62,18 +62,19 @@ async def _reseal_patients(db: Database, sealer: Sealer, batch: int, counter: _C
         async with db.admin_transaction() as q:
             rows = await patients.sealed_batch(q, after, batch)
             for row in rows:
-                columns = {}
+                columns = {
+                    f"{name}_sealed": getattr(row, f"{name}_sealed") for name in patients.SEALED
+                }
+                renewed_here = 0
                 for name in patients.SEALED:
-                    current = getattr(row, f"{name}_sealed")
                     aad = patient_service.aad(row.organization_id, row.id, name)
-                    renewed = _renewed(sealer, current, aad, counter)
-                    columns[f"{name}_sealed"] = renewed if renewed is not None else current
-                    changed += renewed is not None
-                if any(
-                    columns[f"{n}_sealed"] is not getattr(row, f"{n}_sealed")
-                    for n in patients.SEALED
-                ):
+                    renewed = _renewed(sealer, columns[f"{name}_sealed"], aad, counter)
+                    if renewed is not None:
+                        columns[f"{name}_sealed"] = renewed
+                        renewed_here += 1
+                if renewed_here:
                     await patients.reseal(q, row, columns)
+                    changed += renewed_here
         if len(rows) < batch:
             return changed
         after = (rows[-1].organization_id, rows[-1].id)

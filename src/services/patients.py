@@ -30,7 +30,13 @@ from carebase.persistence import patients as repo
 from carebase.persistence.db import Database, Querier, one, search_term
 from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
-from carebase.services.custom_fields import ProfileView, check_values, open_sealed, read_values
+from carebase.services.custom_fields import (
+    ProfileView,
+    changed_keys,
+    check_values,
+    open_sealed,
+    read_values,
+)
 from carebase.services.identity import INVITATION_TTL_S, Links, normalise_email, queue_action_mail
 from carebase.tokens import TokenService
 
@@ -265,7 +271,7 @@ class PatientService:
                 raise PreconditionFailed("The patient changed since it was read; read it again.")
             await cf.mark_in_use(q, organization_id, stored.used)
             before, _ = self._custom(current, fields)
-            changed = {k for k in set(before) | set(values) if before.get(k) != values.get(k)}
+            changed = changed_keys(before, values)
             await record(
                 q,
                 principal,

@@ -14,7 +14,12 @@ from carebase.persistence import specialists as repo
 from carebase.persistence.db import Database, one, search_term
 from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
-from carebase.services.custom_fields import ProfileView, check_values, read_values
+from carebase.services.custom_fields import (
+    ProfileView,
+    changed_keys,
+    check_values,
+    read_values,
+)
 
 NO_SPECIALTY = "No such specialty."
 NO_SPECIALIST = "No such specialist."
@@ -283,7 +288,7 @@ class SpecialistService:
                 raise PreconditionFailed(CHANGED.format("The specialist"))
             await cf.mark_in_use(q, organization_id, stored.used)
             before = self._profile(current, fields).values
-            changed = {k for k in set(before) | set(values) if before.get(k) != values.get(k)}
+            changed = changed_keys(before, values)
             await record(
                 q,
                 principal,
