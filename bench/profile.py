@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import run
 
-from carebase import devstack, migrations
 from carebase.config import PROJECT_ROOT
+from carebase.operations import devstack, migrations
 
 PROFILE_S = int(os.environ.get("PROFILE_S", "10"))
 OUT = run.BENCH_DIR / "profile.txt"

@@ -19,8 +19,8 @@ import jwt
 from fastapi import FastAPI, Header, HTTPException
 from psycopg_pool import AsyncConnectionPool
 
-from carebase.encryption import DataKeyring
-from carebase.tokens import Keyring
+from carebase.security.encryption import DataKeyring
+from carebase.security.tokens import Keyring
 
 KEYS = Keyring.loads(os.environ["JWT_SIGNING_KEYS"], token_ttl_s=3600)
 SEALER = DataKeyring.loads(os.environ["DATA_ENCRYPTION_KEYS"])

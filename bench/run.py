@@ -27,11 +27,11 @@ import psutil
 import psycopg
 from argon2 import PasswordHasher
 
-from carebase import devstack, migrations, seed
 from carebase.config import PROJECT_ROOT
-from carebase.encryption import DataKeyring, load_data_keyring
-from carebase.seed_clinical import seed_benchmark
-from carebase.tokens import Keyring, TokenService, load_keyring
+from carebase.operations import devstack, migrations, seed
+from carebase.operations.seed_clinical import seed_benchmark
+from carebase.security.encryption import DataKeyring, load_data_keyring
+from carebase.security.tokens import Keyring, TokenService, load_keyring
 
 HOST, PORT = "127.0.0.1", 9100
 CONNECTIONS, THREADS = 64, 2

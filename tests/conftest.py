@@ -23,10 +23,10 @@ from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
 from support import PASSWORD, Inbox, Person, fresh_ip
 
-from carebase import devstack, migrations
-from carebase.app import CarebaseApp, create_app
+from carebase.apps.core import CarebaseApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
-from carebase.spec import Contract
+from carebase.operations import devstack, migrations
+from carebase.web.contract import Contract
 
 SQL_DIR = PROJECT_ROOT / "sql"
 

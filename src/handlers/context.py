@@ -8,11 +8,11 @@ from connexion import request
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
-from carebase import etags
 from carebase.errors import FieldError, PreconditionRequired, ValidationFailed
-from carebase.middleware import principal_of
 from carebase.pages import PageRequest
 from carebase.principal import Principal
+from carebase.web import etags
+from carebase.web.middleware import principal_of
 
 M = TypeVar("M", bound=BaseModel)
 

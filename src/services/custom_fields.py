@@ -18,7 +18,6 @@ from uuid import UUID, uuid4
 
 import re2
 
-from carebase.encryption import Sealer, UnsealError
 from carebase.errors import (
     DataIntegrity,
     FieldError,
@@ -31,6 +30,7 @@ from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
 from carebase.persistence.db import Database, one
 from carebase.principal import Principal, organization_of
+from carebase.security.encryption import Sealer, UnsealError
 from carebase.services.audit import record
 
 NO_FIELD = "No such custom field."

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import structlog
 
-from carebase.encryption import Sealer, UnsealError
 from carebase.persistence import patients, specialists
 from carebase.persistence.db import Database
+from carebase.security.encryption import Sealer, UnsealError
 from carebase.services import patients as patient_service
 from carebase.services import specialists as specialist_service
 

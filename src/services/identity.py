@@ -15,7 +15,6 @@ from uuid import UUID
 
 import structlog
 
-from carebase import credentials, passwords
 from carebase.errors import (
     FieldError,
     NotFound,
@@ -23,12 +22,13 @@ from carebase.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from carebase.lockout import Lockout
 from carebase.persistence import identity
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal
+from carebase.security import credentials, passwords
+from carebase.security.lockout import Lockout
+from carebase.security.tokens import TokenService
 from carebase.services.audit import record
-from carebase.tokens import TokenService
 
 _log = structlog.get_logger("carebase.identity")
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from carebase import credentials
 from carebase.errors import (
     Conflict,
     FieldError,
@@ -26,6 +25,7 @@ from carebase.persistence import identity
 from carebase.persistence import organizations as orgs
 from carebase.persistence.db import Database, Querier, one
 from carebase.principal import Principal
+from carebase.security import credentials
 from carebase.services.audit import record
 from carebase.services.identity import (
     INVITATION_TTL_S,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
-from carebase.encryption import Sealer
 from carebase.errors import (
     Conflict,
     FieldError,
@@ -29,6 +28,8 @@ from carebase.persistence import identity, organizations
 from carebase.persistence import patients as repo
 from carebase.persistence.db import Database, Querier, one, search_term
 from carebase.principal import Principal, organization_of
+from carebase.security.encryption import Sealer
+from carebase.security.tokens import TokenService
 from carebase.services.audit import record
 from carebase.services.custom_fields import (
     ProfileView,
@@ -38,7 +39,6 @@ from carebase.services.custom_fields import (
     read_values,
 )
 from carebase.services.identity import INVITATION_TTL_S, Links, normalise_email, queue_action_mail
-from carebase.tokens import TokenService
 
 NO_PATIENT = "No such patient."
 IDENTIFIERS = ("birth_date", "national_id", "phone", "address", "notes")

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
-from carebase.encryption import Sealer
 from carebase.errors import NotFound, PreconditionFailed
 from carebase.pages import Page, PageRequest
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import specialists as repo
 from carebase.persistence.db import Database, one, search_term
 from carebase.principal import Principal, organization_of
+from carebase.security.encryption import Sealer
 from carebase.services.audit import record
 from carebase.services.custom_fields import (
     ProfileView,

@@ -19,9 +19,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from carebase.app import build_tokens
+from carebase.apps.common import build_tokens
 from carebase.config import PROJECT_ROOT, Settings
-from carebase.devstack import EmbeddedStack
+from carebase.operations.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.contract
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from support import Person
 
-from carebase.spec import Contract
+from carebase.web.contract import Contract
 
 CONTRACT = Contract.for_service("core")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}

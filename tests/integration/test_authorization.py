@@ -20,10 +20,11 @@ import psycopg
 import pytest
 from support import Person
 
-from carebase import migrations, permissions
-from carebase.app import CarebaseApp
+from carebase.apps.core import CarebaseApp
+from carebase.operations import migrations
 from carebase.principal import Principal
-from carebase.spec import Contract, Operation
+from carebase.security import permissions
+from carebase.web.contract import Contract, Operation
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.app import create_app
+from carebase.apps.core import create_app
 from carebase.config import Settings
-from carebase.spec import Contract
+from carebase.web.contract import Contract
 
 pytestmark = pytest.mark.integration
 

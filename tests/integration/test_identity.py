@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 from support import PASSWORD, Inbox, Person, fresh_ip
 
-from carebase.app import CarebaseApp, create_app
+from carebase.apps.core import CarebaseApp, create_app
 from carebase.config import Settings
 
 pytestmark = pytest.mark.integration

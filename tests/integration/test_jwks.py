@@ -9,10 +9,10 @@ import jwt
 import pytest
 from asgi_lifespan import LifespanManager
 
-from carebase import cli
-from carebase.app import CarebaseApp, create_app
+from carebase.apps.core import CarebaseApp, create_app
 from carebase.config import Settings
-from carebase.tokens import TokenService, load_keyring
+from carebase.operations import cli
+from carebase.security.tokens import TokenService, load_keyring
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from support import PASSWORD, Inbox, Person
 
-from carebase.app import CarebaseApp
+from carebase.apps.core import CarebaseApp
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from support import Inbox, Person
 
-from carebase.app import CarebaseApp
+from carebase.apps.core import CarebaseApp
 from carebase.principal import Principal
 
 ANA = {

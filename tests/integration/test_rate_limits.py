@@ -16,9 +16,9 @@ from connexion.lifecycle import ConnexionResponse
 from redis.asyncio import Redis
 from support import fresh_ip
 
-from carebase.app import CarebaseApp, create_app
+from carebase.apps.core import CarebaseApp, create_app
 from carebase.config import Settings
-from carebase.spec import Contract
+from carebase.web.contract import Contract
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import httpx
 import psycopg
 from support import Person
 
-from carebase import devstack
-from carebase.app import CarebaseApp
-from carebase.encryption import DataKeyring, Sealer
+from carebase.apps.core import CarebaseApp
+from carebase.operations import devstack
+from carebase.security.encryption import DataKeyring, Sealer
 from carebase.services.data_keys import reseal_all
 
 CANARIES = {

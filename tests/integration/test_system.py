@@ -12,7 +12,8 @@ import yaml
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
-from carebase.app import CarebaseApp, build_database, create_app
+from carebase.apps.common import build_database
+from carebase.apps.core import CarebaseApp, create_app
 from carebase.config import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.integration

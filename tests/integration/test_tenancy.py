@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.rows import class_row
 
-from carebase import migrations
-from carebase.devstack import EmbeddedStack
+from carebase.operations import migrations
+from carebase.operations.devstack import EmbeddedStack
 from carebase.persistence.db import Database, make_pool
 from carebase.principal import Principal
 

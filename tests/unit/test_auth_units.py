@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 
-from carebase import credentials, etags, passwords, permissions
-from carebase.auth import TtlCache
 from carebase.errors import PreconditionFailed
 from carebase.principal import Principal
+from carebase.security import credentials, passwords, permissions
+from carebase.security.auth import TtlCache
+from carebase.web import etags
 
 
 def member(role: str | None, *, user: bool = True, superadmin: bool = False) -> Principal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carebase.encryption import DataKeyring, UnsealError
+from carebase.security.encryption import DataKeyring, UnsealError
 
 
 def test_sealed_values_open_only_with_their_associated_data() -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from carebase import migrations
 from carebase.config import PROJECT_ROOT
+from carebase.operations import migrations
 
 
 def test_socket_url_uses_dbmate_socket_parameter() -> None:

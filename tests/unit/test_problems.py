@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 
-from carebase import errors, problems
+from carebase import errors
 from carebase.logging import set_request_id
+from carebase.web import problems
 
 
 def test_subclasses_inherit_their_parent_problem() -> None:

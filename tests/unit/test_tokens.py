@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from carebase.errors import Unauthenticated
-from carebase.tokens import (
+from carebase.security.tokens import (
     Keyring,
     KeyringError,
     SigningKey,

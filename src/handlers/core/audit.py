@@ -10,8 +10,8 @@ from connexion.lifecycle import ConnexionResponse
 from carebase.generated.models import core as api
 from carebase.handlers.context import page_request, principal
 from carebase.persistence.audit import AuditEventRow, AuditFilter
-from carebase.responses import json_response
 from carebase.services.audit import AuditService
+from carebase.web.responses import json_response
 
 
 class AuditHandlers:

@@ -7,12 +7,12 @@ from typing import Any
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase.etags import etag
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, parse, principal
-from carebase.responses import json_response, no_content
+from carebase.security.tokens import TokenService
 from carebase.services.identity import IdentityService, MeView, Session
-from carebase.tokens import TokenService
+from carebase.web.etags import etag
+from carebase.web.responses import json_response, no_content
 
 # Long enough to spare the endpoint, short next to the token lifetime a rotation waits out.
 JWKS_MAX_AGE_S = 300

@@ -16,8 +16,8 @@ from carebase.persistence.organizations import (
     MyOrganizationRow,
     OrganizationRow,
 )
-from carebase.responses import json_response, no_content, resource_response
 from carebase.services.organizations import OrganizationService
+from carebase.web.responses import json_response, no_content, resource_response
 
 BASE = "/v1/organizations"
 

@@ -10,9 +10,9 @@ from connexion.lifecycle import ConnexionResponse
 from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
 from carebase.handlers.core.custom_fields import profile_response
-from carebase.responses import json_response, no_content, resource_response
-from carebase.responses import not_modified as not_modified_response
 from carebase.services.patients import PatientService, PatientView
+from carebase.web.responses import json_response, no_content, resource_response
+from carebase.web.responses import not_modified as not_modified_response
 
 BASE = "/v1/patients"
 

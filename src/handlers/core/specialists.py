@@ -11,9 +11,9 @@ from carebase.generated.models import core as api
 from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
 from carebase.handlers.core.custom_fields import profile_response
 from carebase.persistence.specialists import SpecialistFields, SpecialistRow, SpecialtyRow
-from carebase.responses import json_response, no_content, resource_response
-from carebase.responses import not_modified as not_modified_response
 from carebase.services.specialists import SpecialistService
+from carebase.web.responses import json_response, no_content, resource_response
+from carebase.web.responses import not_modified as not_modified_response
 
 
 class SpecialistHandlers:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from connexion.lifecycle import ConnexionResponse
 
-from carebase import problems
 from carebase.generated.models.core import (
     CheckStatus,
     HealthCheck,
@@ -12,8 +11,9 @@ from carebase.generated.models.core import (
     Readiness,
     ServiceStatus,
 )
-from carebase.responses import json_response, problem_response
 from carebase.services.system import HealthService
+from carebase.web import problems
+from carebase.web.responses import json_response, problem_response
 
 
 class SystemHandlers:

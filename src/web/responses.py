@@ -11,8 +11,8 @@ from connexion.lifecycle import ConnexionResponse
 from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
-from carebase.etags import etag
-from carebase.problems import MEDIA_TYPE, RenderedProblem
+from carebase.web.etags import etag
+from carebase.web.problems import MEDIA_TYPE, RenderedProblem
 
 JSON = "application/json"
 

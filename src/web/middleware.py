@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carebase import problems
 from carebase.errors import MalformedRequest, PayloadTooLarge, RouteNotFound
 from carebase.logging import set_request_id
 from carebase.principal import Principal
+from carebase.web import problems
 
 ROUTING_EXTENSION = "connexion_routing"  # set by Connexion's RoutingMiddleware on the scope
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
-GENERATED_DIR = Path(__file__).resolve().parent.parent / "generated" / "openapi"
+from carebase.config import PROJECT_ROOT
+
+GENERATED_DIR = PROJECT_ROOT / "generated" / "openapi"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 

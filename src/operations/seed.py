@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 from argon2 import PasswordHasher
 
-from carebase.encryption import DataKeyring
-from carebase.seed_clinical import seed_clinic
+from carebase.operations.seed_clinical import seed_clinic
+from carebase.security.encryption import DataKeyring
 
 DOMAIN = "carebase-demo.example.com"
 CLINICS = (("north-clinic", "North Rehabilitation Clinic"), ("south-clinic", "South Tele-Health"))

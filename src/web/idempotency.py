@@ -23,19 +23,19 @@ from collections.abc import Mapping
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carebase.encryption import Sealer, UnsealError
 from carebase.errors import Conflict, FieldError, ValidationFailed
-from carebase.middleware import HttpLayer, header, operation_id, principal_of
 from carebase.persistence import idempotency
 from carebase.persistence.db import Database
 from carebase.principal import Principal
-from carebase.spec import Operation
+from carebase.security.encryption import Sealer, UnsealError
+from carebase.web.contract import Operation
+from carebase.web.middleware import HttpLayer, header, operation_id, principal_of
 
 LOCK_S = 60
 KEPT_HEADERS = ("content-type", "location", "etag", "cache-control")
 POINTER = "/header/Idempotency-Key"
 
-_log = structlog.get_logger("carebase.idempotency")
+_log = structlog.get_logger("carebase.web.idempotency")
 
 
 class Idempotency(HttpLayer):

@@ -8,15 +8,15 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from carebase import devstack, migrations, seed
 from carebase.config import ConfigError, Settings, load_settings
-from carebase.encryption import DataKeyring, load_data_keyring
-from carebase.tokens import Keyring, load_keyring, save_keyring
+from carebase.operations import devstack, migrations, seed
+from carebase.security.encryption import DataKeyring, load_data_keyring
+from carebase.security.tokens import Keyring, load_keyring, save_keyring
 
 
 def core_app_factory() -> object:
     """What uvicorn workers import (`carebase serve core`): settings from the environment."""
-    from carebase.app import create_app
+    from carebase.apps.core import create_app
 
     return create_app(load_settings())
 
@@ -70,7 +70,7 @@ def _seed(settings: Settings) -> tuple[list[seed.Account], str]:
 
 
 def _data_keyring(settings: Settings) -> DataKeyring:
-    from carebase.app import data_keyring_path
+    from carebase.apps.common import data_keyring_path
 
     return load_data_keyring(data_keyring_path(settings), from_env=settings.data_encryption_keys)
 
@@ -87,7 +87,7 @@ def _prepare(settings: Settings, superuser_url: str | None) -> None:
 def cmd_dev(_: argparse.Namespace) -> int:
     import uvicorn
 
-    from carebase.app import create_app
+    from carebase.apps.core import create_app
 
     settings, stack, superuser = _with_stack(_settings(require=()))
     try:
@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
     # every response stalls ~44 ms (GROUND.md).
     uvicorn.run(
-        "carebase.cli:core_app_factory",
+        "carebase.operations.cli:core_app_factory",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.core_port,
@@ -199,7 +199,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(_: argparse.Namespace) -> int:
-    from carebase.app import keyring_path
+    from carebase.apps.common import keyring_path
 
     settings = _settings(require=())
     now = int(time.time())
@@ -226,7 +226,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     """Demo data, then `--patients N` patients over `--organizations` benchmark clinics."""
     import psycopg
 
-    from carebase.seed_clinical import seed_benchmark
+    from carebase.operations.seed_clinical import seed_benchmark
 
     settings, stack, superuser = _with_stack(_settings(require=()))
     try:
@@ -256,8 +256,13 @@ def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
     """Add a data key (file keyring) and re-seal every stored value under the newest key."""
     import asyncio
 
-    from carebase.app import build_database, data_keyring_path
-    from carebase.encryption import DataKeyring, Sealer, load_data_keyring, save_data_keyring
+    from carebase.apps.common import build_database, data_keyring_path
+    from carebase.security.encryption import (
+        DataKeyring,
+        Sealer,
+        load_data_keyring,
+        save_data_keyring,
+    )
     from carebase.services.data_keys import reseal_all
 
     settings, stack, _ = _with_stack(_settings(require=()))

@@ -7,8 +7,6 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import connexion
@@ -19,16 +17,12 @@ from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from carebase import errors, middleware, migrations, problems
-from carebase.auth import Authenticate, Authenticator, Authorize
+from carebase import errors
+from carebase.apps import common
 from carebase.config import Settings
-from carebase.encryption import Sealer, load_data_keyring
 from carebase.handlers.core.audit import AuditHandlers
 from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.custom_fields import CustomFieldHandlers
@@ -36,15 +30,14 @@ from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
-from carebase.housekeeping import housekeeping
-from carebase.idempotency import Idempotency
-from carebase.lockout import Lockout
+from carebase.integrations.mail import OutboxRelay
 from carebase.logging import configure_logging
-from carebase.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
-from carebase.passwords import HashCost, Passwords
-from carebase.persistence.db import Database, make_pool
-from carebase.ratelimit import RateLimit, RateLimiter, Rule, rules_from_contract
-from carebase.responses import problem_response
+from carebase.operations import migrations
+from carebase.operations.housekeeping import housekeeping
+from carebase.security.auth import Authenticate, Authenticator, Authorize
+from carebase.security.lockout import Lockout
+from carebase.security.passwords import HashCost, Passwords
+from carebase.security.ratelimit import RateLimit, RateLimiter, Rule, rules_from_contract
 from carebase.services.audit import AuditService
 from carebase.services.custom_fields import CustomFieldService
 from carebase.services.identity import IdentityService, Links
@@ -52,107 +45,11 @@ from carebase.services.organizations import OrganizationService
 from carebase.services.patients import PatientService
 from carebase.services.specialists import SpecialistService
 from carebase.services.system import HealthService
-from carebase.spec import Contract
-from carebase.tokens import TokenService, load_keyring
-from carebase.validation import BodyValidator, ParameterValidator
-
-
-@dataclass(frozen=True)
-class Dependencies:
-    """What the services need from outside; tests override fields with `create_app(overrides=)`."""
-
-    database: Database
-    redis: Redis
-    tokens: TokenService
-    mail: MailSender
-    sealer: Sealer
-
-
-def build_database(settings: Settings, *, service: str) -> Database:
-    urls = settings.server_urls()
-    common = {
-        "application_name": f"carebase-{service}",
-        "statement_timeout_ms": settings.db_statement_timeout_ms,
-        "connect_timeout_s": settings.db_connect_timeout_s,
-    }
-    return Database(
-        make_pool(
-            urls.database,
-            name=f"{service}-app",
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            **common,  # type: ignore[arg-type]
-        ),
-        make_pool(
-            urls.database_admin,
-            name=f"{service}-admin",
-            min_size=0,
-            max_size=settings.db_admin_pool_max_size,
-            **common,  # type: ignore[arg-type]
-        ),
-    )
-
-
-def build_redis(settings: Settings) -> Redis:
-    timeout = settings.redis_timeout_ms / 1000
-    # redis-py retries with backoff by default, stalling a request for seconds when Redis is
-    # down (GROUND.md); each caller chooses to fail open or closed instead.
-    # A blocking pool: past max_connections callers wait (up to the timeout) for a
-    # connection instead of failing at once with MaxConnectionsError under bursts.
-    pool = BlockingConnectionPool.from_url(
-        settings.server_urls().redis,
-        max_connections=settings.redis_max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), retries=0),
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)  # owns the pool, so aclose() closes its connections
-
-
-def build_tokens(settings: Settings) -> TokenService:
-    path = keyring_path(settings)
-    keyring = load_keyring(
-        path, token_ttl_s=settings.access_token_ttl_s, from_env=settings.jwt_signing_keys
-    )
-    return TokenService(
-        keyring,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        # From the environment, keys change with a rolling restart; a file is re-read.
-        reload_from=None if settings.jwt_signing_keys else path,
-    )
-
-
-def build_sealer(settings: Settings) -> Sealer:
-    path = data_keyring_path(settings)
-    keyring = load_data_keyring(path, from_env=settings.data_encryption_keys)
-    # From the environment, keys change with a rolling restart; a file is re-read.
-    return Sealer(keyring, reload_from=None if settings.data_encryption_keys else path)
-
-
-def data_keyring_path(settings: Settings) -> Path:
-    return settings.data_dir / "data-keys.json"
-
-
-def build_mail(settings: Settings) -> MailSender:
-    if settings.smtp_host:
-        return SmtpSender(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            sender=settings.mail_from,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            starttls=settings.smtp_starttls,
-            timeout_s=settings.smtp_timeout_s,
-        )
-    # load_settings() refuses production without SMTP_HOST.
-    return MailboxSender(settings.mailbox_dir, sender=settings.mail_from)
-
-
-def keyring_path(settings: Settings) -> Path:
-    return settings.data_dir / "jwt-keys.json"
+from carebase.web import middleware, problems
+from carebase.web.contract import Contract
+from carebase.web.idempotency import Idempotency
+from carebase.web.responses import problem_response
+from carebase.web.validation import BodyValidator, ParameterValidator
 
 
 def operation_id(method_name: str) -> str:
@@ -182,7 +79,7 @@ class CarebaseApp:
         asgi: ASGIApp,
         *,
         contract: Contract,
-        dependencies: Dependencies,
+        dependencies: common.Dependencies,
         relay: OutboxRelay,
         authenticator: Authenticator,
     ) -> None:
@@ -206,7 +103,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     given = dict(overrides or {})
     contract: Contract = given.pop("contract", None) or Contract.for_service("core")
     extra_handlers: list[object] = given.pop("extra_handlers", [])
-    dependencies = _dependencies(settings, given)
+    dependencies = common.dependencies(settings, given)
     health = HealthService(
         db=dependencies.database,
         redis=dependencies.redis,
@@ -353,26 +250,6 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         dependencies=dependencies,
         relay=relay,
         authenticator=authenticator,
-    )
-
-
-def _dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependencies:
-    """Each dependency from `overrides` when given, otherwise built from the settings."""
-    builders: dict[str, Callable[[], Any]] = {
-        "database": lambda: build_database(settings, service="core"),
-        "redis": lambda: build_redis(settings),
-        "tokens": lambda: build_tokens(settings),
-        "mail": lambda: build_mail(settings),
-        "sealer": lambda: build_sealer(settings),
-    }
-    unknown = set(overrides) - set(builders)
-    if unknown:
-        raise TypeError(f"unknown overrides: {sorted(unknown)}")
-    return Dependencies(
-        **{
-            name: overrides[name] if name in overrides else build()
-            for name, build in builders.items()
-        }
     )
 
 

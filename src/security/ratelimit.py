@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.errors import DependencyUnavailable, RateLimited
-from carebase.middleware import HttpLayer, operation_id, principal_of
-from carebase.spec import Operation
+from carebase.web.contract import Operation
+from carebase.web.middleware import HttpLayer, operation_id, principal_of
 
 KeyKind = Literal["ip", "user", "organization"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ip", "user", "organization")
@@ -37,7 +37,7 @@ end
 return {count, ttl}
 """
 
-_log = structlog.get_logger("carebase.ratelimit")
+_log = structlog.get_logger("carebase.security.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from carebase.encryption import DataKeyring
+from carebase.security.encryption import DataKeyring
 from carebase.services.patients import aad, normalise_national_id, normalise_phone
 
 SPECIALTIES = (

@@ -22,7 +22,7 @@ import structlog
 from carebase.persistence import identity
 from carebase.persistence.db import Database
 
-_log = structlog.get_logger("carebase.mail")
+_log = structlog.get_logger("carebase.integrations.mail")
 
 MAX_ATTEMPTS = 8
 BATCH = 20

@@ -24,16 +24,16 @@ from uuid import UUID
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from carebase import credentials, permissions
 from carebase.errors import Forbidden, Unauthenticated
-from carebase.middleware import HttpLayer, header, operation_id, principal_of
 from carebase.persistence import identity
 from carebase.persistence.db import Database
 from carebase.principal import Origin, Principal
-from carebase.spec import Operation
-from carebase.tokens import TokenService
+from carebase.security import credentials, permissions
+from carebase.security.tokens import TokenService
+from carebase.web.contract import Operation
+from carebase.web.middleware import HttpLayer, header, operation_id, principal_of
 
-_log = structlog.get_logger("carebase.auth")
+_log = structlog.get_logger("carebase.security.auth")
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -50,7 +50,7 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
 INTERNAL = ProblemType(500, "internal", "Internal server error")
 NOT_READY = ProblemType(503, "not-ready", "Service not ready")
 
-_log = structlog.get_logger("carebase.problems")
+_log = structlog.get_logger("carebase.web.problems")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from carebase.persistence.db import Database
 
 INTERVAL_S = 600.0
 
-_log = structlog.get_logger("carebase.housekeeping")
+_log = structlog.get_logger("carebase.operations.housekeeping")
 
 
 async def housekeeping(db: Database, *, interval_s: float = INTERVAL_S) -> None:

@@ -1,0 +1,2 @@
+"""One composition root per service: `core` (and, with telemetry, `telemetry`); `common` holds
+what they share."""

@@ -1,0 +1,2 @@
+"""Running the platform: the CLI, the embedded development stack, migrations, seeding and
+housekeeping."""

@@ -1,0 +1,1 @@
+"""The HTTP side: the contract, the outer layer, routing and the compiled per-operation pipeline."""
