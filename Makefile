@@ -68,7 +68,7 @@ bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server (and a FastAPI re
 
 profile: install | $(XDG_RUNTIME_DIR) ## py-spy profile of GET /v1/patients/{id} under load
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
-	$(BIN)/python bench/profile.py
+	$(BIN)/python bench/pyspy.py
 
 clean: ## remove the virtualenv, caches and the embedded data
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

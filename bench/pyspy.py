@@ -26,27 +26,12 @@ OUT = run.BENCH_DIR / "profile.txt"
 
 
 def _group(frame: str) -> str:
-    path = frame.split("(", 1)[-1]
-    for name in (
-        "carebase",
-        "connexion",
-        "starlette",
-        "uvicorn",
-        "psycopg_pool",
-        "psycopg",
-        "jwt",
-        "cryptography",
-        "redis",
-        "pydantic",
-        "structlog",
-        "jsonschema",
-        "httptools",
-        "uvloop",
-        "asyncio",
-    ):
-        if f"/{name}/" in path or f"site-packages/{name}" in path:
-            return name
-    return "other" if "site-packages" in path else ("carebase" if "/work/" in path else "python")
+    """The library a frame belongs to, from py-spy's short path (`psycopg/cursor.py:12`)."""
+    path = frame.rsplit("(", 1)[-1]
+    top = path.split("/", 1)[0] if "/" in path else path.split(".", 1)[0]
+    if top in ("src", "carebase", "generated") or "/work/" in path:
+        return "carebase"
+    return top or "other"
 
 
 def report(collapsed: Path) -> None:
@@ -72,9 +57,11 @@ def report(collapsed: Path) -> None:
     for frame, count in own.most_common(25):
         print(f"  {count / total:6.1%}  {frame}")
     print("\ninclusive time, top carebase functions:")
-    for frame, count in inclusive.most_common(400):
-        if "/work/" in frame or "carebase" in frame:
+    shown = 0
+    for frame, count in inclusive.most_common():
+        if _group(frame) == "carebase" and shown < 40:
             print(f"  {count / total:6.1%}  {frame}")
+            shown += 1
 
 
 def main() -> None:

@@ -1,31 +1,48 @@
-"""`make bench`: load a live core server with wrk and write docs/benchmarks.md.
+"""`make bench`: Carebase against its anchors, interleaved, and docs/benchmarks.{md,json}.
 
-Starts the embedded stack under .data/bench, bootstraps and migrates it, seeds
-BENCH_PATIENTS patients (default 100k) over 10 clinics, runs
-`carebase serve core` with production settings (response validation off, JSON access log to
-/dev/null), and drives each endpoint with wrk at 64 connections on loopback. Server CPU per
-request is the server processes' user+system CPU time over the run divided by the requests
-wrk completed. Bounded: each run lasts DURATION seconds.
+Starts the embedded stack under .data/bench, bootstraps and migrates it, seeds BENCH_PATIENTS
+patients (default 100k) over 10 clinics, and measures with wrk at 64 connections on loopback:
+
+- carebase: `carebase serve core` with production settings (response validation off, JSON
+  access log to /dev/null): /health/live, /v1/me, GET /v1/patients/{id}, a page of 25;
+- reference-fastapi: the same GET as a plain FastAPI + psycopg app (bench/reference.py);
+- go: the same GET in Go with chi + pgx (bench/go/main.go, built here from Debian's packages);
+- starlette: a bare Starlette route for /health/live (bench/bare.py).
+
+Each stack runs with one and two workers (Go: GOMAXPROCS), in BENCH_ROUNDS rounds (default
+3) whose stack order rotates, so drift on this shared machine spreads over all of them.
+Absolute figures move ±25 % between runs; the report gives medians and the ratios between
+stacks measured in the same run. Server CPU per request is the server processes'
+user+system CPU over the run divided by the requests wrk completed.
+
+BENCH_DURATION (s per run), BENCH_STACKS and BENCH_WORKERS (comma lists) narrow a run for
+quick before/after checks; BENCH_WRITE=0 prints the summary without touching docs/.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import psutil
 import psycopg
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from carebase.config import PROJECT_ROOT
 from carebase.operations import devstack, migrations, seed
@@ -37,107 +54,125 @@ HOST, PORT = "127.0.0.1", 9100
 CONNECTIONS, THREADS = 64, 2
 DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
 WARMUP_S = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PATIENTS = int(os.environ.get("BENCH_PATIENTS", "100000"))
 ORGANIZATIONS = 10
-REFERENCE_PORT = 9101
-# (name, path, authenticated, lua script): GET by id picks a random patient of the clinic.
-ENDPOINTS = [
-    ("GET /health/live", "/health/live", False, None),
-    ("GET /v1/me", "/v1/me", True, None),
-    ("GET /v1/patients/{id}", "/v1/patients", True, "random-patient.lua"),
-    ("GET /v1/patients?page_size=25", "/v1/patients?page_size=25", True, None),
-]
-REFERENCE = ("reference: FastAPI GET /v1/patients/{id}", "/v1/patients", True, "random-patient.lua")
-TARGET_CPU_US, TARGET_RATIO, TARGET_P99_MS = 350, 2.0, 25.0
 REPORT = PROJECT_ROOT / "docs" / "benchmarks.md"
+RECORDS = PROJECT_ROOT / "docs" / "benchmarks.json"
+HISTORY = PROJECT_ROOT / "bench" / "history.md"
 BENCH_DIR = PROJECT_ROOT / ".data" / "bench"
+GO_PEER = BENCH_DIR / "go-peer"
+ISSUER, AUDIENCE = "carebase", "carebase-api"
+
+LIVE = "GET /health/live"
+ME = "GET /v1/me"
+PATIENT = "GET /v1/patients/{id}"
+PAGE = "GET /v1/patients?page_size=25"
 
 
 @dataclass(frozen=True)
-class Result:
+class Endpoint:
     name: str
+    path: str
+    authenticated: bool
+    script: str | None = None
+
+
+ENDPOINTS = {
+    LIVE: Endpoint(LIVE, "/health/live", False),
+    ME: Endpoint(ME, "/v1/me", True),
+    PATIENT: Endpoint(PATIENT, "/v1/patients", True, "random-patient.lua"),
+    PAGE: Endpoint(PAGE, "/v1/patients?page_size=25", True),
+}
+# stack → the endpoints it serves here
+STACKS: dict[str, tuple[str, ...]] = {
+    "carebase": (LIVE, ME, PATIENT, PAGE),
+    "reference-fastapi": (PATIENT,),
+    "go": (PATIENT,),
+    "starlette": (LIVE,),
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    endpoint: str
+    stack: str
     workers: int
-    requests: int
+    round: int
     rps: float
     p50_ms: float
     p99_ms: float
-    cpu_us_per_request: float
+    cpu_us_per_req: float
+    requests: int
     non_2xx: int
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
+# --- tools ----------------------------------------------------------------------------------
+
+
+def _apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
-        sys.exit("bench: wrk is missing; install it (Debian: apt-get install wrk)")
-    print("bench: installing wrk from Debian…", flush=True)
+        sys.exit(f"bench: install {' '.join(packages)} (Debian) first")
+    print(f"bench: installing {' '.join(packages)} from Debian…", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
+        ["apt-get", "install", "-y", "-qq", *packages],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
+
+
+def ensure_wrk() -> str:
+    if not shutil.which("wrk"):
+        _apt_install("wrk")
     return shutil.which("wrk") or sys.exit("bench: wrk did not install")
 
 
-def start_server(stack: devstack.EmbeddedStack, workers: int) -> subprocess.Popen[bytes]:
+GO_PACKAGES = ("golang-go", "golang-github-jackc-pgx-v4-dev", "golang-github-go-chi-chi-dev")
+GOPATH = "/usr/share/gocode"
+
+
+def build_go_peer() -> Path:
+    """The Go peer, from Debian's Go and its packaged chi and pgx (GOPATH mode, no network)."""
+    if not shutil.which("go") or not Path(GOPATH, "src/github.com/jackc/pgx/v4").exists():
+        _apt_install(*GO_PACKAGES)
     env = {
         **os.environ,
-        "ENVIRONMENT": "production",
-        "DATABASE_URL": stack.database_url,
-        "DATABASE_ADMIN_URL": stack.database_admin_url,
-        "REDIS_URL": stack.redis_url,
-        "JWT_SIGNING_KEYS": keyring().dumps(),
-        "DATA_ENCRYPTION_KEYS": data_keyring().dumps(),
-        "SMTP_HOST": "127.0.0.1",  # production needs one; nothing is mailed during the run
-        # One user sends every request: the limiter still runs its Redis script on each, but
-        # the per-user default (600/min) would turn the run into a measurement of 429s.
-        "RATE_LIMIT_DEFAULT_LIMIT": "1000000",
-        "VALIDATE_RESPONSES": "false",
-        "LOG_LEVEL": "info",
-        "DB_POOL_MIN_SIZE": "4",
-        "DB_POOL_MAX_SIZE": "16",
+        "GO111MODULE": "off",
+        "GOPATH": GOPATH,
+        "GOCACHE": str(BENCH_DIR / "go-cache"),
+        "CGO_ENABLED": "0",
     }
-    command = [
-        str(Path(sys.executable).parent / "carebase"),
-        "serve",
-        "core",
+    subprocess.run(
+        ["go", "build", "-o", str(GO_PEER), "./bench/go/"], check=True, cwd=PROJECT_ROOT, env=env
+    )
+    return GO_PEER
+
+
+# --- the stacks -------------------------------------------------------------------------------
+
+
+def keyring() -> Keyring:
+    return load_keyring(BENCH_DIR / "jwt-keys.json", token_ttl_s=3600)
+
+
+def data_keyring() -> DataKeyring:
+    return load_data_keyring(BENCH_DIR / "data-keys.json")
+
+
+def _python_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _uvicorn(app: str, workers: int, *, pythonpath: Path) -> list[str]:
+    return [
+        _python_bin("uvicorn"),
+        app,
         "--host",
         HOST,
         "--port",
         str(PORT),
-        "--workers",
-        str(workers),
-    ]
-    errors_log = BENCH_DIR / "server-stderr.log"
-    with errors_log.open("wb") as errors:
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{PORT}/health/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    sys.exit(f"bench: the server did not become ready:\n{errors_log.read_text()[-2000:]}")
-
-
-def start_reference(stack: devstack.EmbeddedStack, workers: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": stack.database_url,
-        "JWT_SIGNING_KEYS": keyring().dumps(),
-        "DATA_ENCRYPTION_KEYS": data_keyring().dumps(),
-        "PYTHONPATH": str(PROJECT_ROOT / "bench"),
-    }
-    command = [
-        str(Path(sys.executable).parent / "uvicorn"),
-        "reference:app",
-        "--host",
-        HOST,
-        "--port",
-        str(REFERENCE_PORT),
         "--workers",
         str(workers),
         "--loop",
@@ -147,19 +182,87 @@ def start_reference(stack: devstack.EmbeddedStack, workers: int) -> subprocess.P
         "--no-access-log",
         "--log-level",
         "warning",
+        "--app-dir",
+        str(pythonpath),
     ]
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+
+
+def start_server(
+    stack: devstack.EmbeddedStack, workers: int, kind: str = "carebase"
+) -> subprocess.Popen[bytes]:
+    """Start one stack on PORT and wait until it answers."""
+    common = {**os.environ, "DATABASE_URL": stack.database_url}
+    if kind == "carebase":
+        env = {
+            **common,
+            "ENVIRONMENT": "production",
+            "DATABASE_ADMIN_URL": stack.database_admin_url,
+            "REDIS_URL": stack.redis_url,
+            "JWT_SIGNING_KEYS": keyring().dumps(),
+            "DATA_ENCRYPTION_KEYS": data_keyring().dumps(),
+            "SMTP_HOST": "127.0.0.1",  # production needs one; nothing is mailed during the run
+            # One user sends every request: the limiter still runs its Redis script on each,
+            # but the per-user default (600/min) would turn the run into a measurement of 429s.
+            "RATE_LIMIT_DEFAULT_LIMIT": "1000000",
+            "VALIDATE_RESPONSES": "false",
+            "LOG_LEVEL": "info",
+            "DB_POOL_MIN_SIZE": "4",
+            "DB_POOL_MAX_SIZE": os.environ.get("BENCH_POOL", "16"),
+        }
+        command = [
+            *(_python_bin("carebase"), "serve", "core"),
+            *("--host", HOST, "--port", str(PORT), "--workers", str(workers)),
+        ]
+        ready = "/health/ready"
+    elif kind == "reference-fastapi":
+        env = {
+            **common,
+            "JWT_SIGNING_KEYS": keyring().dumps(),
+            "DATA_ENCRYPTION_KEYS": data_keyring().dumps(),
+        }
+        command, ready = _uvicorn("reference:app", workers, pythonpath=PROJECT_ROOT / "bench"), ""
+    elif kind == "starlette":
+        env = dict(os.environ)
+        command, ready = _uvicorn("bare:app", workers, pythonpath=PROJECT_ROOT / "bench"), ""
+    elif kind == "go":
+        env = {
+            **common,
+            "GOMAXPROCS": str(workers),
+            "LISTEN": f"{HOST}:{PORT}",
+            "JWT_ISSUER": ISSUER,
+            "JWT_AUDIENCE": AUDIENCE,
+            "JWT_PUBLIC_KEYS": json.dumps(
+                {
+                    k.kid: base64.b64encode(
+                        k.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+                    ).decode()
+                    for k in keyring().keys
+                }
+            ),
+            "DATA_KEYS": json.dumps(
+                {k.kid: base64.b64encode(k.secret).decode() for k in data_keyring().keys}
+            ),
+        }
+        command, ready = [str(GO_PEER)], ""
+    else:
+        raise ValueError(kind)
+    errors_log = BENCH_DIR / f"{kind}-stderr.log"
+    with errors_log.open("wb") as errors:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://{HOST}:{REFERENCE_PORT}/docs", timeout=1).close()
+            # Any HTTP answer (a 404 at /) means it listens; carebase must also be ready.
+            urllib.request.urlopen(f"http://{HOST}:{PORT}{ready or '/health/live'}", timeout=1)
             return server
+        except urllib.error.HTTPError:
+            if not ready:
+                return server
+            time.sleep(0.2)
         except OSError:
             time.sleep(0.2)
     server.kill()
-    sys.exit("bench: the FastAPI reference did not start")
+    sys.exit(f"bench: {kind} did not become ready:\n{errors_log.read_text()[-2000:]}")
 
 
 def server_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
@@ -174,16 +277,16 @@ def server_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     return total
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
-def keyring() -> Keyring:
-    return load_keyring(BENCH_DIR / "jwt-keys.json", token_ttl_s=3600)
-
-
-def data_keyring() -> DataKeyring:
-    return load_data_keyring(BENCH_DIR / "data-keys.json")
+# --- data -------------------------------------------------------------------------------------
 
 
 def seeded_token(stack: devstack.EmbeddedStack) -> str:
@@ -231,10 +334,17 @@ def seeded_token(stack: devstack.EmbeddedStack) -> str:
         '  return wrk.format(nil, "/v1/patients/" .. ids[math.random(#ids)])\n'
         "end\n"
     )
-    tokens = TokenService(keyring(), issuer="carebase", audience="carebase-api")
+    tokens = TokenService(keyring(), issuer=ISSUER, audience=AUDIENCE)
     return tokens.issue(
         subject=str(user[0]), organization_id=str(clinics[0]), role="staff", ttl_s=3600
     )
+
+
+def first_id() -> str:
+    return (BENCH_DIR / "random-patient.lua").read_text().split('"', 2)[1]
+
+
+# --- measuring --------------------------------------------------------------------------------
 
 
 def preflight(url: str, headers: list[str]) -> None:
@@ -250,6 +360,10 @@ def preflight(url: str, headers: list[str]) -> None:
     sys.exit(f"bench: {url} did not answer 2xx")
 
 
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
 def run_wrk(
     wrk: str, url: str, seconds: int, headers: list[str], script: str | None = None
 ) -> tuple[int, float, float, float, int]:
@@ -257,11 +371,7 @@ def run_wrk(
     script_args = ["-s", str(BENCH_DIR / script)] if script else []
     done = subprocess.run(
         [
-            wrk,
-            f"-t{THREADS}",
-            f"-c{CONNECTIONS}",
-            f"-d{seconds}s",
-            "--latency",
+            *(wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"),
             *script_args,
             *header_args,
             url,
@@ -285,41 +395,84 @@ def run_wrk(
     )
 
 
-Endpoint = tuple[str, str, bool, str | None]
-
-
 def measure(
-    wrk: str,
-    server: subprocess.Popen[bytes],
-    *,
-    port: int,
-    workers: int,
-    token: str,
-    endpoints: list[Endpoint],
-) -> list[Result]:
-    results = []
+    wrk: str, stack: devstack.EmbeddedStack, kind: str, workers: int, round_: int, token: str
+) -> list[Record]:
+    records = []
+    server = start_server(stack, workers, kind)
     try:
-        for name, path, authenticated, script in endpoints:
-            url = f"http://{HOST}:{port}{path}"
-            headers = [f"Authorization: Bearer {token}"] if authenticated else []
-            preflight(url if script is None else f"{url}/{first_id()}", headers)
-            run_wrk(wrk, url, WARMUP_S, headers, script)
+        for name in STACKS[kind]:
+            endpoint = ENDPOINTS[name]
+            url = f"http://{HOST}:{PORT}{endpoint.path}"
+            headers = [f"Authorization: Bearer {token}"] if endpoint.authenticated else []
+            preflight(url if endpoint.script is None else f"{url}/{first_id()}", headers)
+            run_wrk(wrk, url, WARMUP_S, headers, endpoint.script)
             before = server_cpu_seconds(server)
-            requests, rps, p50, p99, non_2xx = run_wrk(wrk, url, DURATION_S, headers, script)
-            cpu = server_cpu_seconds(server) - before
-            results.append(
-                Result(name, workers, requests, rps, p50, p99, cpu / requests * 1e6, non_2xx)
+            requests, rps, p50, p99, non_2xx = run_wrk(
+                wrk, url, DURATION_S, headers, endpoint.script
             )
-            print(f"bench: {name} ×{workers} worker(s): {rps:,.0f} req/s", flush=True)
+            cpu = server_cpu_seconds(server) - before
+            records.append(
+                Record(
+                    name,
+                    kind,
+                    workers,
+                    round_,
+                    rps,
+                    p50,
+                    p99,
+                    cpu / requests * 1e6,
+                    requests,
+                    non_2xx,
+                )
+            )
+            print(
+                f"bench: round {round_} {kind:<17} {name:<30} ×{workers}: {rps:>8,.0f} req/s "
+                f"{cpu / requests * 1e6:>6,.0f} µs/req",
+                flush=True,
+            )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return results
+        stop(server)
+    return records
 
 
-def first_id() -> str:
-    text = (BENCH_DIR / "random-patient.lua").read_text()
-    return text.split('"', 2)[1]
+# --- the report -------------------------------------------------------------------------------
+
+
+def median(records: Iterable[Record], field: str) -> float:
+    values = [getattr(r, field) for r in records]
+    return statistics.median(values) if values else float("nan")
+
+
+def pick(records: list[Record], endpoint: str, stack: str, workers: int) -> list[Record]:
+    return [r for r in records if (r.endpoint, r.stack, r.workers) == (endpoint, stack, workers)]
+
+
+def ratio(records: list[Record], a: tuple[str, str], b: tuple[str, str], w: int, f: str) -> float:
+    """Median of `a` over median of `b` (endpoint, stack) at `w` workers, for field `f`."""
+    return median(pick(records, *a, w), f) / median(pick(records, *b, w), f)
+
+
+def targets(records: list[Record]) -> list[tuple[str, str, float, bool]]:
+    """Issue 9's targets: (what, wanted, measured, met)."""
+    ours, ref, go = (PATIENT, "carebase"), (PATIENT, "reference-fastapi"), (PATIENT, "go")
+    found = []
+    for w in (1, 2):
+        value = ratio(records, ours, ref, w, "rps")
+        found.append((f"{PATIENT} req/s vs FastAPI, {w} worker(s)", "≥ 2×", value, value >= 2))
+    value = ratio(records, ours, go, 2, "rps")
+    found.append((f"{PATIENT} req/s vs Go, 2 workers", "≥ 0.30×", value, value >= 0.30))
+    for w in (1, 2):
+        value = ratio(records, ours, ref, w, "cpu_us_per_req")
+        found.append(
+            (f"{PATIENT} server CPU/req vs FastAPI, {w} worker(s)", "≤ 0.5×", value, value <= 0.5)
+        )
+    for w in (1, 2):
+        value = ratio(records, (LIVE, "carebase"), (LIVE, "starlette"), w, "cpu_us_per_req")
+        found.append(
+            (f"{LIVE} server CPU/req vs bare Starlette, {w} worker(s)", "≤ 3×", value, value <= 3)
+        )
+    return [t for t in found if t[2] == t[2]]  # drop NaN (a narrowed run)
 
 
 def machine() -> str:
@@ -333,131 +486,133 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, {platform.platform()}"
 
 
-HISTORY = """
-### What was changed on the hot path, and what it did (issue 4)
-
-Measured with this script on this machine (10 s runs, 64 connections, one worker):
-
-| GET /v1/patients/{id}, 1 worker | req/s | server CPU µs/req | p99 ms |
-|---|---:|---:|---:|
-| first version (5 round trips, JWT verified on every request) | 478 | 2,088 | 220 |
-| + BEGIN and the tenant settings in one message; public keys derived once; a verified token remembered per process until it expires | 543 | 1,836 | 201 |
-
-- **One message for BEGIN + `set_config`**: `Database.transaction` used to send BEGIN,
-  `SET TRANSACTION READ ONLY`, the tenant `set_config` and, after the query, COMMIT as four
-  round trips besides the SELECT; now `BEGIN [READ ONLY]; SELECT set_config(...)` goes as one
-  simple-protocol message with quoted literals (three round trips in all). Every RLS check
-  stays: the settings are still transaction-local and set before any statement.
-- **Token verification**: the Ed25519 signature check was ~7 % of a request (py-spy); the
-  same token bytes are now verified once per process and remembered (bounded LRU) until they
-  expire or their key leaves the keyring. Expiry and key retirement are still enforced; the
-  role still comes from the database (cached `AUTH_CACHE_S`).
-- `SigningKey.public_key` derived the public key from the private key on every verification
-  (0.8 % of samples); the keyring now derives each once.
-
-**The targets are missed, honestly.** `make profile` (bench/profile.py, py-spy on the worker
-during this GET) shows no hot spot left to remove: the time is spread over Connexion's
-routing, parameter validation and decorators (the stack `/health/live` measures: ~430 µs per
-request before any database work, against ~250 µs for Connexion alone in GROUND.md), the
-per-user rate limit's Redis round trip (~15 % of samples), the three PostgreSQL round trips
-and the event-loop wake-ups around them (~10 %), the access log (~7 %) and the handler
-(~7 %). The FastAPI reference does less (no rate limit, no contract validation, no audit
-context) and still costs ~850 µs. Reaching 350 µs would take leaving Connexion's per-request
-machinery for the hot path (GROUND.md: Airflow left it for this reason), which is a design
-decision for DESIGN.md, not a tuning step; giving up the rate limit or validation is not a
-gain. Candidates measured as worth trying next: keeping the rate-limit window in process
-memory with periodic Redis sync; one SELECT carrying the tenant settings via a
-`SECURITY DEFINER` function; a compiled parameter validator per operation.
-"""
+def _tool_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError:
+        return "not installed"
+    return (done.stdout or done.stderr).strip().split("\n")[0]
 
 
-def targets(results: list[Result]) -> str:
-    """Issue 4's targets for GET /v1/patients/{id}, met or missed, from this run."""
-    lines = []
-    for workers in (1, 2):
-        ours = next(
-            r for r in results if r.name == "GET /v1/patients/{id}" and r.workers == workers
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _debian_version(package: str) -> str:
+    return _tool_version(["dpkg-query", "-W", "-f", "${Version}", package])
+
+
+def summary(records: list[Record]) -> str:
+    rows = []
+    keys = sorted(
+        {(r.endpoint, r.stack, r.workers) for r in records},
+        key=lambda k: (list(ENDPOINTS).index(k[0]), k[2], list(STACKS).index(k[1])),
+    )
+    for endpoint, stack, workers in keys:
+        runs = pick(records, endpoint, stack, workers)
+        rps = [r.rps for r in runs]
+        rows.append(
+            f"| {endpoint} | {stack} | {workers} | {median(runs, 'rps'):,.0f} "
+            f"({min(rps):,.0f}–{max(rps):,.0f}) | {median(runs, 'p50_ms'):.2f} | "
+            f"{median(runs, 'p99_ms'):.2f} | {median(runs, 'cpu_us_per_req'):,.0f} | "
+            f"{len(runs)} | {sum(r.non_2xx for r in runs)} |"
         )
-        ref = next(r for r in results if r.name == REFERENCE[0] and r.workers == workers)
-        ratio = ours.rps / ref.rps
-        lines.append(
-            f"| {workers} | {ours.cpu_us_per_request:.0f} µs "
-            f"({'met' if ours.cpu_us_per_request <= TARGET_CPU_US else 'missed'}) | "
-            f"{ratio:.2f}× ({'met' if ratio >= TARGET_RATIO else 'missed'}) | "
-            f"{ours.p99_ms:.0f} ms ({'met' if ours.p99_ms < TARGET_P99_MS else 'missed'}) |"
-        )
-    return "\n".join(lines)
+    return (
+        "| endpoint | stack | workers | req/s median (min–max) | p50 ms | p99 ms "
+        "| server CPU µs/req | runs | non-2xx |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+    )
 
 
-def write_report(results: list[Result], wrk: str) -> None:
-    wrk_version = subprocess.run(
-        [wrk, "-v"], capture_output=True, text=True, check=False
-    ).stdout.split("\n")[0]
+def write_report(records: list[Record], wrk: str) -> None:
     packages = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("connexion", "uvicorn", "uvloop", "httptools", "psycopg", "starlette")
+        f"{name} {_package_version(name)}"
+        for name in (
+            "connexion",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "psycopg",
+            "starlette",
+            "fastapi",
+            "redis",
+            "hiredis",
+            "orjson",
+            "fastjsonschema",
+        )
     )
-    rows = "\n".join(
-        f"| {r.name} | {r.workers} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-        f"{r.cpu_us_per_request:.0f} | {r.requests:,} | {r.non_2xx} |"
-        for r in results
+    go = (
+        f"{_tool_version(['go', 'version'])}, pgx {_debian_version('golang-github-jackc-pgx-v4-dev')}"
+        f", chi {_debian_version('golang-github-go-chi-chi-dev')}"
     )
-    REPORT.parent.mkdir(exist_ok=True)
+    target_rows = "\n".join(
+        f"| {what} | {wanted} | {value:.2f}× | {'met' if met else '**missed**'} |"
+        for what, wanted, value, met in targets(records)
+    )
+    history = HISTORY.read_text() if HISTORY.exists() else ""
+    RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
         f"""# Benchmarks
 
-Written by `make bench` (bench/run.py) — rerun it to refresh this page.
+Written by `make bench` (bench/run.py) — rerun it to refresh this page and
+[benchmarks.json](benchmarks.json) (one record per measured run). The sections after the
+tables are kept in `bench/history.md`.
 
 - **When**: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 - **Machine**: {machine()}
-- **Versions**: Python {platform.python_version()}, {packages}; {wrk_version}
-- **Command**: `wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency <url>` after a
-  {WARMUP_S} s warm-up, against `carebase serve core --workers N` on loopback, with production
-  settings: response validation off, JSON access log on (to /dev/null), embedded PostgreSQL
-  and Redis on unix sockets.
+- **Versions**: Python {platform.python_version()}, {packages}; {go}; {_tool_version([wrk, "-v"])}
+- **Command**: `wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency <url>` after a {WARMUP_S} s
+  warm-up, {ROUNDS} interleaved rounds (the stack order rotates each round), each stack with 1
+  and 2 workers on loopback; embedded PostgreSQL 18 and Redis on unix sockets. Carebase runs
+  `carebase serve core` with production settings: response validation off, JSON access log on
+  (to /dev/null).
 - **Server CPU per request**: user + system CPU time of the server processes during the run,
-  divided by the requests completed. wrk shares the same cores, so req/s is a floor.
+  divided by the requests completed (PostgreSQL and Redis are not counted, for any stack).
+  wrk, PostgreSQL and Redis share the same two cores, so req/s is a floor.
 
-| endpoint | workers | req/s | p50 ms | p99 ms | server CPU µs/req | requests | non-2xx |
-|---|---:|---:|---:|---:|---:|---:|---:|
-{rows}
+The patient endpoints read a database of {PATIENTS:,} patients over {ORGANIZATIONS} clinics as a staff
+member of one of them, with a real EdDSA JWT, under row-level security; GET by id asks for a
+random one of 1,000 of the clinic's patients and opens its five sealed fields. The anchors:
+**reference-fastapi** (bench/reference.py) and **go** (bench/go/main.go, chi + pgx) do the same
+GET the straightforward way — verify the token on every request, a pooled read-only
+transaction with the tenant settings, the select, the sealed fields opened — and trust the
+token's role; neither has a rate limit, contract validation, audit context, problem documents,
+security headers or an access log, all of which Carebase keeps. **starlette** is one bare route.
 
-The patient endpoints read a database of {PATIENTS:,} patients over {ORGANIZATIONS} clinics
-(`carebase seed --patients N`) as a staff member of one of them, with a real EdDSA JWT, under
-row-level security; GET by id asks for a random one of 1,000 of the clinic's patients (a wrk
-Lua script) and opens its five sealed fields. The reference is bench/reference.py: the same
-GET as a plain FastAPI + psycopg app (JWT, RLS transaction, select, open the sealed fields),
-without a rate limit, audit context, contract validation or problem documents.
+## Medians
 
-### Targets for GET /v1/patients/{{id}} (issue 4)
+{summary(records)}
 
-| workers | server CPU per request ≤ {TARGET_CPU_US} µs | ≥ {TARGET_RATIO:.0f}× the reference's req/s | p99 < {TARGET_P99_MS:.0f} ms at {CONNECTIONS} connections |
-|---:|---|---|---|
-{targets(results)}
-{HISTORY}
-## Reading it
+## Targets (issue 9), from the medians of this run
 
-`/health/live` touches no dependency: it is the fixed cost of the stack every request pays —
-uvicorn + httptools, Carebase's six ASGI layers (request id, recovery, security headers,
-access log, attack blocker, body limit), and Connexion's routing, security and validation
-middlewares. Endpoints that reach PostgreSQL add their transaction on top of this. For scale
-(GROUND.md, same machine class): raw ASGI ≈ 30 µs, Starlette ≈ 43 µs, Connexion with no
-database ≈ 250 µs per request.
+| what | wanted | measured | |
+|---|---|---:|---|
+{target_rows}
 
-`/v1/me` is the first authenticated endpoint: the bearer token's EdDSA signature is verified,
-the membership role is read from the database (then trusted for `AUTH_CACHE_S`), the
-x-permission is checked, the per-user rate limit runs its Redis script, and the handler reads
-the user and the active organization in one read-only RLS transaction (SET TRANSACTION READ
-ONLY, the tenant settings, two SELECTs, COMMIT: five round trips). The tokens come from the
-seeded north-clinic admin.
-"""
+{history}"""
     )
-    print(f"bench: wrote {REPORT.relative_to(PROJECT_ROOT)}", flush=True)
+    print(f"bench: wrote {REPORT.relative_to(PROJECT_ROOT)} and {RECORDS.name}", flush=True)
+
+
+def _public(record: Record) -> dict[str, object]:
+    out = asdict(record)
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
+        out[key] = round(out[key], 3)
+    return out
 
 
 def main() -> None:
     wrk = ensure_wrk()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    kinds = [k for k in os.environ.get("BENCH_STACKS", ",".join(STACKS)).split(",") if k]
+    worker_counts = [int(w) for w in os.environ.get("BENCH_WORKERS", "1,2").split(",") if w]
+    if "go" in kinds:
+        build_go_peer()
     stack = devstack.start(BENCH_DIR)
+    records: list[Record] = []
     try:
         migrations.bootstrap(
             superuser_url=stack.superuser_url,
@@ -466,27 +621,18 @@ def main() -> None:
         )
         migrations.up(stack.database_admin_url, PROJECT_ROOT / "sql")
         token = seeded_token(stack)
-        results = []
-        for workers in (1, 2):
-            results += measure(
-                wrk,
-                start_server(stack, workers),
-                port=PORT,
-                workers=workers,
-                token=token,
-                endpoints=ENDPOINTS,
-            )
-            results += measure(
-                wrk,
-                start_reference(stack, workers),
-                port=REFERENCE_PORT,
-                workers=workers,
-                token=token,
-                endpoints=[REFERENCE],
-            )
+        for round_ in range(1, ROUNDS + 1):
+            order = kinds[round_ - 1 :] + kinds[: round_ - 1]
+            for workers in worker_counts:
+                for kind in order:
+                    records += measure(wrk, stack, kind, workers, round_, token)
     finally:
         stack.stop()
-    write_report(results, wrk)
+    print(summary(records))
+    for what, wanted, value, met in targets(records):
+        print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
+    if os.environ.get("BENCH_WRITE", "1") != "0":
+        write_report(records, wrk)
 
 
 if __name__ == "__main__":

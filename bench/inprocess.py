@@ -1,0 +1,139 @@
+"""The request path without the network: where a GET's CPU goes inside Carebase.
+
+`python bench/inprocess.py [path-kind]` (after `make bench` seeded .data/bench) builds the core
+app with production settings against the bench database and Redis, and calls it as ASGI from
+16 concurrent tasks — no uvicorn, no sockets, no wrk — so the figures are Carebase's own:
+CPU per request (this process), then a cProfile of the same loop sorted by own time.
+`path-kind` is `patient` (GET /v1/patients/{id}, default), `live` or `me`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import os
+import pstats
+import random
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+import run
+
+from carebase.apps.core import create_app
+from carebase.config import load_settings
+from carebase.operations import devstack
+
+REQUESTS = int(os.environ.get("REQUESTS", "20000"))
+TASKS = int(os.environ.get("TASKS", "16"))
+
+
+def scope(path: str, token: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:9100"),
+            (b"user-agent", b"wrk"),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 9100),
+    }
+
+
+async def main(kind: str) -> None:
+    stack = devstack.start(run.BENCH_DIR)
+    token = run.seeded_token(stack)
+    script = (run.BENCH_DIR / "random-patient.lua").read_text()
+    ids = [quoted.strip('"') for quoted in script.split("{", 1)[1].split("}", 1)[0].split(",")]
+    settings = load_settings(
+        {
+            "ENVIRONMENT": "production",
+            "DATABASE_URL": stack.database_url,
+            "DATABASE_ADMIN_URL": stack.database_admin_url,
+            "REDIS_URL": stack.redis_url,
+            "JWT_SIGNING_KEYS": run.keyring().dumps(),
+            "DATA_ENCRYPTION_KEYS": run.data_keyring().dumps(),
+            "SMTP_HOST": "127.0.0.1",
+            "RATE_LIMIT_DEFAULT_LIMIT": "1000000",
+            "LOG_LEVEL": "info",
+            "DB_POOL_MIN_SIZE": "4",
+            "DB_POOL_MAX_SIZE": "16",
+        }
+    )
+    app = create_app(settings)
+    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lifespan_send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await lifespan.put({"type": "lifespan.startup"})
+    life = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
+    await started.wait()
+    statuses: dict[int, int] = {}
+
+    def path() -> str:
+        if kind == "live":
+            return "/health/live"
+        if kind == "me":
+            return "/v1/me"
+        return f"/v1/patients/{random.choice(ids)}"
+
+    async def one() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        await app(scope(path(), token), receive, send)
+
+    async def load(count: int) -> None:
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                await one()
+
+        await asyncio.gather(*(worker(count // TASKS) for _ in range(TASKS)))
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    os.dup2(devnull, 1)  # the access log goes where production sends it in the bench
+    try:
+        await load(2000)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await load(REQUESTS)
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await load(REQUESTS // 4)
+        profiler.disable()
+    finally:
+        os.dup2(saved, 1)
+    print(
+        f"{kind}: {REQUESTS / wall:,.0f} req/s in process, {cpu / REQUESTS * 1e6:.0f} µs CPU/request"
+    )
+    print(f"statuses: {statuses}")
+    pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+        int(os.environ.get("ROWS", "35"))
+    )
+    await lifespan.put({"type": "lifespan.shutdown"})
+    await life
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.install()
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "patient"))
