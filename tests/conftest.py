@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
 from support import PASSWORD, Inbox, Person, fresh_ip
 
-from carebase.apps.core import CarebaseApp, create_app
+from carebase.apps.core import CoreApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
 from carebase.operations import devstack, migrations
 from carebase.web.contract import Contract
@@ -102,14 +102,14 @@ def settings(
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[CarebaseApp]:
+async def app(settings: Settings) -> AsyncIterator[CoreApp]:
     application = create_app(settings)
     async with LifespanManager(application):
         yield application
 
 
 @pytest.fixture(scope="session")
-async def client(app: CarebaseApp) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:
         yield c
@@ -209,7 +209,7 @@ def new_org(
 
 @pytest.fixture
 def person(
-    admin_conn: psycopg.Connection[tuple[object, ...]], app: CarebaseApp, settings: Settings
+    admin_conn: psycopg.Connection[tuple[object, ...]], app: CoreApp, settings: Settings
 ) -> Callable[..., Person]:
     """A verified user with a password, optionally a member of `org` in `role`, and a token."""
     hasher = PasswordHasher(
@@ -245,7 +245,7 @@ def person(
 
 
 @pytest.fixture
-async def anon(app: CarebaseApp) -> AsyncIterator[httpx.AsyncClient]:
+async def anon(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
     """A client from an address of its own, so per-IP limits of other tests never apply."""
     transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:

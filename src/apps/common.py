@@ -13,7 +13,9 @@ from redis.retry import Retry
 
 from carebase.config import Settings
 from carebase.integrations.mail import MailboxSender, MailSender, SmtpSender
-from carebase.persistence.db import Database, make_pool
+from carebase.integrations.redis_pipe import RedisPipe
+from carebase.persistence.db import Database
+from carebase.persistence.pools import make_pool
 from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.tokens import TokenService, load_keyring
 
@@ -24,6 +26,8 @@ class Dependencies:
 
     database: Database
     redis: Redis
+    redis_pipe: RedisPipe
+    """The one pipelined connection per process for calls on every request (rate limits)."""
     tokens: TokenService
     mail: MailSender
     sealer: Sealer
@@ -116,11 +120,16 @@ def keyring_path(settings: Settings) -> Path:
     return settings.data_dir / "jwt-keys.json"
 
 
-def dependencies(settings: Settings, overrides: Mapping[str, Any]) -> Dependencies:
+def dependencies(
+    settings: Settings, overrides: Mapping[str, Any], *, service: str = "core"
+) -> Dependencies:
     """Each dependency from `overrides` when given, otherwise built from the settings."""
     builders: dict[str, Callable[[], Any]] = {
-        "database": lambda: build_database(settings, service="core"),
+        "database": lambda: build_database(settings, service=service),
         "redis": lambda: build_redis(settings),
+        "redis_pipe": lambda: RedisPipe(
+            settings.server_urls().redis, timeout_s=settings.redis_timeout_ms / 1000
+        ),
         "tokens": lambda: build_tokens(settings),
         "mail": lambda: build_mail(settings),
         "sealer": lambda: build_sealer(settings),

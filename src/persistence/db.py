@@ -1,8 +1,12 @@
-"""The `Querier` protocol, its psycopg implementation, and `Database`: two pools, one door each.
+"""The `Querier` protocol, its psycopg implementations, and `Database`: two pools, three doors.
 
 - `db.transaction(principal)` — the app pool (restricted role, no BYPASSRLS). The tenant
   settings are set with `set_config(..., true)` before anything else, so they end with the
   transaction and a pooled connection never carries them into the next one.
+- `db.reader(principal)` — the app pool too, for reads: every statement is its own read-only
+  transaction, sent with the tenant settings as ONE prepared statement (one round trip; see
+  sql/platform/0003_tenant_reads.sql). Reads that need one snapshot across statements use
+  `transaction(principal, read_only=True)`.
 - `db.admin_transaction()` — the owner pool, for superadmin and system jobs only.
 """
 
@@ -13,18 +17,26 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
+import orjson
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.abc import QueryNoTemplate as Query
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import AsyncRowFactory, class_row, tuple_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from carebase.errors import DependencyUnavailable
 from carebase.pages import PageRequest
+from carebase.persistence.pools import Checkout
 from carebase.principal import Principal
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any] | None
+BUSY = "The database is busy; no connection was free in time."
+DOWN = "The database is unavailable."
+
+# JSON and JSONB columns are read by orjson (types as json.loads gives them, ~5× faster).
+set_json_loads(orjson.loads)
 
 
 class Querier(Protocol):
@@ -69,6 +81,117 @@ class ConnectionQuerier:
             return None if found is None else found[0]
 
 
+_TENANT_READ = sql.SQL(
+    "SELECT r.* FROM platform.enter_tenant({org}, {user}, {role}) AS t(entered)"
+    " CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE t.entered OFFSET 0) AS r"
+)
+_POSITIONAL = (sql.SQL("%s"), sql.SQL("%s"), sql.SQL("%s"))
+_NAMED_KEYS = ("_tenant_org", "_tenant_user", "_tenant_role")
+_NAMED = tuple(sql.Placeholder(key) for key in _NAMED_KEYS)
+_wrapped: dict[tuple[Query, bool], bytes] = {}
+
+
+def tenant_read(query: Query, *, named: bool) -> bytes:
+    """`query` inside the one-statement tenant read; a constant query is wrapped only once."""
+    if isinstance(query, sql.Composable):  # composed per call (dynamic ORDER BY): not cached
+        return _wrap(query, named)
+    key = (query, named)
+    found = _wrapped.get(key)
+    if found is None:
+        found = _wrap(sql.SQL(_text(query)), named)
+        if len(_wrapped) < 1024:
+            _wrapped[key] = found
+    return found
+
+
+def _wrap(inner: sql.Composable, named: bool) -> bytes:
+    org, user, role = _NAMED if named else _POSITIONAL
+    return _TENANT_READ.format(org=org, user=user, role=role, query=inner).as_bytes(None)
+
+
+def _text(query: Query) -> str:
+    return query.decode() if isinstance(query, bytes) else str(query)
+
+
+class TenantReader:
+    """A `Querier` whose every statement is its own read-only transaction in one round trip.
+
+    `platform.enter_tenant()` sets the principal's tenant settings and `transaction_read_only`
+    for the statement's implicit transaction, and the statement runs in a LATERAL subquery
+    after it — under every row-level policy, as the app role. Nothing outlives the statement.
+    Results come in binary (no hex decoding of sealed `bytea` columns, no text parsing).
+    """
+
+    __slots__ = ("_checkout", "_settings")
+
+    def __init__(self, checkout: Checkout, principal: Principal) -> None:
+        self._checkout = checkout
+        self._settings = tenant_settings(principal)
+
+    def _bound(self, query: Query, params: Params) -> tuple[bytes, Params]:
+        if isinstance(params, Mapping):
+            named = dict(zip(_NAMED_KEYS, self._settings, strict=True))
+            return tenant_read(query, named=True), {**named, **params}
+        return tenant_read(query, named=False), (*self._settings, *(params or ()))
+
+    async def execute(self, query: Query, params: Params = None) -> int:
+        raise TypeError("a tenant reader only reads; change rows in db.transaction()")
+
+    async def fetch_one(self, query: Query, params: Params = None, *, row: type[T]) -> T | None:
+        cursor, conn = await self._run(query, params, _row_factory(row))
+        try:
+            return await cursor.fetchone()
+        finally:
+            await self._checkout.release(conn)
+
+    async def fetch_all(self, query: Query, params: Params = None, *, row: type[T]) -> list[T]:
+        cursor, conn = await self._run(query, params, _row_factory(row))
+        try:
+            return await cursor.fetchall()
+        finally:
+            await self._checkout.release(conn)
+
+    async def fetch_value(self, query: Query, params: Params = None) -> Any:
+        cursor, conn = await self._run(query, params, tuple_row)
+        try:
+            found = await cursor.fetchone()
+        finally:
+            await self._checkout.release(conn)
+        return None if found is None else found[0]
+
+    async def _run(
+        self, query: Query, params: Params, factory: AsyncRowFactory[Any]
+    ) -> tuple[AsyncCursor[Any], AsyncConnection[Any]]:
+        """The executed cursor and its connection; the caller fetches, then releases it."""
+        statement, bound = self._bound(query, params)
+        try:
+            conn = await self._checkout.acquire()
+        except PoolTimeout as exc:
+            raise DependencyUnavailable(BUSY) from exc
+        except psycopg.OperationalError as exc:
+            raise DependencyUnavailable(DOWN) from exc
+        try:
+            cursor = conn.cursor(binary=True, row_factory=factory)
+            await cursor.execute(statement, bound)
+        except psycopg.OperationalError as exc:
+            await self._checkout.release(conn)
+            raise DependencyUnavailable(DOWN) from exc
+        except BaseException:
+            await self._checkout.release(conn)
+            raise
+        return cursor, conn
+
+
+_row_factories: dict[type[Any], AsyncRowFactory[Any]] = {}
+
+
+def _row_factory(row: type[T]) -> AsyncRowFactory[T]:
+    found = _row_factories.get(row)
+    if found is None:
+        found = _row_factories[row] = class_row(row)
+    return found
+
+
 def one(row: T | None) -> T:
     """The row a statement with RETURNING always yields."""
     if row is None:
@@ -87,7 +210,9 @@ async def fetch_page(
 ) -> tuple[list[T], int]:
     """A page of rows and the total. `page_query` takes `%(limit)s` and `%(offset)s`.
 
-    A first page that is not full is the whole list, so it needs no count.
+    A first page that is not full is the whole list, so it needs no count. Through a
+    `TenantReader` the page and the count are two statements with two snapshots: under
+    concurrent writes the total may differ from what the page saw by the rows changed between.
     """
     rows = await q.fetch_all(
         page_query, {**params, "limit": page.page_size, "offset": page.offset}, row=row
@@ -138,50 +263,30 @@ def tenant_settings(principal: Principal) -> tuple[str, str, str]:
     )
 
 
-def make_pool(
-    conninfo: str,
-    *,
-    name: str,
-    min_size: int,
-    max_size: int,
-    application_name: str,
-    statement_timeout_ms: int,
-    connect_timeout_s: float,
-) -> AsyncConnectionPool[AsyncConnection[Any]]:
-    return AsyncConnectionPool(
-        conninfo,
-        name=name,
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        timeout=connect_timeout_s,
-        # psycopg-pool does not check idle connections unless told to (GROUND.md).
-        check=AsyncConnectionPool.check_connection,
-        kwargs={
-            "autocommit": True,
-            "application_name": application_name,
-            "connect_timeout": max(1, int(connect_timeout_s)),
-            "options": f"-c statement_timeout={statement_timeout_ms}",
-        },
-    )
-
-
 class Database:
     def __init__(
         self,
         app_pool: AsyncConnectionPool[AsyncConnection[Any]],
         admin_pool: AsyncConnectionPool[AsyncConnection[Any]],
     ) -> None:
-        self._app = app_pool
+        self._app = Checkout(app_pool)
         self._admin = admin_pool
 
     async def open(self, *, wait: bool = True, wait_s: float = 10.0) -> None:
-        await self._app.open(wait=wait, timeout=wait_s)
+        await self._app.pool.open(wait=wait, timeout=wait_s)
         await self._admin.open(wait=wait, timeout=wait_s)
 
     async def close(self) -> None:
         await self._app.close()
         await self._admin.close()
+
+    @asynccontextmanager
+    async def _app_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        conn = await self._app.acquire()
+        try:
+            yield conn
+        finally:
+            await self._app.release(conn)
 
     @asynccontextmanager
     async def transaction(
@@ -192,7 +297,7 @@ class Database:
         BEGIN and the tenant settings travel as one message (simple query protocol, the
         values quoted by psycopg): one round trip instead of two or three (GROUND.md).
         """
-        async with _unavailable_as_domain_error(), self._app.connection() as conn:
+        async with _unavailable_as_domain_error(), self._app_connection() as conn:
             await conn.execute(begin_as(principal, read_only=read_only))
             try:
                 yield ConnectionQuerier(conn)
@@ -201,10 +306,14 @@ class Database:
                 raise
             await conn.execute("COMMIT")
 
+    def reader(self, principal: Principal) -> Querier:
+        """Reads for `principal`, each statement one round trip (see `TenantReader`)."""
+        return TenantReader(self._app, principal)
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Querier]:
         """A pooled app connection with no tenant and no transaction: RLS shows no tenant row."""
-        async with _unavailable_as_domain_error(), self._app.connection() as conn:
+        async with _unavailable_as_domain_error(), self._app_connection() as conn:
             yield ConnectionQuerier(conn)
 
     @asynccontextmanager
@@ -223,8 +332,6 @@ async def _unavailable_as_domain_error() -> AsyncIterator[None]:
     try:
         yield
     except PoolTimeout as exc:
-        raise DependencyUnavailable(
-            "The database is busy; no connection was free in time."
-        ) from exc
+        raise DependencyUnavailable(BUSY) from exc
     except psycopg.OperationalError as exc:
-        raise DependencyUnavailable("The database is unavailable.") from exc
+        raise DependencyUnavailable(DOWN) from exc

@@ -1,8 +1,7 @@
-"""Who is calling (authentication) and may they (authorization), as two Connexion middlewares.
+"""Who is calling: `Authorization: Bearer <jwt>` or `X-API-Key: <key>` → a `Principal`.
 
-- `Authenticate` turns `Authorization: Bearer <jwt>` or `X-API-Key: <key>` into a `Principal`
-  on `scope["state"]["principal"]`, for every operation that does not say `security: []`.
-- `Authorize` checks the operation's `x-permission` from the bundle against the principal.
+The pipeline (`web.pipeline`) runs this for every operation that does not say `security: []`,
+then checks its `x-permission` against `permissions`.
 
 The role comes from the database membership, not from the token: a process trusts what it
 read for `cache_s` seconds, so a removed member or a revoked key stops working within that.
@@ -10,28 +9,22 @@ read for `cache_s` seconds, so a removed member or a revoked key stops working w
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
-import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
 import structlog
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from carebase.errors import Forbidden, Unauthenticated
+from carebase.errors import Unauthenticated
 from carebase.persistence import identity
 from carebase.persistence.db import Database
-from carebase.principal import Origin, Principal
-from carebase.security import credentials, permissions
+from carebase.principal import Principal
+from carebase.security import credentials
 from carebase.security.tokens import TokenService
-from carebase.web.contract import Operation
-from carebase.web.middleware import HttpLayer, header, operation_id, principal_of
 
 _log = structlog.get_logger("carebase.security.auth")
 
@@ -82,21 +75,22 @@ class Authenticator:
         self._db = db
         self._access = TtlCache[tuple[UUID, UUID | None], _Access](cache_s)
         self._keys = TtlCache[str, identity.ApiKeyRow](cache_s)
+        self._principals = TtlCache[str, Principal](cache_s)
 
     def forget(self) -> None:
         """Drop what this process trusts (after a membership or key changed here)."""
         self._access.clear()
         self._keys.clear()
+        self._principals.clear()
 
-    async def authenticate(self, scope: Scope) -> Principal:
-        headers = _headers(scope)
-        authorization = headers.get("authorization")
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        """The principal the credentials name; `Unauthenticated` when there are none or they
+        cannot be trusted. A bearer token wins over an API key."""
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
             return await self._bearer(token.strip())
-        api_key = headers.get("x-api-key")
         if api_key is not None:
             return await self._api_key(api_key.strip())
         raise Unauthenticated(
@@ -105,17 +99,24 @@ class Authenticator:
 
     async def _bearer(self, token: str) -> Principal:
         try:
-            claims = self._tokens.verify(token)
+            claims = self._tokens.verify(token)  # remembered per process until it expires
+        except Unauthenticated as exc:
+            _log.info("token_refused", reason=str(exc))
+            raise Unauthenticated("The access token is invalid or expired.") from None
+        known = self._principals.get(token)
+        if known is not None:
+            return known
+        try:
             user_id = UUID(claims.subject)
             organization_id = UUID(claims.organization_id) if claims.organization_id else None
             impersonator = UUID(claims.impersonator) if claims.impersonator else None
-        except (Unauthenticated, ValueError) as exc:
+        except ValueError as exc:
             _log.info("token_refused", reason=str(exc))
             raise Unauthenticated("The access token is invalid or expired.") from None
         access = await self._user_access(user_id, organization_id)
         if access is None:
             raise Unauthenticated("The access token is invalid or expired.")
-        return Principal(
+        principal = Principal(
             user_id=user_id,
             # A token for an organization the user has left acts in none.
             organization_id=organization_id if access.role else None,
@@ -123,6 +124,9 @@ class Authenticator:
             is_superadmin=access.is_superadmin,
             impersonator_id=impersonator,
         )
+        # Trusted as long as the role it carries: the same AUTH_CACHE_S, cleared by forget().
+        self._principals.put(token, principal)
+        return principal
 
     async def _user_access(self, user_id: UUID, organization_id: UUID | None) -> _Access | None:
         key = (user_id, organization_id)
@@ -131,8 +135,7 @@ class Authenticator:
             return cached
         # As the user alone: row-level security shows their own row and memberships.
         as_user = Principal(user_id=user_id, organization_id=None, role=None)
-        async with self._db.transaction(as_user, read_only=True) as q:
-            row = await identity.user_access(q, user_id, organization_id)
+        row = await identity.user_access(self._db.reader(as_user), user_id, organization_id)
         if row is None:
             return None
         access = _Access(row.is_superadmin, row.role)
@@ -163,66 +166,3 @@ class Authenticator:
         return Principal(
             user_id=None, organization_id=row.organization_id, role=row.role, api_key_id=row.id
         )
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1")
-        for name, value in scope.get("headers", [])
-        if name.lower() in (b"authorization", b"x-api-key")
-    }
-
-
-def _origin(scope: Scope) -> Origin:
-    """Request id, client address (after TRUSTED_PROXIES) and user agent, for the audit trail."""
-    client = scope.get("client")
-    agent = header(scope, b"user-agent")
-    return Origin(
-        request_id=(scope.get("state") or {}).get("request_id"),
-        ip=_ip(client[0]) if client else None,
-        user_agent=agent[:512] if agent else None,
-    )
-
-
-def _ip(host: str) -> str | None:
-    """The client's address when it is one (a unix socket or a test client has none)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
-
-
-def _operation(scope: Scope, operations: Mapping[str, Operation]) -> Operation | None:
-    return operations.get(operation_id(scope) or "")
-
-
-class Authenticate(HttpLayer):
-    def __init__(
-        self, app: ASGIApp, *, authenticator: Authenticator, operations: Mapping[str, Operation]
-    ) -> None:
-        super().__init__(app)
-        self.authenticator = authenticator
-        self.operations = operations
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = _operation(scope, self.operations)
-        if operation is not None and not operation.public:
-            principal = await self.authenticator.authenticate(scope)
-            principal = dataclasses.replace(principal, origin=_origin(scope))
-            scope.setdefault("state", {})["principal"] = principal
-            structlog.contextvars.bind_contextvars(actor=principal.actor)
-        await self.app(scope, receive, send)
-
-
-class Authorize(HttpLayer):
-    def __init__(self, app: ASGIApp, *, operations: Mapping[str, Operation]) -> None:
-        super().__init__(app)
-        self.operations = operations
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = _operation(scope, self.operations)
-        if operation is not None and not operation.public:
-            permission = operation.permission
-            if permission is None or not permissions.allows(principal_of(scope), permission):
-                raise Forbidden(f"This operation needs the permission {permission!r}.")
-        await self.app(scope, receive, send)

@@ -1,8 +1,11 @@
 """Rate limits declared per operation in the contract (`x-rate-limit`), counted in Redis.
 
-One Lua script per check increments a fixed-window counter and reads its expiry atomically,
-so concurrent requests are admitted exactly up to the limit. Operations without a
-declaration get the default limit; `x-rate-limit: false` opts out (health probes).
+Every hit runs one Lua script in Redis that increments a fixed-window counter and reads its
+expiry atomically, so concurrent requests — from one process or many — are admitted exactly
+up to the limit: Redis is the authority, nothing is counted in process memory. The call
+goes over the process's one pipelined connection (`integrations.redis_pipe`), so it costs a
+write and a read, not a pool checkout. Operations without a declaration get the default limit;
+`x-rate-limit: false` opts out (health probes).
 
 When Redis is down an ordinary operation fails open (logged and counted); one declared
 with `fail: closed` (login, password reset) answers 503 instead.
@@ -10,24 +13,21 @@ with `fail: closed` (login, password reset) answers 503 instead.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.errors import DependencyUnavailable, RateLimited
-from carebase.web.contract import Operation
-from carebase.web.middleware import HttpLayer, operation_id, principal_of
+from carebase.integrations.redis_pipe import RedisPipe, RedisReplyError, RedisUnavailable, encode
 
 KeyKind = Literal["ip", "user", "organization"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ip", "user", "organization")
 
 # KEYS[1] counter; ARGV[1] window in ms. Returns {count, ms until the window resets}.
-_SCRIPT = """
+SCRIPT = b"""
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
@@ -36,8 +36,9 @@ if ttl < 0 then
 end
 return {count, ttl}
 """
+SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest().encode()  # noqa: S324 - Redis names scripts by SHA-1
 
-_log = structlog.get_logger("carebase.security.ratelimit")
+_log = structlog.get_logger("carebase.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +67,25 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, *, prefix: str = "rl") -> None:
-        self._script = redis.register_script(_SCRIPT)
+    def __init__(self, redis: RedisPipe, *, prefix: str = "rl") -> None:
+        self._redis = redis
         self._prefix = prefix
         self.failed_open = 0
 
     async def hit(self, bucket: str, identity: str, rule: Rule) -> Decision:
+        """Count one request; `RedisUnavailable` when Redis cannot answer."""
         # The identity is the hash tag, so one caller's counters share a Redis Cluster slot.
         key = f"{self._prefix}:{{{identity}}}:{bucket}:{rule.window_s}"
-        count, ttl_ms = await self._script(keys=[key], args=[rule.window_s * 1000])
+        window_ms = rule.window_s * 1000
+        try:
+            count, ttl_ms = await self._redis.send(
+                encode((b"EVALSHA", SCRIPT_SHA, 1, key, window_ms))
+            )
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise RedisUnavailable(f"the rate-limit script failed: {exc}") from exc
+            # A restarted or flushed Redis forgot the script: EVAL sends it and caches it again.
+            count, ttl_ms = await self._redis.call(b"EVAL", SCRIPT, 1, key, window_ms)
         reset_s = max(1, -(-int(ttl_ms) // 1000))
         return Decision(
             allowed=int(count) <= rule.limit,
@@ -83,75 +94,24 @@ class RateLimiter:
             reset_s=reset_s,
         )
 
-
-def rules_from_contract(operations: Mapping[str, Operation]) -> dict[str, Rule | None]:
-    """operationId → its declared rule; None where the operation opts out."""
-    return {
-        op_id: None if op.rate_limit is False else Rule.from_extension(op.rate_limit)
-        for op_id, op in operations.items()
-        if op.rate_limit is not None
-    }
-
-
-class RateLimit(HttpLayer):
-    """Connexion middleware, placed after authentication so callers can be keyed by user."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        limiter: RateLimiter,
-        rules: Mapping[str, Rule | None],
-        default: Rule,
-    ) -> None:
-        super().__init__(app)
-        self.limiter = limiter
-        self.rules = rules
-        self.default = default
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = operation_id(scope)
-        rule = self.rules.get(operation, self.default) if operation else None
-        if rule is None or operation is None:
-            await self.app(scope, receive, send)
-            return
-        bucket = operation if operation in self.rules else "default"
+    async def check(
+        self, operation: str, bucket: str, identity: str, rule: Rule
+    ) -> Decision | None:
+        """The decision for an admitted request; `RateLimited` past the limit. None when Redis
+        is down and the rule fails open; `DependencyUnavailable` when it fails closed."""
         try:
-            decision = await self.limiter.hit(bucket, _identity(scope, rule.key), rule)
-        except RedisError as exc:
+            decision = await self.hit(bucket, identity, rule)
+        except RedisUnavailable as exc:
             if rule.fail_closed:
                 raise DependencyUnavailable("Rate limiting is unavailable; try again.") from exc
-            self.limiter.failed_open += 1
+            self.failed_open += 1
             _log.warning(
                 "rate_limit_failed_open",
                 operation=operation,
-                error=type(exc).__name__,
-                failed_open_total=self.limiter.failed_open,
+                error=str(exc),
+                failed_open_total=self.failed_open,
             )
-            await self.app(scope, receive, send)
-            return
+            return None
         if not decision.allowed:
             raise RateLimited(limit=decision.limit, retry_after=decision.reset_s)
-        headers = [
-            (b"ratelimit-limit", str(decision.limit).encode()),
-            (b"ratelimit-remaining", str(decision.remaining).encode()),
-            (b"ratelimit-reset", str(decision.reset_s).encode()),
-        ]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def _identity(scope: Scope, kind: KeyKind) -> str:
-    """The caller to count: the principal's user or organization when known, else the IP."""
-    principal = principal_of(scope)
-    if kind == "user" and principal.user_id:
-        return f"user:{principal.user_id}"
-    if kind == "organization" and principal.organization_id:
-        return f"org:{principal.organization_id}"
-    client = scope.get("client") or ("unknown", 0)
-    return f"ip:{client[0]}"
+        return decision

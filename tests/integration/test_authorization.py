@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from support import Person
 
-from carebase.apps.core import CarebaseApp
+from carebase.apps.core import CoreApp
 from carebase.operations import migrations
 from carebase.principal import Principal
 from carebase.security import permissions
@@ -238,7 +238,7 @@ async def test_cross_tenant_ids_answer_like_missing_ones(
 
 
 async def test_api_keys_act_for_their_organization_only(
-    client: httpx.AsyncClient, two_tenants: tuple[Person, dict[str, str]], app: CarebaseApp
+    client: httpx.AsyncClient, two_tenants: tuple[Person, dict[str, str]], app: CoreApp
 ) -> None:
     a_admin, b_ids = two_tenants
     created = await client.post(
@@ -255,7 +255,7 @@ async def test_api_keys_act_for_their_organization_only(
     assert (await client.get("/v1/me", headers=key)).status_code == 403  # keys are not people
 
 
-def _forged_tokens(app: CarebaseApp, user: Person) -> dict[str, str]:
+def _forged_tokens(app: CoreApp, user: Person) -> dict[str, str]:
     tokens = app.dependencies.tokens
     subject, org = str(user.user_id), str(user.organization_id)
     good = tokens.issue(subject=subject, organization_id=org, role="admin")
@@ -277,7 +277,7 @@ def _forged_tokens(app: CarebaseApp, user: Person) -> dict[str, str]:
 )
 async def test_bad_tokens_get_401_with_a_challenge(
     client: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     person: Callable[..., Person],
     new_org: Callable[..., uuid.UUID],
     kind: str,

@@ -6,18 +6,17 @@ The core contract has no body-taking operation yet, so a test-only operation (`P
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from connexion.lifecycle import ConnexionResponse
 
 from carebase.apps.core import create_app
 from carebase.config import Settings
 from carebase.web.contract import Contract
+from carebase.web.results import Reply
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +35,10 @@ WIDGET_SCHEMA: dict[str, Any] = {
 
 
 class WidgetHandlers:
-    async def create_widget(self, body: dict[str, Any], dry_run: bool = False) -> ConnexionResponse:
-        return ConnexionResponse(
-            status_code=201,
-            mimetype="application/json",
-            content_type="application/json",
-            body=json.dumps({"name": body["name"], "dry_run": dry_run}),
-        )
+    async def create_widget(self, *, dry_run: bool | None, body: dict[str, Any]) -> Reply:
+        return Reply({"name": body["name"], "dry_run": bool(dry_run)}, status=201)
 
-    async def explode(self) -> ConnexionResponse:
+    async def explode(self) -> Reply:
         raise RuntimeError("secret-internal-detail: password=hunter2")
 
 

@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 from support import PASSWORD, Inbox, Person, fresh_ip
 
-from carebase.apps.core import CarebaseApp, create_app
+from carebase.apps.core import CoreApp, create_app
 from carebase.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def login(
 
 
 async def test_register_verify_and_sign_in(
-    anon: httpx.AsyncClient, app: CarebaseApp, inbox: Inbox
+    anon: httpx.AsyncClient, app: CoreApp, inbox: Inbox
 ) -> None:
     email = new_email()
     registered = await anon.post(
@@ -65,7 +65,7 @@ async def test_register_verify_and_sign_in(
 
 async def test_registering_a_taken_address_answers_the_same_and_tells_its_owner(
     anon: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     inbox: Inbox,
     person: Callable[..., Person],
     admin_conn: psycopg.Connection[tuple[object, ...]],
@@ -158,7 +158,7 @@ async def test_logout_revokes_and_is_idempotent(
 
 
 async def test_forgot_and_reset_password_ends_other_sessions(
-    anon: httpx.AsyncClient, app: CarebaseApp, inbox: Inbox, person: Callable[..., Person]
+    anon: httpx.AsyncClient, app: CoreApp, inbox: Inbox, person: Callable[..., Person]
 ) -> None:
     user = person()
     old_session = (await login(anon, user.email)).json()

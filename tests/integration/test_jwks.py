@@ -9,7 +9,7 @@ import jwt
 import pytest
 from asgi_lifespan import LifespanManager
 
-from carebase.apps.core import CarebaseApp, create_app
+from carebase.apps.core import CoreApp, create_app
 from carebase.config import Settings
 from carebase.operations import cli
 from carebase.security.tokens import TokenService, load_keyring
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_jwks_lists_the_signing_key_and_may_be_cached(
-    client: httpx.AsyncClient, app: CarebaseApp
+    client: httpx.AsyncClient, app: CoreApp
 ) -> None:
     response = await client.get("/.well-known/jwks.json")
     assert response.status_code == 200
@@ -29,7 +29,7 @@ async def test_jwks_lists_the_signing_key_and_may_be_cached(
 
 
 async def test_a_third_party_verifies_tokens_with_the_published_keys(
-    client: httpx.AsyncClient, app: CarebaseApp
+    client: httpx.AsyncClient, app: CoreApp
 ) -> None:
     token = app.dependencies.tokens.issue(subject="user-7", organization_id="org-1", role="staff")
     key_set = jwt.PyJWKSet.from_dict((await client.get("/.well-known/jwks.json")).json())

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from support import PASSWORD, Inbox, Person
 
-from carebase.apps.core import CarebaseApp
+from carebase.apps.core import CoreApp
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 async def test_a_superadmin_creates_a_clinic_whose_invited_admin_signs_in(
     client: httpx.AsyncClient,
     anon: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     inbox: Inbox,
     person: Callable[..., Person],
 ) -> None:
@@ -64,7 +64,7 @@ async def test_a_superadmin_creates_a_clinic_whose_invited_admin_signs_in(
 
 async def test_members_are_added_listed_changed_and_removed(
     client: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     inbox: Inbox,
     person: Callable[..., Person],
     new_org: Callable[..., uuid.UUID],

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from support import Inbox, Person
 
-from carebase.apps.core import CarebaseApp
+from carebase.apps.core import CoreApp
 from carebase.principal import Principal
 
 ANA = {
@@ -132,7 +132,7 @@ async def test_a_patient_sees_and_edits_only_their_own_record(
 
 
 async def test_row_level_security_alone_limits_a_patient(
-    app: CarebaseApp,
+    app: CoreApp,
     person: Callable[..., Person],
     new_org: Callable[..., uuid.UUID],
     admin_conn: psycopg.Connection[tuple[object, ...]],
@@ -158,7 +158,7 @@ async def test_row_level_security_alone_limits_a_patient(
 
 async def test_onboarding_creates_the_account_and_mails_an_invitation(
     client: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     inbox: Inbox,
     person: Callable[..., Person],
     new_org: Callable[..., uuid.UUID],

@@ -12,29 +12,23 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from connexion.lifecycle import ConnexionResponse
-from redis.asyncio import Redis
 from support import fresh_ip
 
-from carebase.apps.core import CarebaseApp, create_app
+from carebase.apps.core import CoreApp, create_app
 from carebase.config import Settings
+from carebase.integrations.redis_pipe import RedisPipe
 from carebase.web.contract import Contract
+from carebase.web.results import Reply, ok
 
 pytestmark = pytest.mark.integration
 
 
 class LimitedHandlers:
-    async def get_limited(self) -> ConnexionResponse:
-        return _ok()
+    async def get_limited(self) -> Reply:
+        return ok({})
 
-    async def get_guarded(self) -> ConnexionResponse:
-        return _ok()
-
-
-def _ok() -> ConnexionResponse:
-    return ConnexionResponse(
-        status_code=200, mimetype="application/json", content_type="application/json", body="{}"
-    )
+    async def get_guarded(self) -> Reply:
+        return ok({})
 
 
 LIMITED_PATHS: dict[str, Any] = {
@@ -69,7 +63,7 @@ def limited_contract(extended_contract: Callable[..., Contract]) -> Contract:
 async def serve(
     settings: Settings, contract: Contract, **overrides: Any
 ) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
-    app: CarebaseApp = create_app(
+    app: CoreApp = create_app(
         settings,
         overrides={
             "contract": contract,
@@ -145,9 +139,9 @@ async def test_redis_down_fails_open_or_closed_as_declared(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    dead = Redis.from_url(f"unix://{tmp_path}/no-redis.sock", socket_timeout=0.2)
+    dead = RedisPipe(f"unix://{tmp_path}/no-redis.sock", timeout_s=0.2)
     async with (
-        serve(settings, limited_contract, redis=dead) as client_from,
+        serve(settings, limited_contract, redis_pipe=dead) as client_from,
         client_from(fresh_ip()) as c,
     ):
         open_answer = await c.get("/test/limited")

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 from support import Person
 
-from carebase.apps.core import CarebaseApp
+from carebase.apps.core import CoreApp
 from carebase.operations import devstack
 from carebase.security.encryption import DataKeyring, Sealer
 from carebase.services.data_keys import reseal_all
@@ -240,7 +240,7 @@ async def test_tampered_or_moved_ciphertext_fails_without_plaintext(
 
 async def test_rotation_keeps_old_rows_readable_and_reseals_them(
     client: httpx.AsyncClient,
-    app: CarebaseApp,
+    app: CoreApp,
     person: Callable[..., Person],
     new_org: Callable[..., uuid.UUID],
     admin_conn: psycopg.Connection[tuple[object, ...]],

@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
 from carebase.apps.common import build_database
-from carebase.apps.core import CarebaseApp, create_app
+from carebase.apps.core import CoreApp, create_app
 from carebase.config import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.integration
@@ -168,7 +168,7 @@ async def test_openapi_document_refuses_other_methods(client: httpx.AsyncClient)
     ],
 )
 async def test_attack_paths_get_a_fast_404(
-    app: CarebaseApp, raw_path: bytes, caplog: pytest.LogCaptureFixture
+    app: CoreApp, raw_path: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     sent: list[dict[str, Any]] = []
 

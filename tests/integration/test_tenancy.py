@@ -12,7 +12,8 @@ from psycopg.rows import class_row
 
 from carebase.operations import migrations
 from carebase.operations.devstack import EmbeddedStack
-from carebase.persistence.db import Database, make_pool
+from carebase.persistence.db import Database
+from carebase.persistence.pools import make_pool
 from carebase.principal import Principal
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,55 @@ async def test_pooled_connection_forgets_the_tenant(
         assert await q.fetch_value(SETTINGS) in (["", "", ""], [None, None, None])
         assert await q.fetch_all(VISIBLE, row=OrgRow) == []
     assert len(backends) == 1, "the test needs one reused connection to prove anything"
+
+
+async def test_reader_sees_one_tenant_per_statement_and_leaves_nothing_behind(
+    db: Database, new_org: Callable[..., uuid.UUID]
+) -> None:
+    """The one-statement reads set the tenant inside the statement's own transaction: A, then
+    B, then a checkout that sets nothing, all on one reused connection."""
+    a, b = new_org("A"), new_org("B")
+    backends = set()
+    for principal, expected in ((member(a), [a]), (member(b), [b])):
+        reader = db.reader(principal)
+        backends.add(await reader.fetch_value("SELECT pg_backend_pid()"))
+        assert [row.id for row in await reader.fetch_all(VISIBLE, row=OrgRow)] == expected
+        assert await reader.fetch_one(VISIBLE, row=OrgRow) == OrgRow(
+            expected[0], "AB"[expected[0] == b]
+        )
+        assert await reader.fetch_value("SELECT current_setting('transaction_read_only')") == "on"
+        assert await reader.fetch_value(
+            "SELECT count(*) FROM platform.organizations WHERE id = %(id)s", {"id": b}
+        ) == (1 if expected == [b] else 0)
+    async with db.connection() as q:
+        backends.add(await q.fetch_value("SELECT pg_backend_pid()"))
+        assert await q.fetch_value(SETTINGS) in (["", "", ""], [None, None, None])
+        assert await q.fetch_value("SELECT current_setting('transaction_read_only')") == "off"
+        assert await q.fetch_all(VISIBLE, row=OrgRow) == []
+    assert len(backends) == 1, "the test needs one reused connection to prove anything"
+
+
+async def test_reader_only_reads(
+    db: Database,
+    new_org: Callable[..., uuid.UUID],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    a = new_org("A")
+    reader = db.reader(member(a))
+    with pytest.raises(TypeError):
+        await reader.execute("UPDATE platform.organizations SET name = 'x' WHERE id = %s", (a,))
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        await reader.fetch_value(
+            "WITH x AS (UPDATE platform.organizations SET name = 'x' WHERE id = %s RETURNING id)"
+            " SELECT id FROM x",
+            (a,),
+        )
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        await reader.fetch_value("SELECT lo_create(0)")
+    with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+        await reader.fetch_value("SELECT set_config('transaction_read_only', 'off', true)")
+    row = admin_conn.execute("SELECT name FROM platform.organizations WHERE id = %s", (a,))
+    assert row.fetchone() == ("A",)
 
 
 async def test_rolled_back_transaction_leaves_no_tenant(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from carebase.apps.core import handler_registry, operation_id
 from carebase.config import PROJECT_ROOT
 from carebase.web.contract import METHODS, Contract
+from carebase.web.pipeline import handler_registry, operation_id
 
 SPEC_DIR = PROJECT_ROOT / "openapi" / "core"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from jsonschema import Draft4Validator
 
 from carebase.errors import FieldError
-from carebase.web.validation import FORMAT_CHECKER, field_errors
+from carebase.web.schemas import FORMAT_CHECKER, field_errors
 
 SCHEMA = {
     "type": "object",

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models import core as api
-from carebase.handlers.context import page_request, principal
+from carebase.pages import PageRequest
 from carebase.persistence.audit import AuditEventRow, AuditFilter
+from carebase.principal import Principal
 from carebase.services.audit import AuditService
-from carebase.web.responses import json_response
+from carebase.web.results import Reply, ok
 
 
 class AuditHandlers:
@@ -20,28 +19,29 @@ class AuditHandlers:
 
     async def list_audit_events(
         self,
+        principal: Principal,
         *,
-        page: int | None = None,
-        page_size: int | None = None,
-        action: str | None = None,
-        entity_type: str | None = None,
-        entity_id: str | None = None,
-        actor_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> ConnexionResponse:
+        page: int,
+        page_size: int,
+        action: str | None,
+        entity_type: str | None,
+        entity_id: UUID | None,
+        actor_id: UUID | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> Reply:
         where = AuditFilter(
             action=action,
             entity_type=entity_type,
-            entity_id=UUID(entity_id) if entity_id else None,
-            actor=UUID(actor_id) if actor_id else None,
-            since=datetime.fromisoformat(since) if since else None,
-            until=datetime.fromisoformat(until) if until else None,
+            entity_id=entity_id,
+            actor=actor_id,
+            since=since,
+            until=until,
         )
-        found = await self._audit.events(principal(), page_request(page, page_size), where)
-        return json_response(
-            api.AuditEventPage(
-                data=[_event(row) for row in found.items], meta=api.PageMeta(**found.meta)
+        found = await self._audit.events(principal, PageRequest(page, page_size), where)
+        return ok(
+            api.AuditEventPage.model_construct(
+                data=[_event(row) for row in found.items], meta=found.meta
             )
         )
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from connexion.lifecycle import ConnexionResponse
 
 from carebase.generated.models import core as api
-from carebase.handlers.context import expected_version, parse, principal
+from carebase.principal import Principal
 from carebase.security.tokens import TokenService
 from carebase.services.identity import IdentityService, MeView, Session
-from carebase.web.etags import etag
-from carebase.web.responses import json_response, no_content
+from carebase.web.results import NO_STORE, Reply, accepted, no_content, ok, resource
 
 # Long enough to spare the endpoint, short next to the token lifetime a rotation waits out.
 JWKS_MAX_AGE_S = 300
@@ -20,8 +16,6 @@ ACCEPTED = api.Accepted(
     status=api.Status.accepted,
     detail="If the address can receive mail, a message is on its way.",
 )
-# Tokens must never sit in a shared cache (RFC 6749 §5.1).
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class AuthHandlers:
@@ -29,85 +23,75 @@ class AuthHandlers:
         self._tokens = tokens
         self._identity = identity
 
-    async def get_jwks(self) -> ConnexionResponse:
+    async def get_jwks(self) -> Reply:
         key_set = api.JsonWebKeySet.model_validate(self._tokens.keyring.jwks(int(time.time())))
-        return json_response(
-            key_set, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"}
-        )
+        return ok(key_set, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"})
 
-    async def register(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.RegisterRequest, body)
+    async def register(self, body: api.RegisterRequest) -> Reply:
         await self._identity.register(
-            email=request.email,
-            password=request.password,
-            display_name=request.display_name,
-            locale=request.locale,
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+            locale=body.locale,
         )
-        return json_response(ACCEPTED, status=202)
+        return accepted(ACCEPTED)
 
-    async def login(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.LoginRequest, body)
+    async def login(self, body: api.LoginRequest) -> Reply:
         session = await self._identity.login(
-            email=request.email, password=request.password, organization_id=request.organization_id
+            email=body.email, password=body.password, organization_id=body.organization_id
         )
         return _session(session)
 
-    async def refresh_tokens(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.RefreshRequest, body)
+    async def refresh_tokens(self, body: api.RefreshRequest) -> Reply:
         session = await self._identity.refresh(
-            refresh_token=request.refresh_token, organization_id=request.organization_id
+            refresh_token=body.refresh_token, organization_id=body.organization_id
         )
         return _session(session)
 
-    async def logout(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.LogoutRequest, body)
-        await self._identity.logout(refresh_token=request.refresh_token)
+    async def logout(self, body: api.LogoutRequest) -> Reply:
+        await self._identity.logout(refresh_token=body.refresh_token)
         return no_content()
 
-    async def request_email_verification(self) -> ConnexionResponse:
-        await self._identity.request_verification(principal())
-        return json_response(ACCEPTED, status=202)
+    async def request_email_verification(self, principal: Principal) -> Reply:
+        await self._identity.request_verification(principal)
+        return accepted(ACCEPTED)
 
-    async def confirm_email_verification(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.ActionTokenRequest, body)
-        await self._identity.confirm_verification(token=request.token)
+    async def confirm_email_verification(self, body: api.ActionTokenRequest) -> Reply:
+        await self._identity.confirm_verification(token=body.token)
         return no_content()
 
-    async def forgot_password(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.ForgotPasswordRequest, body)
-        await self._identity.forgot_password(email=request.email)
-        return json_response(ACCEPTED, status=202)
+    async def forgot_password(self, body: api.ForgotPasswordRequest) -> Reply:
+        await self._identity.forgot_password(email=body.email)
+        return accepted(ACCEPTED)
 
-    async def reset_password(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.ResetPasswordRequest, body)
-        await self._identity.reset_password(token=request.token, password=request.password)
+    async def reset_password(self, body: api.ResetPasswordRequest) -> Reply:
+        await self._identity.reset_password(token=body.token, password=body.password)
         return no_content()
 
-    async def get_me(self) -> ConnexionResponse:
-        return _me(await self._identity.me(principal()))
+    async def get_me(self, principal: Principal) -> Reply:
+        return _me(await self._identity.me(principal))
 
-    async def update_me(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.MeUpdate, body)
+    async def update_me(
+        self, principal: Principal, if_match: int | None, body: api.MeUpdate
+    ) -> Reply:
         view = await self._identity.update_me(
-            principal(),
-            version=expected_version(),
-            display_name=request.display_name,
-            locale=request.locale,
+            principal, version=if_match, display_name=body.display_name, locale=body.locale
         )
         return _me(view)
 
-    async def switch_organization(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.SwitchOrganizationRequest, body)
-        grant = await self._identity.switch_organization(principal(), request.organization_id)
+    async def switch_organization(
+        self, principal: Principal, body: api.SwitchOrganizationRequest
+    ) -> Reply:
+        grant = await self._identity.switch_organization(principal, body.organization_id)
         token = api.AccessToken(
             access_token=grant.access_token,
             token_type=api.TokenType.Bearer,
             expires_in=grant.expires_in,
         )
-        return json_response(token, headers=NO_STORE)
+        return ok(token, headers=NO_STORE)
 
 
-def _session(session: Session) -> ConnexionResponse:
+def _session(session: Session) -> Reply:
     pair = api.TokenPair(
         access_token=session.access.access_token,
         token_type=api.TokenType.Bearer,
@@ -115,10 +99,10 @@ def _session(session: Session) -> ConnexionResponse:
         refresh_token=session.refresh_token,
         refresh_expires_in=session.refresh_expires_in,
     )
-    return json_response(pair, headers=NO_STORE)
+    return ok(pair, headers=NO_STORE)
 
 
-def _me(view: MeView) -> ConnexionResponse:
+def _me(view: MeView) -> Reply:
     user = view.user
     organization = view.organization
     me = api.Me(
@@ -138,4 +122,4 @@ def _me(view: MeView) -> ConnexionResponse:
         else None,
         version=user.version,
     )
-    return json_response(me, headers={"ETag": etag(user.version), "Cache-Control": "no-store"})
+    return resource(me, version=user.version, headers=NO_STORE)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models import core as api
-from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
+from carebase.pages import PageRequest
 from carebase.persistence.custom_fields import DefinitionRow, FieldRow
+from carebase.principal import Principal
 from carebase.services.custom_fields import CustomFieldService, FieldChange, ProfileView
-from carebase.web.responses import json_response, no_content, resource_response
-from carebase.web.responses import not_modified as not_modified_response
+from carebase.web.results import Reply, created, no_content, ok, resource
 
 BASE = "/v1/custom-fields"
 
@@ -23,28 +21,31 @@ class CustomFieldHandlers:
 
     async def list_custom_fields(
         self,
+        principal: Principal,
         *,
-        page: int | None = None,
-        page_size: int | None = None,
-        entity_type: str | None = None,
-        include_archived: bool | None = None,
-    ) -> ConnexionResponse:
+        page: int,
+        page_size: int,
+        entity_type: str | None,
+        include_archived: bool,
+    ) -> Reply:
         found = await self._fields.list_fields(
-            principal(),
-            page_request(page, page_size),
+            principal,
+            PageRequest(page, page_size),
             entity_type=entity_type,
-            include_archived=bool(include_archived),
+            include_archived=include_archived,
         )
-        return json_response(
-            api.CustomFieldPage(
-                data=[_field_model(row) for row in found.items], meta=api.PageMeta(**found.meta)
+        return ok(
+            api.CustomFieldPage.model_construct(
+                data=[_field_model(row) for row in found.items], meta=found.meta
             )
         )
 
-    async def create_custom_field(self, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.CustomFieldCreate, body).model_dump(mode="json")
-        created = await self._fields.create(
-            principal(),
+    async def create_custom_field(
+        self, principal: Principal, *, body: api.CustomFieldCreate
+    ) -> Reply:
+        given = body.model_dump(mode="json")
+        row = await self._fields.create(
+            principal,
             entity_type=given["entity_type"],
             key=given["key"],
             label=given["label"],
@@ -56,34 +57,37 @@ class CustomFieldHandlers:
             options=given["options"],
             pattern=given["pattern"],
         )
-        return _field(created, status=201, location=f"{BASE}/{created.id}")
+        return created(_field_model(row), location=f"{BASE}/{row.id}", version=row.version)
 
-    async def get_custom_field(self, field_id: str) -> ConnexionResponse:
-        found = await self._fields.get(principal(), UUID(field_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return _field(found)
+    async def get_custom_field(self, principal: Principal, *, field_id: UUID) -> Reply:
+        row = await self._fields.get(principal, field_id)
+        return resource(_field_model(row), version=row.version)
 
-    async def update_custom_field(self, field_id: str, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.CustomFieldUpdate, body).model_dump(mode="json", exclude_unset=True)
+    async def update_custom_field(
+        self,
+        principal: Principal,
+        *,
+        field_id: UUID,
+        if_match: int | None,
+        body: api.CustomFieldUpdate,
+    ) -> Reply:
+        given = body.model_dump(mode="json", exclude_unset=True)
         change = FieldChange(given=frozenset(given), **given)
-        changed = await self._fields.update(
-            principal(), UUID(field_id), change, version=expected_version()
-        )
-        return _field(changed)
+        row = await self._fields.update(principal, field_id, change, version=if_match)
+        return resource(_field_model(row), version=row.version)
 
-    async def delete_custom_field(self, field_id: str) -> ConnexionResponse:
-        await self._fields.archive(principal(), UUID(field_id), version=expected_version())
+    async def delete_custom_field(
+        self, principal: Principal, field_id: UUID, if_match: int | None
+    ) -> Reply:
+        await self._fields.archive(principal, field_id, version=if_match)
         return no_content()
 
-    async def list_custom_field_definitions(self, field_id: str) -> ConnexionResponse:
-        found = await self._fields.definitions(principal(), UUID(field_id))
-        return json_response(
-            api.CustomFieldDefinitionList(data=[_definition_model(row) for row in found])
-        )
+    async def list_custom_field_definitions(self, principal: Principal, *, field_id: UUID) -> Reply:
+        found = await self._fields.definitions(principal, field_id)
+        return ok(api.CustomFieldDefinitionList(data=[_definition_model(row) for row in found]))
 
 
-def profile_response(view: ProfileView) -> ConnexionResponse:
+def profile_reply(view: ProfileView) -> Reply:
     model = api.Profile.model_construct(
         entity_id=view.entity_id,
         values=view.values,
@@ -93,7 +97,7 @@ def profile_response(view: ProfileView) -> ConnexionResponse:
         ],
         version=view.version,
     )
-    return resource_response(model, version=view.version)
+    return resource(model, version=view.version)
 
 
 def _number(value: Any) -> float | None:
@@ -138,10 +142,4 @@ def _definition_model(row: DefinitionRow) -> api.CustomFieldDefinition:
             "in_use": row.in_use,
             "created_at": row.created_at,
         }
-    )
-
-
-def _field(row: FieldRow, *, status: int = 200, location: str | None = None) -> ConnexionResponse:
-    return resource_response(
-        _field_model(row), version=row.version, status=status, location=location
     )

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models import core as api
-from carebase.handlers.context import expected_version, page_request, parse, principal
-from carebase.pages import Page
+from carebase.pages import PageRequest
 from carebase.persistence.organizations import (
     ApiKeyViewRow,
     MemberRow,
     MyOrganizationRow,
     OrganizationRow,
 )
+from carebase.principal import Principal
 from carebase.services.organizations import OrganizationService
-from carebase.web.responses import json_response, no_content, resource_response
+from carebase.web.results import NO_STORE, Reply, created, no_content, ok, resource
 
 BASE = "/v1/organizations"
 
@@ -27,134 +24,142 @@ class OrganizationHandlers:
         self._organizations = organizations
 
     async def list_my_organizations(
-        self, page: int | None = None, page_size: int | None = None
-    ) -> ConnexionResponse:
-        found = await self._organizations.list_mine(principal(), page_request(page, page_size))
-        return json_response(
-            api.MyOrganizationPage(data=[_mine(row) for row in found.items], meta=_meta(found))
+        self, principal: Principal, *, page: int, page_size: int
+    ) -> Reply:
+        found = await self._organizations.list_mine(principal, PageRequest(page, page_size))
+        return ok(
+            api.MyOrganizationPage(
+                data=[_mine(row) for row in found.items], meta=api.PageMeta(**found.meta)
+            )
         )
 
-    async def create_organization(self, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.OrganizationCreate, body)
-        created = await self._organizations.create(
-            principal(), name=request.name, slug=request.slug, admin_email=request.admin_email
+    async def create_organization(
+        self, principal: Principal, body: api.OrganizationCreate
+    ) -> Reply:
+        row = await self._organizations.create(
+            principal, name=body.name, slug=body.slug, admin_email=body.admin_email
         )
-        return _organization(created, status=201, location=f"{BASE}/{created.id}")
+        return created(_organization(row), location=f"{BASE}/{row.id}", version=row.version)
 
-    async def get_organization_by_slug(self, slug: str) -> ConnexionResponse:
-        found = await self._organizations.get_by_slug(principal(), slug)
-        return json_response(api.OrganizationSummary(id=found.id, slug=found.slug, name=found.name))
+    async def get_organization_by_slug(self, principal: Principal, *, slug: str) -> Reply:
+        found = await self._organizations.get_by_slug(principal, slug)
+        return ok(api.OrganizationSummary(id=found.id, slug=found.slug, name=found.name))
 
-    async def get_organization(self, organization_id: str) -> ConnexionResponse:
-        return _organization(await self._organizations.get(principal(), UUID(organization_id)))
+    async def get_organization(self, principal: Principal, *, organization_id: UUID) -> Reply:
+        row = await self._organizations.get(principal, organization_id)
+        return resource(_organization(row), version=row.version)
 
     async def update_organization(
-        self, organization_id: str, body: dict[str, Any]
-    ) -> ConnexionResponse:
-        request = parse(api.OrganizationUpdate, body)
-        changed = await self._organizations.update(
-            principal(), UUID(organization_id), version=expected_version(), name=request.name
+        self,
+        principal: Principal,
+        *,
+        organization_id: UUID,
+        if_match: int | None,
+        body: api.OrganizationUpdate,
+    ) -> Reply:
+        row = await self._organizations.update(
+            principal, organization_id, version=if_match, name=body.name
         )
-        return _organization(changed)
+        return resource(_organization(row), version=row.version)
 
     async def list_members(
         self,
-        organization_id: str,
-        page: int | None = None,
-        page_size: int | None = None,
-        role: str | None = None,
-    ) -> ConnexionResponse:
+        principal: Principal,
+        *,
+        organization_id: UUID,
+        page: int,
+        page_size: int,
+        role: str | None,
+    ) -> Reply:
         found = await self._organizations.members(
-            principal(), UUID(organization_id), page_request(page, page_size), role=role
+            principal, organization_id, PageRequest(page, page_size), role=role
         )
-        return json_response(
-            api.MemberPage(data=[_member_model(row) for row in found.items], meta=_meta(found))
+        return ok(
+            api.MemberPage(
+                data=[_member(row) for row in found.items], meta=api.PageMeta(**found.meta)
+            )
         )
 
-    async def add_member(self, organization_id: str, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.MemberCreate, body)
-        added = await self._organizations.add_member(
-            principal(),
-            UUID(organization_id),
-            email=request.email,
-            role=request.role.value,
-            display_name=request.display_name,
+    async def add_member(
+        self, principal: Principal, organization_id: UUID, body: api.MemberCreate
+    ) -> Reply:
+        row = await self._organizations.add_member(
+            principal,
+            organization_id,
+            email=body.email,
+            role=body.role.value,
+            display_name=body.display_name,
         )
-        location = f"{BASE}/{organization_id}/members/{added.user_id}"
-        return _member(added, status=201, location=location)
+        location = f"{BASE}/{organization_id}/members/{row.user_id}"
+        return created(_member(row), location=location, version=row.version)
 
-    async def get_member(self, organization_id: str, user_id: str) -> ConnexionResponse:
-        return _member(
-            await self._organizations.member(principal(), UUID(organization_id), UUID(user_id))
-        )
+    async def get_member(
+        self, principal: Principal, *, organization_id: UUID, user_id: UUID
+    ) -> Reply:
+        row = await self._organizations.member(principal, organization_id, user_id)
+        return resource(_member(row), version=row.version)
 
     async def update_member(
-        self, organization_id: str, user_id: str, body: dict[str, Any]
-    ) -> ConnexionResponse:
-        request = parse(api.MemberUpdate, body)
-        changed = await self._organizations.update_member(
-            principal(),
-            UUID(organization_id),
-            UUID(user_id),
-            version=expected_version(),
-            role=request.role.value,
+        self,
+        principal: Principal,
+        *,
+        organization_id: UUID,
+        user_id: UUID,
+        if_match: int | None,
+        body: api.MemberUpdate,
+    ) -> Reply:
+        row = await self._organizations.update_member(
+            principal, organization_id, user_id, version=if_match, role=body.role.value
         )
-        return _member(changed)
+        return resource(_member(row), version=row.version)
 
-    async def remove_member(self, organization_id: str, user_id: str) -> ConnexionResponse:
+    async def remove_member(
+        self, principal: Principal, organization_id: UUID, user_id: UUID, if_match: int | None
+    ) -> Reply:
         await self._organizations.remove_member(
-            principal(), UUID(organization_id), UUID(user_id), version=expected_version()
+            principal, organization_id, user_id, version=if_match
         )
         return no_content()
 
     async def list_api_keys(
-        self, organization_id: str, page: int | None = None, page_size: int | None = None
-    ) -> ConnexionResponse:
+        self, principal: Principal, organization_id: UUID, page: int, page_size: int
+    ) -> Reply:
         found = await self._organizations.api_keys(
-            principal(), UUID(organization_id), page_request(page, page_size)
+            principal, organization_id, PageRequest(page, page_size)
         )
-        return json_response(
-            api.ApiKeyPage(data=[_api_key(row) for row in found.items], meta=_meta(found))
-        )
-
-    async def create_api_key(self, organization_id: str, body: dict[str, Any]) -> ConnexionResponse:
-        request = parse(api.ApiKeyCreate, body)
-        created = await self._organizations.create_api_key(
-            principal(),
-            UUID(organization_id),
-            name=request.name,
-            role=request.role.value,
-            expires_at=request.expires_at,
-        )
-        shown = api.ApiKeyWithSecret(**_api_key(created.key).model_dump(), key=created.secret)
-        return json_response(
-            shown,
-            status=201,
-            headers={
-                "Location": f"{BASE}/{organization_id}/api-keys/{created.key.id}",
-                "Cache-Control": "no-store",
-            },
+        return ok(
+            api.ApiKeyPage(
+                data=[_api_key(row) for row in found.items], meta=api.PageMeta(**found.meta)
+            )
         )
 
-    async def revoke_api_key(self, organization_id: str, api_key_id: str) -> ConnexionResponse:
-        await self._organizations.revoke_api_key(
-            principal(), UUID(organization_id), UUID(api_key_id)
+    async def create_api_key(
+        self, principal: Principal, organization_id: UUID, body: api.ApiKeyCreate
+    ) -> Reply:
+        made = await self._organizations.create_api_key(
+            principal,
+            organization_id,
+            name=body.name,
+            role=body.role.value,
+            expires_at=body.expires_at,
         )
+        shown = api.ApiKeyWithSecret(**_api_key(made.key).model_dump(), key=made.secret)
+        location = f"{BASE}/{organization_id}/api-keys/{made.key.id}"
+        return created(shown, location=location, headers=NO_STORE)
+
+    async def revoke_api_key(
+        self, principal: Principal, organization_id: UUID, api_key_id: UUID
+    ) -> Reply:
+        await self._organizations.revoke_api_key(principal, organization_id, api_key_id)
         return no_content()
-
-
-def _meta(page: Page[Any]) -> api.PageMeta:
-    return api.PageMeta(**page.meta)
 
 
 def _mine(row: MyOrganizationRow) -> api.MyOrganization:
     return api.MyOrganization(id=row.id, slug=row.slug, name=row.name, role=api.Role(row.role))
 
 
-def _organization(
-    row: OrganizationRow, *, status: int = 200, location: str | None = None
-) -> ConnexionResponse:
-    model = api.Organization(
+def _organization(row: OrganizationRow) -> api.Organization:
+    return api.Organization(
         id=row.id,
         slug=row.slug,
         name=row.name,
@@ -162,10 +167,9 @@ def _organization(
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-    return resource_response(model, version=row.version, status=status, location=location)
 
 
-def _member_model(row: MemberRow) -> api.Member:
+def _member(row: MemberRow) -> api.Member:
     return api.Member(
         user_id=row.user_id,
         email=row.email,
@@ -174,12 +178,6 @@ def _member_model(row: MemberRow) -> api.Member:
         email_verified=row.email_verified,
         version=row.version,
         joined_at=row.joined_at,
-    )
-
-
-def _member(row: MemberRow, *, status: int = 200, location: str | None = None) -> ConnexionResponse:
-    return resource_response(
-        _member_model(row), version=row.version, status=status, location=location
     )
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models import core as api
-from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
-from carebase.handlers.core.custom_fields import profile_response
+from carebase.handlers.core.custom_fields import profile_reply
+from carebase.pages import PageRequest
+from carebase.persistence.patients import PatientSummaryRow
+from carebase.principal import Principal
 from carebase.services.patients import PatientService, PatientView
-from carebase.web.responses import json_response, no_content, resource_response
-from carebase.web.responses import not_modified as not_modified_response
+from carebase.web.results import NO_STORE, Reply, created, no_content, ok, resource
 
 BASE = "/v1/patients"
 
@@ -23,109 +22,100 @@ class PatientHandlers:
 
     async def list_patients(
         self,
+        principal: Principal,
         *,
-        page: int | None = None,
-        page_size: int | None = None,
-        q: str | None = None,
-        status: str | None = None,
-        national_id: str | None = None,
-        phone: str | None = None,
-        sort: str | None = None,
-    ) -> ConnexionResponse:
+        page: int,
+        page_size: int,
+        q: str | None,
+        status: str | None,
+        national_id: str | None,
+        phone: str | None,
+        sort: str,
+    ) -> Reply:
         found = await self._patients.list_patients(
-            principal(),
-            page_request(page, page_size),
+            principal,
+            PageRequest(page, page_size),
             status=status,
             search=q,
             national_id=national_id,
             phone=phone,
-            sort=sort or "name",
+            sort=sort,
         )
-        summaries = [api.PatientSummary.model_construct(**_summary(row)) for row in found.items]
-        return json_response(api.PatientPage(data=summaries, meta=api.PageMeta(**found.meta)))
+        summaries = [_summary(row) for row in found.items]
+        return ok(api.PatientPage.model_construct(data=summaries, meta=found.meta))
 
-    async def create_patient(self, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.PatientCreate, body).model_dump(mode="json", exclude_unset=True)
-        created = await self._patients.create(principal(), given)
-        return _patient(created, status=201, location=f"{BASE}/{created.id}")
+    async def create_patient(self, principal: Principal, *, body: api.PatientCreate) -> Reply:
+        given = body.model_dump(mode="json", exclude_unset=True)
+        view = await self._patients.create(principal, given)
+        return created(_patient(view), location=f"{BASE}/{view.id}", version=view.version)
 
-    async def onboard_patient(self, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.PatientOnboard, body).model_dump(mode="json", exclude_unset=True)
-        created = await self._patients.onboard(principal(), given)
-        return _patient(created, status=201, location=f"{BASE}/{created.id}")
+    async def onboard_patient(self, principal: Principal, *, body: api.PatientOnboard) -> Reply:
+        given = body.model_dump(mode="json", exclude_unset=True)
+        view = await self._patients.onboard(principal, given)
+        return created(_patient(view), location=f"{BASE}/{view.id}", version=view.version)
 
-    async def get_patient(self, patient_id: str) -> ConnexionResponse:
-        found = await self._patients.get(principal(), UUID(patient_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return _patient(found)
+    async def get_patient(self, principal: Principal, *, patient_id: UUID) -> Reply:
+        view = await self._patients.get(principal, patient_id)
+        return resource(_patient(view), version=view.version)
 
-    async def update_patient(self, patient_id: str, body: dict[str, Any]) -> ConnexionResponse:
-        changes = parse(api.PatientUpdate, body).model_dump(mode="json", exclude_unset=True)
-        changed = await self._patients.update(
-            principal(), UUID(patient_id), changes, version=expected_version()
-        )
-        return _patient(changed)
+    async def update_patient(
+        self, principal: Principal, patient_id: UUID, if_match: int | None, body: api.PatientUpdate
+    ) -> Reply:
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        view = await self._patients.update(principal, patient_id, changes, version=if_match)
+        return resource(_patient(view), version=view.version)
 
-    async def delete_patient(self, patient_id: str) -> ConnexionResponse:
-        await self._patients.delete(principal(), UUID(patient_id), version=expected_version())
+    async def delete_patient(
+        self, principal: Principal, patient_id: UUID, if_match: int | None
+    ) -> Reply:
+        await self._patients.delete(principal, patient_id, version=if_match)
         return no_content()
 
-    async def get_patient_profile(self, patient_id: str) -> ConnexionResponse:
-        found = await self._patients.profile(principal(), UUID(patient_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return profile_response(found)
+    async def get_patient_profile(self, principal: Principal, *, patient_id: UUID) -> Reply:
+        return profile_reply(await self._patients.profile(principal, patient_id))
 
     async def update_patient_profile(
-        self, patient_id: str, body: dict[str, Any]
-    ) -> ConnexionResponse:
-        parse(api.ProfileUpdate, body)
+        self, principal: Principal, patient_id: UUID, if_match: int | None, body: dict[str, Any]
+    ) -> Reply:
         # The contract checked the shapes; the raw values keep JSON's own types (1 vs 1.0).
         changed = await self._patients.update_profile(
-            principal(), UUID(patient_id), body["values"], version=expected_version()
+            principal, patient_id, body["values"], version=if_match
         )
-        return profile_response(changed)
+        return profile_reply(changed)
 
-    async def get_patient_prefill(self, patient_id: str) -> ConnexionResponse:
-        values = await self._patients.prefill(principal(), UUID(patient_id))
-        return json_response(
-            api.PatientPrefill.model_construct(patient_id=UUID(patient_id), values=values)
+    async def get_patient_prefill(self, principal: Principal, *, patient_id: UUID) -> Reply:
+        values = await self._patients.prefill(principal, patient_id)
+        return ok(api.PatientPrefill.model_construct(patient_id=patient_id, values=values))
+
+    async def impersonate_patient(self, principal: Principal, *, patient_id: UUID) -> Reply:
+        granted = await self._patients.impersonate(principal, patient_id)
+        token = api.ImpersonationToken(
+            access_token=granted.access_token,
+            token_type=api.TokenType.Bearer,
+            expires_in=granted.expires_in,
+            user_id=granted.user_id,
+            impersonator_id=granted.impersonator_id,
         )
-
-    async def impersonate_patient(self, patient_id: str) -> ConnexionResponse:
-        granted = await self._patients.impersonate(principal(), UUID(patient_id))
-        return json_response(
-            api.ImpersonationToken(
-                access_token=granted.access_token,
-                token_type=api.TokenType.Bearer,
-                expires_in=granted.expires_in,
-                user_id=granted.user_id,
-                impersonator_id=granted.impersonator_id,
-            ),
-            headers={"Cache-Control": "no-store"},
-        )
+        return ok(token, headers=NO_STORE)
 
 
-def _summary(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "user_id": row.user_id,
-        "given_name": row.given_name,
-        "family_name": row.family_name,
-        "email": row.email,
-        "status": row.status,
-        "version": row.version,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+def _summary(row: PatientSummaryRow) -> api.PatientSummary:
+    return api.PatientSummary.model_construct(
+        id=row.id,
+        user_id=row.user_id,
+        given_name=row.given_name,
+        family_name=row.family_name,
+        email=row.email,
+        status=row.status,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
-def _patient(
-    view: PatientView, *, status: int = 200, location: str | None = None
-) -> ConnexionResponse:
+def _patient(view: PatientView) -> api.Patient:
     # Built from our own opened row, which the database constrained: no re-validation.
-    model = api.Patient.model_construct(
+    return api.Patient.model_construct(
         id=view.id,
         given_name=view.given_name,
         family_name=view.family_name,
@@ -141,4 +131,3 @@ def _patient(
         created_at=view.created_at,
         updated_at=view.updated_at,
     )
-    return resource_response(model, version=view.version, status=status, location=location)

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models import core as api
-from carebase.handlers.context import expected_version, not_modified, page_request, parse, principal
-from carebase.handlers.core.custom_fields import profile_response
+from carebase.handlers.core.custom_fields import profile_reply
+from carebase.pages import PageRequest
 from carebase.persistence.specialists import SpecialistFields, SpecialistRow, SpecialtyRow
+from carebase.principal import Principal
 from carebase.services.specialists import SpecialistService
-from carebase.web.responses import json_response, no_content, resource_response
-from carebase.web.responses import not_modified as not_modified_response
+from carebase.web.results import Reply, created, no_content, ok, resource
 
 
 class SpecialistHandlers:
@@ -23,126 +21,131 @@ class SpecialistHandlers:
     # --- specialties --------------------------------------------------------------------------
 
     async def list_specialties(
-        self,
-        *,
-        page: int | None = None,
-        page_size: int | None = None,
-        q: str | None = None,
-        sort: str | None = None,
-    ) -> ConnexionResponse:
+        self, principal: Principal, page: int, page_size: int, q: str | None, sort: str
+    ) -> Reply:
         found = await self._specialists.specialties(
-            principal(), page_request(page, page_size), search=q, sort=sort or "name"
+            principal, PageRequest(page, page_size), search=q, sort=sort
         )
-        return json_response(
-            api.SpecialtyPage(
-                data=[_specialty_model(row) for row in found.items],
-                meta=api.PageMeta(**found.meta),
+        return ok(
+            api.SpecialtyPage.model_construct(
+                data=[_specialty_model(row) for row in found.items], meta=found.meta
             )
         )
 
-    async def create_specialty(self, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.SpecialtyCreate, body)
-        created = await self._specialists.create_specialty(
-            principal(), name=given.name, description=given.description or ""
+    async def create_specialty(self, principal: Principal, *, body: api.SpecialtyCreate) -> Reply:
+        row = await self._specialists.create_specialty(
+            principal, name=body.name, description=body.description or ""
         )
-        return _specialty(created, status=201, location=f"/v1/specialties/{created.id}")
-
-    async def get_specialty(self, specialty_id: str) -> ConnexionResponse:
-        found = await self._specialists.specialty(principal(), UUID(specialty_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return _specialty(found)
-
-    async def update_specialty(self, specialty_id: str, body: dict[str, Any]) -> ConnexionResponse:
-        changes = parse(api.SpecialtyUpdate, body).model_dump(mode="json", exclude_unset=True)
-        changed = await self._specialists.update_specialty(
-            principal(), UUID(specialty_id), changes, version=expected_version()
+        return created(
+            _specialty_model(row), location=f"/v1/specialties/{row.id}", version=row.version
         )
-        return _specialty(changed)
 
-    async def delete_specialty(self, specialty_id: str) -> ConnexionResponse:
-        await self._specialists.delete_specialty(
-            principal(), UUID(specialty_id), version=expected_version()
+    async def get_specialty(self, principal: Principal, *, specialty_id: UUID) -> Reply:
+        row = await self._specialists.specialty(principal, specialty_id)
+        return resource(_specialty_model(row), version=row.version)
+
+    async def update_specialty(
+        self,
+        principal: Principal,
+        *,
+        specialty_id: UUID,
+        if_match: int | None,
+        body: api.SpecialtyUpdate,
+    ) -> Reply:
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        row = await self._specialists.update_specialty(
+            principal, specialty_id, changes, version=if_match
         )
+        return resource(_specialty_model(row), version=row.version)
+
+    async def delete_specialty(
+        self, principal: Principal, specialty_id: UUID, if_match: int | None
+    ) -> Reply:
+        await self._specialists.delete_specialty(principal, specialty_id, version=if_match)
         return no_content()
 
     # --- specialists --------------------------------------------------------------------------
 
     async def list_specialists(
         self,
+        principal: Principal,
         *,
-        page: int | None = None,
-        page_size: int | None = None,
-        q: str | None = None,
-        specialty_id: str | None = None,
-        accepting_patients: bool | None = None,
-        sort: str | None = None,
-    ) -> ConnexionResponse:
+        page: int,
+        page_size: int,
+        q: str | None,
+        specialty_id: UUID | None,
+        accepting_patients: bool | None,
+        sort: str,
+    ) -> Reply:
         found = await self._specialists.specialists(
-            principal(),
-            page_request(page, page_size),
+            principal,
+            PageRequest(page, page_size),
             search=q,
-            specialty_id=UUID(specialty_id) if specialty_id else None,
+            specialty_id=specialty_id,
             accepting_patients=accepting_patients,
-            sort=sort or "name",
+            sort=sort,
         )
-        return json_response(
-            api.SpecialistPage(
-                data=[_specialist_model(row) for row in found.items],
-                meta=api.PageMeta(**found.meta),
+        return ok(
+            api.SpecialistPage.model_construct(
+                data=[_specialist_model(row) for row in found.items], meta=found.meta
             )
         )
 
-    async def create_specialist(self, body: dict[str, Any]) -> ConnexionResponse:
-        given = parse(api.SpecialistCreate, body)
-        created = await self._specialists.create_specialist(
-            principal(),
-            user_id=given.user_id,
+    async def create_specialist(self, principal: Principal, *, body: api.SpecialistCreate) -> Reply:
+        row = await self._specialists.create_specialist(
+            principal,
+            user_id=body.user_id,
             fields=SpecialistFields(
-                display_name=given.display_name.strip(),
-                title=(given.title or "").strip(),
-                bio=(given.bio or "").strip(),
-                accepting_patients=given.accepting_patients is not False,
+                display_name=body.display_name.strip(),
+                title=(body.title or "").strip(),
+                bio=(body.bio or "").strip(),
+                accepting_patients=body.accepting_patients is not False,
             ),
-            specialty_ids=list(given.specialty_ids or []),
+            specialty_ids=list(body.specialty_ids or []),
         )
-        return _specialist(created, status=201, location=f"/v1/specialists/{created.id}")
+        return created(
+            _specialist_model(row), location=f"/v1/specialists/{row.id}", version=row.version
+        )
 
-    async def get_specialist(self, specialist_id: str) -> ConnexionResponse:
-        found = await self._specialists.specialist(principal(), UUID(specialist_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return _specialist(found)
+    async def get_specialist(self, principal: Principal, *, specialist_id: UUID) -> Reply:
+        row = await self._specialists.specialist(principal, specialist_id)
+        return resource(_specialist_model(row), version=row.version)
 
     async def update_specialist(
-        self, specialist_id: str, body: dict[str, Any]
-    ) -> ConnexionResponse:
-        changes = parse(api.SpecialistUpdate, body).model_dump(exclude_unset=True)
-        changed = await self._specialists.update_specialist(
-            principal(), UUID(specialist_id), changes, version=expected_version()
+        self,
+        principal: Principal,
+        *,
+        specialist_id: UUID,
+        if_match: int | None,
+        body: api.SpecialistUpdate,
+    ) -> Reply:
+        changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+        row = await self._specialists.update_specialist(
+            principal, specialist_id, changes, version=if_match
         )
-        return _specialist(changed)
+        return resource(_specialist_model(row), version=row.version)
 
-    async def delete_specialist(self, specialist_id: str) -> ConnexionResponse:
-        await self._specialists.delete_specialist(
-            principal(), UUID(specialist_id), version=expected_version()
-        )
+    async def delete_specialist(
+        self, principal: Principal, specialist_id: UUID, if_match: int | None
+    ) -> Reply:
+        await self._specialists.delete_specialist(principal, specialist_id, version=if_match)
         return no_content()
 
-    async def get_specialist_profile(self, specialist_id: str) -> ConnexionResponse:
-        found = await self._specialists.profile(principal(), UUID(specialist_id))
-        if not_modified(found.version):
-            return not_modified_response(found.version)
-        return profile_response(found)
+    async def get_specialist_profile(self, principal: Principal, *, specialist_id: UUID) -> Reply:
+        return profile_reply(await self._specialists.profile(principal, specialist_id))
 
     async def update_specialist_profile(
-        self, specialist_id: str, body: dict[str, Any]
-    ) -> ConnexionResponse:
-        parse(api.ProfileUpdate, body)
+        self,
+        principal: Principal,
+        *,
+        specialist_id: UUID,
+        if_match: int | None,
+        body: dict[str, Any],
+    ) -> Reply:
         changed = await self._specialists.update_profile(
-            principal(), UUID(specialist_id), body["values"], version=expected_version()
+            principal, specialist_id, body["values"], version=if_match
         )
-        return profile_response(changed)
+        return profile_reply(changed)
 
 
 def _specialty_model(row: SpecialtyRow) -> api.Specialty:
@@ -153,14 +156,6 @@ def _specialty_model(row: SpecialtyRow) -> api.Specialty:
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
-    )
-
-
-def _specialty(
-    row: SpecialtyRow, *, status: int = 200, location: str | None = None
-) -> ConnexionResponse:
-    return resource_response(
-        _specialty_model(row), version=row.version, status=status, location=location
     )
 
 
@@ -178,12 +173,4 @@ def _specialist_model(row: SpecialistRow) -> api.Specialist:
             "created_at": row.created_at,
             "updated_at": row.updated_at,
         }
-    )
-
-
-def _specialist(
-    row: SpecialistRow, *, status: int = 200, location: str | None = None
-) -> ConnexionResponse:
-    return resource_response(
-        _specialist_model(row), version=row.version, status=status, location=location
     )

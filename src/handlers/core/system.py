@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from connexion.lifecycle import ConnexionResponse
-
 from carebase.generated.models.core import (
     CheckStatus,
     HealthCheck,
@@ -13,17 +11,21 @@ from carebase.generated.models.core import (
 )
 from carebase.services.system import HealthService
 from carebase.web import problems
-from carebase.web.responses import json_response, problem_response
+from carebase.web.render import dumps
+from carebase.web.results import Reply, ok, problem
+
+# Nothing about the process changes what liveness says: rendered once.
+LIVE = dumps(Liveness(status=ServiceStatus.ok))
 
 
 class SystemHandlers:
     def __init__(self, *, health: HealthService) -> None:
         self._health = health
 
-    async def get_liveness(self) -> ConnexionResponse:
-        return json_response(Liveness(status=ServiceStatus.ok))
+    async def get_liveness(self) -> Reply:
+        return ok(LIVE)
 
-    async def get_readiness(self) -> ConnexionResponse:
+    async def get_readiness(self) -> Reply:
         results = await self._health.readiness()
         checks = [
             HealthCheck(
@@ -35,13 +37,13 @@ class SystemHandlers:
             for r in results
         ]
         if all(r.ok for r in results):
-            return json_response(Readiness(status=ServiceStatus.ok, checks=checks))
+            return ok(Readiness(status=ServiceStatus.ok, checks=checks))
         failing = ", ".join(r.name for r in results if not r.ok)
-        problem = problems.render(
+        rendered = problems.render(
             problems.NOT_READY,
             instance="/health/ready",
             detail=f"Failing checks: {failing}.",
             headers={"Retry-After": "5"},
             extra={"checks": [c.model_dump(mode="json", exclude_none=True) for c in checks]},
         )
-        return problem_response(problem)
+        return problem(rendered)

@@ -1,0 +1,420 @@
+"""The per-operation plan: compiled once at start-up from the bundle and the handler, run per
+request behind Connexion's routing.
+
+authentication → rate limit → authorization → parameters → body → idempotency → handler →
+response bytes. Each step is decided at compile time — an operation with `security: []`
+has no authentication step, one with `x-rate-limit: false` no Redis call, one without a body
+no body reader — so a request runs only what its operation needs. The handler's signature is
+checked against the contract at start-up: every parameter it must take, typed as the schema
+says, and the body model the contract names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import ipaddress
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+import structlog
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
+from starlette.types import Receive, Scope
+
+from carebase.errors import FieldError, Forbidden, ValidationFailed, pointer_token
+from carebase.principal import Origin, Principal
+from carebase.security import permissions
+from carebase.security.auth import Authenticator
+from carebase.security.ratelimit import RateLimiter, Rule
+from carebase.web import etags, render
+from carebase.web.bodies import JsonBody, read_body
+from carebase.web.contract import Contract, Operation
+from carebase.web.idempotency import IdempotencyKeys
+from carebase.web.parameters import Parameters, python_name
+from carebase.web.results import Reply
+from carebase.web.schemas import SchemaValidator
+from carebase.web.wire import Headers, Rendered
+
+Handler = Callable[..., Awaitable[Reply]]
+# Headers the pipeline reads itself; a handler may still ask for them.
+CONSUMED = frozenset({"if_none_match", "idempotency_key"})
+
+_log = structlog.get_logger("carebase.pipeline")
+
+
+class NonConformingResponse(Exception):
+    """The handler's answer breaks the contract (checked when VALIDATE_RESPONSES is on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every plan shares at run time."""
+
+    authenticator: Authenticator
+    limiter: RateLimiter
+    default_rule: Rule
+    idempotency: IdempotencyKeys
+    validate_responses: bool = False
+
+
+def operation_id(method_name: str) -> str:
+    """`get_readiness` → `getReadiness`: the spec's operationId names the handler method."""
+    head, *rest = method_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def handler_registry(handlers: list[object]) -> dict[str, Handler]:
+    """operationId → bound method, for every public coroutine method of the handler objects."""
+    registry: dict[str, Handler] = {}
+    for handler in handlers:
+        for name, method in inspect.getmembers(handler, inspect.iscoroutinefunction):
+            if name.startswith("_"):
+                continue
+            key = operation_id(name)
+            if key in registry:
+                raise RuntimeError(f"two handlers for operationId {key}")
+            registry[key] = method
+    return registry
+
+
+def compile_plans(
+    contract: Contract, handlers: Mapping[str, Handler], runtime: Runtime
+) -> dict[str, Plan]:
+    missing = sorted(set(contract.operations) - set(handlers))
+    if missing:
+        raise RuntimeError(f"no handler for operationId(s) {', '.join(missing)}")
+    unknown = sorted(set(handlers) - set(contract.operations))
+    if unknown:
+        raise RuntimeError(f"handler(s) for operationId(s) the contract lacks: {unknown}")
+    return {
+        op_id: Plan(operation, handlers[op_id], runtime)
+        for op_id, operation in contract.operations.items()
+    }
+
+
+def _client_ip(host: str) -> str | None:
+    """The client's address when it is one (a unix socket or a test client has none)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+class Plan:
+    """One operation, ready to run: `run(scope, receive)` → the answer in wire form."""
+
+    __slots__ = (
+        "authenticated",
+        "body",
+        "body_model",
+        "bucket",
+        "conditional",
+        "handler",
+        "head_ok",
+        "if_match",
+        "operation",
+        "parameters",
+        "permission",
+        "responses",
+        "rule",
+        "runtime",
+        "wants_body",
+        "wants_principal",
+    )
+
+    def __init__(self, operation: Operation, handler: Handler, runtime: Runtime) -> None:
+        self.operation = operation
+        self.handler = handler
+        self.runtime = runtime
+        self.authenticated = not operation.public
+        self.permission = operation.permission
+        if operation.rate_limit is False:
+            self.rule: Rule | None = None
+        elif operation.rate_limit is None:
+            self.rule = runtime.default_rule
+        else:
+            self.rule = Rule.from_extension(operation.rate_limit)
+        self.bucket = operation.operation_id if operation.rate_limit else "default"
+        self.body = JsonBody(operation.body) if operation.body is not None else None
+        accepted = self._accepted(handler)
+        self.wants_principal = "principal" in accepted
+        self.wants_body = "body" in accepted
+        self.body_model = self._body_model(accepted.get("body"))
+        self.parameters = Parameters(operation, keep=frozenset(accepted) - {"principal", "body"})
+        self.if_match = "if_match" in accepted
+        self.conditional = operation.method == "GET" and any(
+            p.location == "header" and p.name.lower() == "if-none-match"
+            for p in operation.parameters
+        )
+        self.head_ok = operation.method == "GET"
+        self.responses = _ResponseCheck(operation) if runtime.validate_responses else None
+
+    # --- compile-time checks ------------------------------------------------------------------
+
+    def _accepted(self, handler: Handler) -> dict[str, Any]:
+        """The handler's keyword parameters and their annotations, checked against the contract."""
+        name = f"{self.operation.operation_id} ({getattr(handler, '__qualname__', handler)})"
+        hints = typing.get_type_hints(handler)
+        accepted = {
+            p: hints.get(p, Any)
+            for p in inspect.signature(handler).parameters
+            if p not in ("self", "return")
+        }
+        declared = {python_name(p.name): p for p in self.operation.parameters}
+        for key in accepted:
+            if key in ("principal", "body"):
+                continue
+            if key not in declared:
+                raise RuntimeError(f"{name} takes {key!r}, which the contract does not declare")
+        for key, parameter in declared.items():
+            if key not in accepted and key not in CONSUMED:
+                raise RuntimeError(f"{name} must take the {parameter.location} parameter {key!r}")
+            if key in accepted:
+                _check_annotation(name, key, parameter.schema, accepted[key])
+        if self.operation.body is not None and "body" not in accepted:
+            raise RuntimeError(f"{name} must take the request body as `body`")
+        if "body" in accepted and self.operation.body is None:
+            raise RuntimeError(f"{name} takes a body the contract does not declare")
+        return accepted
+
+    def _body_model(self, annotation: Any) -> type[BaseModel] | None:
+        if not (inspect.isclass(annotation) and issubclass(annotation, BaseModel)):
+            return None
+        named = self.operation.body.schema_name if self.operation.body else None
+        if named is not None and annotation.__name__ != named:
+            raise RuntimeError(
+                f"{self.operation.operation_id}: the body is {named} in the contract, "
+                f"but the handler reads it as {annotation.__name__}"
+            )
+        return annotation
+
+    # --- per request --------------------------------------------------------------------------
+
+    async def run(
+        self, scope: Scope, receive: Receive, request_id: str
+    ) -> tuple[Rendered, str | None]:
+        """The answer, and the actor to log."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        runtime = self.runtime
+        if self.authenticated:
+            principal = await runtime.authenticator.authenticate(
+                headers.get("authorization"), headers.get("x-api-key")
+            )
+        else:
+            principal = Principal.anonymous()
+        limit_headers = await self._limit(scope, principal) if self.rule is not None else None
+        if self.authenticated and (
+            self.permission is None or not permissions.allows(principal, self.permission)
+        ):
+            raise Forbidden(f"This operation needs the permission {self.permission!r}.")
+        kwargs = self.parameters.parse(
+            scope.get("path_params") or {}, scope["query_string"], headers
+        )
+        document: Any = None
+        if self.body is not None:
+            document = self.body.parse(headers.get("content-type"), await read_body(receive))
+            kwargs["body"] = self._model(document) if self.body_model else document
+        if self.if_match:
+            kwargs["if_match"] = etags.expected_version(kwargs["if_match"])
+        if self.wants_principal or self.operation.idempotent:
+            client = scope.get("client")
+            agent = headers.get("user-agent")
+            principal = principal.with_origin(
+                Origin(
+                    request_id=request_id,
+                    ip=_client_ip(client[0]) if client else None,
+                    user_agent=agent[:512] if agent else None,
+                )
+            )
+            if self.wants_principal:
+                kwargs["principal"] = principal
+        key = headers.get("idempotency-key") if self.operation.idempotent else None
+        if key is None:
+            rendered = await self._answer(kwargs, scope, headers)
+        else:
+            rendered = await runtime.idempotency.run(
+                principal,
+                key=key,
+                operation_id=self.operation.operation_id,
+                path=scope["path"],
+                document=document,
+                answer=lambda: self._answer(kwargs, scope, headers),
+            )
+        if limit_headers:
+            rendered.headers += limit_headers
+        return rendered, principal.actor if self.authenticated else None
+
+    def _model(self, document: Any) -> BaseModel:
+        """The body as the generated model. The contract's validator ran first; pydantic is
+        stricter on a few formats (email, date-time), and its findings get pointers too."""
+        assert self.body_model is not None  # noqa: S101 - only called when compiled with one
+        try:
+            return self.body_model.model_validate(document)
+        except PydanticError as exc:
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        "/body" + "".join(f"/{pointer_token(part)}" for part in error["loc"]),
+                        error["msg"][:512],
+                        "format"
+                        if error["type"].endswith(("email", "datetime"))
+                        else error["type"],
+                    )
+                    for error in exc.errors()
+                ]
+            ) from None
+
+    async def _limit(self, scope: Scope, principal: Principal) -> Headers | None:
+        rule = self.rule
+        assert rule is not None  # noqa: S101 - only called when compiled with one
+        decision = await self.runtime.limiter.check(
+            self.operation.operation_id, self.bucket, _identity(scope, principal, rule), rule
+        )
+        if decision is None:
+            return None
+        return [
+            (b"ratelimit-limit", str(decision.limit).encode()),
+            (b"ratelimit-remaining", str(decision.remaining).encode()),
+            (b"ratelimit-reset", str(decision.reset_s).encode()),
+        ]
+
+    async def _answer(
+        self, kwargs: dict[str, Any], scope: Scope, headers: Mapping[str, str]
+    ) -> Rendered:
+        reply = await self.handler(**kwargs)
+        if self.conditional and reply.version is not None:
+            wanted = headers.get("if-none-match")
+            if wanted is not None and etags.matches_any(wanted, reply.version):
+                return Rendered(304, [(b"etag", etags.etag(reply.version).encode())], b"")
+        rendered = _render(reply)
+        if self.responses is not None:
+            self.responses.check(rendered)
+        if scope["method"] == "HEAD":
+            rendered.body = b""
+        return rendered
+
+
+def _render(reply: Reply) -> Rendered:
+    body = reply.body
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes):
+        payload = body
+    else:
+        payload = render.dumps(body)
+    out: Headers = []
+    if body is not None:
+        out.append((b"content-type", reply.media_type.encode()))
+    out.append((b"content-length", str(len(payload)).encode()))
+    if reply.version is not None:
+        out.append((b"etag", etags.etag(reply.version).encode()))
+    if reply.location is not None:
+        out.append((b"location", reply.location.encode()))
+    if reply.headers:
+        out += [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+        ]
+    return Rendered(reply.status, out, payload)
+
+
+def _identity(scope: Scope, principal: Principal, rule: Rule) -> str:
+    """The caller to count: the principal's user or organization when known, else the IP."""
+    if rule.key == "user" and principal.user_id:
+        return f"user:{principal.user_id}"
+    if rule.key == "organization" and principal.organization_id:
+        return f"org:{principal.organization_id}"
+    client = scope.get("client") or ("unknown", 0)
+    return f"ip:{client[0]}"
+
+
+_PYTHON_TYPES: Mapping[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+    "array": (list,),
+}
+
+
+def _expected(schema: Mapping[str, Any]) -> tuple[type, ...]:
+    fmt = schema.get("format")
+    if schema.get("type") == "string" and fmt == "uuid":
+        return (UUID,)
+    if schema.get("type") == "string" and fmt == "date-time":
+        return (dt.datetime,)
+    if schema.get("type") == "string" and fmt == "date":
+        return (dt.date,)
+    return _PYTHON_TYPES.get(str(schema.get("type")), ())
+
+
+def _check_annotation(name: str, key: str, schema: Mapping[str, Any], annotation: Any) -> None:
+    """A parameter typed `UUID` in the handler must be `format: uuid` in the contract, etc."""
+    if key == "if_match":
+        return  # read as the version it names: int, or None for `*`
+    wanted = _expected(schema)
+    if not wanted or annotation is Any:
+        return
+    given = typing.get_args(annotation) or (annotation,)
+    plain = tuple(typing.get_origin(g) or g for g in given)
+    if not any(isinstance(g, type) and issubclass(g, wanted) for g in plain):
+        raise RuntimeError(
+            f"{name}: {key!r} is {schema.get('type')}"
+            f"{'/' + str(schema['format']) if schema.get('format') else ''} in the contract; "
+            f"annotate it as {' | '.join(w.__name__ for w in wanted)}"
+        )
+
+
+class _ResponseCheck:
+    """Tests and CI run with VALIDATE_RESPONSES: every answer must be one the contract declares."""
+
+    def __init__(self, operation: Operation) -> None:
+        self.operation = operation
+        self.validators: dict[tuple[str, str], SchemaValidator | None] = {
+            (status, media): (SchemaValidator(schema, response=True) if schema else None)
+            for status, content in operation.responses.items()
+            for media, schema in content.items()
+        }
+
+    def _declared(self, status: int) -> str | None:
+        responses = self.operation.responses
+        for key in (str(status), f"{str(status)[0]}XX", "default"):
+            if key in responses:
+                return key
+        return None
+
+    def check(self, rendered: Rendered) -> None:
+        op = self.operation.operation_id
+        status = self._declared(rendered.status)
+        if status is None:
+            raise NonConformingResponse(
+                f"{op} answered {rendered.status}, which it does not declare"
+            )
+        content = self.operation.responses[status]
+        media = next((v.decode() for k, v in rendered.headers if k == b"content-type"), None)
+        if not content:
+            if rendered.body:
+                raise NonConformingResponse(f"{op} {rendered.status} declares no body")
+            return
+        kind = (media or "").split(";")[0].strip().lower()
+        if kind not in content:
+            raise NonConformingResponse(
+                f"{op} {rendered.status} answered {media}, not {list(content)}"
+            )
+        validator = self.validators.get((status, kind))
+        if validator is None:
+            return
+        document = orjson.loads(rendered.body)
+        failed = validator.errors(document, "")
+        if failed:
+            _log.error("nonconforming_response", operation=op, errors=[e.pointer for e in failed])
+            raise NonConformingResponse(
+                f"{op} {rendered.status}: "
+                + "; ".join(f"{e.pointer or '/'} {e.message}" for e in failed[:10])
+            )
