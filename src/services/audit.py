@@ -82,6 +82,6 @@ class AuditService:
     ) -> Page[audit.AuditEventRow]:
         if principal.organization_id is None:
             raise NotFound("No organization to read the trail of.")
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await audit.events(q, principal.organization_id, page, where)
+        q = self._db.reader(principal)
+        rows, total = await audit.events(q, principal.organization_id, page, where)
         return Page(rows, total, page)

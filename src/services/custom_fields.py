@@ -109,8 +109,8 @@ class CustomFieldService:
         return created
 
     async def get(self, principal: Principal, field_id: UUID) -> cf.FieldRow:
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await cf.field(q, organization_of(principal, NO_FIELD), field_id)
+        q = self._db.reader(principal)
+        found = await cf.field(q, organization_of(principal, NO_FIELD), field_id)
         if found is None:
             raise NotFound(NO_FIELD)
         return found
@@ -123,14 +123,14 @@ class CustomFieldService:
         entity_type: str | None,
         include_archived: bool,
     ) -> Page[cf.FieldRow]:
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await cf.fields(
-                q,
-                organization_of(principal, NO_FIELD),
-                page,
-                entity_type=entity_type,
-                include_archived=include_archived,
-            )
+        q = self._db.reader(principal)
+        rows, total = await cf.fields(
+            q,
+            organization_of(principal, NO_FIELD),
+            page,
+            entity_type=entity_type,
+            include_archived=include_archived,
+        )
         return Page(rows, total, page)
 
     async def update(
@@ -175,8 +175,8 @@ class CustomFieldService:
             )
 
     async def definitions(self, principal: Principal, field_id: UUID) -> list[cf.DefinitionRow]:
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await cf.definitions(q, organization_of(principal, NO_FIELD), field_id)
+        q = self._db.reader(principal)
+        found = await cf.definitions(q, organization_of(principal, NO_FIELD), field_id)
         if not found:
             raise NotFound(NO_FIELD)
         return found

@@ -287,8 +287,8 @@ class IdentityService:
     # --- the signed-in user -----------------------------------------------------------------
 
     async def me(self, principal: Principal) -> MeView:
-        async with self._db.transaction(principal, read_only=True) as q:
-            return await self._me(q, principal)
+        q = self._db.reader(principal)
+        return await self._me(q, principal)
 
     async def update_me(
         self,

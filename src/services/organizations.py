@@ -73,8 +73,8 @@ class OrganizationService:
         if principal.user_id is None:
             raise Forbidden("Only a signed-in user has organizations of their own.")
         as_user = Principal(user_id=principal.user_id, organization_id=None, role=None)
-        async with self._db.transaction(as_user, read_only=True) as q:
-            rows, total = await orgs.my_organizations(q, principal.user_id, page)
+        q = self._db.reader(as_user)
+        rows, total = await orgs.my_organizations(q, principal.user_id, page)
         return Page(rows, total, page)
 
     async def create(
@@ -101,16 +101,16 @@ class OrganizationService:
 
     async def get(self, principal: Principal, organization_id: UUID) -> orgs.OrganizationRow:
         _same_tenant(principal, organization_id, NO_ORGANIZATION)
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await orgs.organization(q, organization_id)
+        q = self._db.reader(principal)
+        found = await orgs.organization(q, organization_id)
         if found is None:
             raise NotFound(NO_ORGANIZATION)
         return found
 
     async def get_by_slug(self, principal: Principal, slug: str) -> orgs.OrganizationRow:
         """Row-level security shows the current organization and those the user belongs to."""
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await orgs.organization_by_slug(q, slug)
+        q = self._db.reader(principal)
+        found = await orgs.organization_by_slug(q, slug)
         if found is None:
             raise NotFound(NO_ORGANIZATION)
         return found
@@ -143,16 +143,16 @@ class OrganizationService:
         self, principal: Principal, organization_id: UUID, page: PageRequest, *, role: str | None
     ) -> Page[orgs.MemberRow]:
         _same_tenant(principal, organization_id, NO_ORGANIZATION)
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await orgs.members(q, organization_id, page, role=role)
+        q = self._db.reader(principal)
+        rows, total = await orgs.members(q, organization_id, page, role=role)
         return Page(rows, total, page)
 
     async def member(
         self, principal: Principal, organization_id: UUID, user_id: UUID
     ) -> orgs.MemberRow:
         _same_tenant(principal, organization_id, NO_MEMBER)
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await orgs.member(q, organization_id, user_id)
+        q = self._db.reader(principal)
+        found = await orgs.member(q, organization_id, user_id)
         if found is None:
             raise NotFound(NO_MEMBER)
         return found
@@ -244,8 +244,8 @@ class OrganizationService:
         self, principal: Principal, organization_id: UUID, page: PageRequest
     ) -> Page[orgs.ApiKeyViewRow]:
         _same_tenant(principal, organization_id, NO_ORGANIZATION)
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await orgs.api_keys(q, organization_id, page)
+        q = self._db.reader(principal)
+        rows, total = await orgs.api_keys(q, organization_id, page)
         return Page(rows, total, page)
 
     async def create_api_key(

@@ -95,7 +95,12 @@ def normalise_phone(value: str) -> str:
 
 
 def aad(organization_id: UUID, patient_id: UUID, column: str) -> bytes:
-    return f"{repo.TABLE}|{organization_id}|{patient_id}|{column}".encode()
+    return aad_prefix(organization_id, patient_id) + column.encode()
+
+
+def aad_prefix(organization_id: UUID, patient_id: UUID) -> bytes:
+    """What every sealed column of one row shares in its associated data."""
+    return f"{repo.TABLE}|{organization_id}|{patient_id}|".encode()
 
 
 class PatientService:
@@ -155,8 +160,8 @@ class PatientService:
         return self._view(row)
 
     async def get(self, principal: Principal, patient_id: UUID) -> PatientView:
-        async with self._db.transaction(principal, read_only=True) as q:
-            row = await repo.patient(q, organization_of(principal, NO_PATIENT), patient_id)
+        q = self._db.reader(principal)
+        row = await repo.patient(q, organization_of(principal, NO_PATIENT), patient_id)
         if row is None:
             raise NotFound(NO_PATIENT)
         return self._view(row)
@@ -179,10 +184,8 @@ class PatientService:
             phone_index=self._index("phone", phone),
             sort=sort,
         )
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await repo.patients(
-                q, organization_of(principal, NO_PATIENT), page, where
-            )
+        q = self._db.reader(principal)
+        rows, total = await repo.patients(q, organization_of(principal, NO_PATIENT), page, where)
         return Page(rows, total, page)
 
     async def update(
@@ -384,13 +387,13 @@ class PatientService:
         return self._sealer.blind_index(f"patient.{name}", normal)
 
     def _view(self, row: repo.PatientRow) -> PatientView:
+        prefix = aad_prefix(row.organization_id, row.id)
+
         def opened(name: str) -> str | None:
             sealed = getattr(row, f"{name}_sealed")
             if sealed is None:
                 return None
-            return open_sealed(
-                self._sealer, sealed, aad(row.organization_id, row.id, name)
-            ).decode()
+            return open_sealed(self._sealer, sealed, prefix + name.encode()).decode()
 
         birth = opened("birth_date")
         return PatientView(

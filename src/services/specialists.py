@@ -58,8 +58,8 @@ class SpecialistService:
         return created
 
     async def specialty(self, principal: Principal, specialty_id: UUID) -> repo.SpecialtyRow:
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await repo.specialty(q, organization_of(principal, NO_SPECIALTY), specialty_id)
+        q = self._db.reader(principal)
+        found = await repo.specialty(q, organization_of(principal, NO_SPECIALTY), specialty_id)
         if found is None:
             raise NotFound(NO_SPECIALTY)
         return found
@@ -67,14 +67,14 @@ class SpecialistService:
     async def specialties(
         self, principal: Principal, page: PageRequest, *, search: str | None, sort: str
     ) -> Page[repo.SpecialtyRow]:
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await repo.specialties(
-                q,
-                organization_of(principal, NO_SPECIALTY),
-                page,
-                search=search_term(search),
-                sort=sort,
-            )
+        q = self._db.reader(principal)
+        rows, total = await repo.specialties(
+            q,
+            organization_of(principal, NO_SPECIALTY),
+            page,
+            search=search_term(search),
+            sort=sort,
+        )
         return Page(rows, total, page)
 
     async def update_specialty(
@@ -162,10 +162,8 @@ class SpecialistService:
             return one(await repo.specialist(q, organization_id, specialist_id))
 
     async def specialist(self, principal: Principal, specialist_id: UUID) -> repo.SpecialistRow:
-        async with self._db.transaction(principal, read_only=True) as q:
-            found = await repo.specialist(
-                q, organization_of(principal, NO_SPECIALIST), specialist_id
-            )
+        q = self._db.reader(principal)
+        found = await repo.specialist(q, organization_of(principal, NO_SPECIALIST), specialist_id)
         if found is None:
             raise NotFound(NO_SPECIALIST)
         return found
@@ -180,16 +178,16 @@ class SpecialistService:
         accepting_patients: bool | None,
         sort: str,
     ) -> Page[repo.SpecialistRow]:
-        async with self._db.transaction(principal, read_only=True) as q:
-            rows, total = await repo.specialists(
-                q,
-                organization_of(principal, NO_SPECIALIST),
-                page,
-                search=search_term(search),
-                specialty_id=specialty_id,
-                accepting_patients=accepting_patients,
-                sort=sort,
-            )
+        q = self._db.reader(principal)
+        rows, total = await repo.specialists(
+            q,
+            organization_of(principal, NO_SPECIALIST),
+            page,
+            search=search_term(search),
+            specialty_id=specialty_id,
+            accepting_patients=accepting_patients,
+            sort=sort,
+        )
         return Page(rows, total, page)
 
     async def update_specialist(
