@@ -254,13 +254,26 @@ async def _rollback(conn: AsyncConnection[Any]) -> None:
         await conn.execute("ROLLBACK")
 
 
+_settings_seen: dict[tuple[Any, Any, Any], tuple[str, str, str]] = {}
+
+
 def tenant_settings(principal: Principal) -> tuple[str, str, str]:
-    """Empty strings, not NULL, for what is unknown: policies read them with NULLIF(..., '')."""
-    return (
-        str(principal.organization_id) if principal.organization_id else "",
-        str(principal.user_id) if principal.user_id else "",
-        principal.role or "",
-    )
+    """Empty strings, not NULL, for what is unknown: policies read them with NULLIF(..., '').
+
+    Remembered per (organization, user, role): the same few callers ask again and again, and
+    turning two UUIDs into text was a measurable part of a read."""
+    key = (principal.organization_id, principal.user_id, principal.role)
+    found = _settings_seen.get(key)
+    if found is None:
+        found = (
+            str(principal.organization_id) if principal.organization_id else "",
+            str(principal.user_id) if principal.user_id else "",
+            principal.role or "",
+        )
+        if len(_settings_seen) >= 4096:
+            _settings_seen.clear()
+        _settings_seen[key] = found
+    return found
 
 
 class Database:

@@ -56,6 +56,33 @@ def _scalar(schema: Mapping[str, Any]) -> Callable[[str], Any]:
     return lambda text: text
 
 
+_UUID_ONLY = frozenset({"type", "format", "minLength", "maxLength", "description", "example"})
+_DASHES = (8, 13, 18, 23)
+
+
+def _plain_uuid(schema: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(minLength, maxLength) of a schema that is a UUID string and nothing more, else None."""
+    if (
+        schema.get("type") == "string"
+        and schema.get("format") == "uuid"
+        and set(schema) <= _UUID_ONLY
+    ):
+        return int(schema.get("minLength", 0)), int(schema.get("maxLength", 1 << 30))
+    return None
+
+
+def _uuid(text: str, lengths: tuple[int, int]) -> UUID | None:
+    """jsonschema's `uuid` check (UUID() parses it, dashes where they belong) and the length
+    bounds, computed once: the UUID parsed to check it is the value the handler gets."""
+    if not lengths[0] <= len(text) <= lengths[1]:
+        return None
+    try:
+        value = UUID(text)
+    except ValueError:
+        return None
+    return value if all(text[i] == "-" for i in _DASHES) else None
+
+
 def _converter(schema: Mapping[str, Any]) -> Callable[[Any], Any] | None:
     """A valid value → the Python type its format names."""
     fmt = schema.get("format") if schema.get("type") == "string" else None
@@ -84,6 +111,7 @@ class CompiledParameter:
         "name",
         "pointer",
         "required",
+        "uuid_lengths",
         "validator",
         "wire",
     )
@@ -114,6 +142,7 @@ class CompiledParameter:
             self.coerce = _scalar(schema)
         self.validator = SchemaValidator(schema)
         self.convert = _converter(schema)
+        self.uuid_lengths = _plain_uuid(schema)
         converted = schema.get("default")
         if converted is not None and self.convert is not None:
             converted = self.convert(converted)
@@ -192,6 +221,12 @@ class Parameters:
             elif parameter.keep:
                 values[parameter.key] = parameter.default
             return
+        if parameter.uuid_lengths is not None:
+            plain = _uuid(raw, parameter.uuid_lengths) if isinstance(raw, str) else None
+            if plain is not None:
+                if parameter.keep:
+                    values[parameter.key] = plain
+                return
         texts = raw if isinstance(raw, list) else (raw,)
         if any("\x00" in text for text in texts):
             found.append(FieldError(parameter.pointer, NUL, "nul"))

@@ -97,12 +97,21 @@ def compile_plans(
     }
 
 
+_addresses: dict[str, str | None] = {}
+
+
 def _client_ip(host: str) -> str | None:
     """The client's address when it is one (a unix socket or a test client has none)."""
+    if host in _addresses:
+        return _addresses[host]
     try:
-        return str(ipaddress.ip_address(host))
+        found: str | None = str(ipaddress.ip_address(host))
     except ValueError:
-        return None
+        found = None
+    if len(_addresses) >= 4096:
+        _addresses.clear()
+    _addresses[host] = found
+    return found
 
 
 class Plan:
@@ -123,6 +132,7 @@ class Plan:
         "responses",
         "rule",
         "runtime",
+        "wanted",
         "wants_body",
         "wants_principal",
     )
@@ -152,6 +162,12 @@ class Plan:
             for p in operation.parameters
         )
         self.head_ok = operation.method == "GET"
+        # The request headers this operation reads; the others are never decoded.
+        self.wanted = frozenset(
+            {b"authorization", b"x-api-key", b"content-type", b"user-agent"}
+            | {b"idempotency-key", b"if-none-match"}
+            | {p.name.lower().encode() for p in operation.parameters if p.location == "header"}
+        )
         self.responses = _ResponseCheck(operation) if runtime.validate_responses else None
 
     # --- compile-time checks ------------------------------------------------------------------
@@ -199,8 +215,11 @@ class Plan:
         self, scope: Scope, receive: Receive, request_id: str
     ) -> tuple[Rendered, str | None]:
         """The answer, and the actor to log."""
+        wanted = self.wanted
         headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in wanted
         }
         runtime = self.runtime
         if self.authenticated:

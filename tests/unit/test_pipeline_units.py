@@ -25,6 +25,7 @@ from carebase.web.parameters import Parameters, python_name
 from carebase.web.pipeline import Plan, Runtime
 from carebase.web.render import dumps
 from carebase.web.results import Reply
+from carebase.web.schemas import SchemaValidator
 
 
 def operation(*parameters: Parameter, body: RequestBody | None = None) -> Operation:
@@ -79,6 +80,36 @@ def test_every_parameter_failure_is_reported_with_its_pointer() -> None:
         ("/query/dryRun", "type"),
         ("/query/page", "type"),  # the last value counts, and `1_0` is not an integer
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ID,
+        ID.upper(),
+        ID.replace("-", ""),
+        "{" + ID + "}",
+        "urn:uuid:" + ID,
+        ID + "}",
+        ID[:-1] + "-",
+        ID[:9] + "-" + ID[9:],
+        "",
+        "not-a-uuid",
+        ID + "0",
+    ],
+)
+def test_the_uuid_fast_path_judges_as_the_validator_does(text: str) -> None:
+    """A plain `format: uuid` parameter skips the compiled validator; it must agree with it."""
+    schema = THING.schema
+    expected = SchemaValidator(schema).check(text)
+    parsed: dict[str, Any] | None
+    try:
+        parsed = Parameters(operation(THING)).parse({"thing_id": text}, b"", {})
+    except ValidationFailed:
+        parsed = None
+    assert (parsed is not None) is expected, text
+    if parsed is not None:
+        assert parsed["thing_id"] == UUID(text)
 
 
 def test_nul_is_refused_in_parameters() -> None:
