@@ -18,9 +18,6 @@ from pathlib import Path
 import psutil
 import run
 
-from carebase.config import PROJECT_ROOT
-from carebase.operations import devstack, migrations
-
 PROFILE_S = int(os.environ.get("PROFILE_S", "10"))
 OUT = run.BENCH_DIR / "profile.txt"
 
@@ -66,14 +63,8 @@ def report(collapsed: Path) -> None:
 
 def main() -> None:
     wrk = run.ensure_wrk()
-    stack = devstack.start(run.BENCH_DIR)
+    stack = run.prepared_stack()
     try:
-        migrations.bootstrap(
-            superuser_url=stack.superuser_url,
-            admin_url=stack.database_admin_url,
-            app_url=stack.database_url,
-        )
-        migrations.up(stack.database_admin_url, PROJECT_ROOT / "sql")
         token = run.seeded_token(stack)
         server = run.start_server(stack, 1)
         try:

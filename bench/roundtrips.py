@@ -25,7 +25,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psutil
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -136,18 +135,6 @@ async def lateral(conn: psycopg.AsyncConnection[Any], org: str, user: str, pid: 
     return await cursor.fetchone()
 
 
-def postgres_cpu(stack_pid: int) -> float:
-    root = psutil.Process(stack_pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 async def measure(
     pool: AsyncConnectionPool[Any], way: Way, org: str, user: str, ids: list[str], pg: int
 ) -> None:
@@ -164,9 +151,13 @@ async def measure(
                 assert str(row[1]) == pid  # noqa: S101
             done += 1
 
-    cpu0, pg0, t0 = time.process_time(), postgres_cpu(pg), time.monotonic()
+    cpu0, pg0, t0 = time.process_time(), run.tree_cpu_seconds(pg), time.monotonic()
     await asyncio.gather(*(worker() for _ in range(TASKS)))
-    cpu, pgcpu, wall = time.process_time() - cpu0, postgres_cpu(pg) - pg0, time.monotonic() - t0
+    cpu, pgcpu, wall = (
+        time.process_time() - cpu0,
+        run.tree_cpu_seconds(pg) - pg0,
+        time.monotonic() - t0,
+    )
     print(
         f"{way.__name__:<12} {done / wall:>8,.0f} reads/s   client {cpu / done * 1e6:>5.0f} µs/read"
         f"   postgres {pgcpu / done * 1e6:>5.0f} µs/read",

@@ -266,7 +266,12 @@ def start_server(
 
 
 def server_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
-    root = psutil.Process(server.pid)
+    return tree_cpu_seconds(server.pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its children."""
+    root = psutil.Process(pid)
     total = 0.0
     for process in [root, *root.children(recursive=True)]:
         try:
@@ -287,6 +292,18 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 # --- data -------------------------------------------------------------------------------------
+
+
+def prepared_stack() -> devstack.EmbeddedStack:
+    """The embedded stack under BENCH_DIR, bootstrapped and migrated."""
+    stack = devstack.start(BENCH_DIR)
+    migrations.bootstrap(
+        superuser_url=stack.superuser_url,
+        admin_url=stack.database_admin_url,
+        app_url=stack.database_url,
+    )
+    migrations.up(stack.database_admin_url, PROJECT_ROOT / "sql")
+    return stack
 
 
 def seeded_token(stack: devstack.EmbeddedStack) -> str:
@@ -611,15 +628,9 @@ def main() -> None:
     worker_counts = [int(w) for w in os.environ.get("BENCH_WORKERS", "1,2").split(",") if w]
     if "go" in kinds:
         build_go_peer()
-    stack = devstack.start(BENCH_DIR)
+    stack = prepared_stack()
     records: list[Record] = []
     try:
-        migrations.bootstrap(
-            superuser_url=stack.superuser_url,
-            admin_url=stack.database_admin_url,
-            app_url=stack.database_url,
-        )
-        migrations.up(stack.database_admin_url, PROJECT_ROOT / "sql")
         token = seeded_token(stack)
         for round_ in range(1, ROUNDS + 1):
             order = kinds[round_ - 1 :] + kinds[: round_ - 1]

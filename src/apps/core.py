@@ -35,11 +35,13 @@ from carebase.services.patients import PatientService
 from carebase.services.specialists import SpecialistService
 from carebase.services.system import HealthService
 from carebase.web import routing
+from carebase.web.accesslog import AccessLog
 from carebase.web.application import Application
 from carebase.web.contract import Contract
-from carebase.web.edge import AccessLog, Edge
+from carebase.web.edge import Edge
 from carebase.web.idempotency import IdempotencyKeys
-from carebase.web.pipeline import Runtime, compile_plans, handler_registry
+from carebase.web.pipeline import Runtime, compile_plans
+from carebase.web.signatures import handler_registry
 
 
 class CoreApp(Application):

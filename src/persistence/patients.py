@@ -48,6 +48,27 @@ class PatientRow:
 
 
 @dataclass(frozen=True, slots=True)
+class PatientRecordRow:
+    """What a patient's record shows: no custom values, no blind indexes."""
+
+    organization_id: UUID
+    id: UUID
+    user_id: UUID | None
+    given_name: str
+    family_name: str
+    email: str | None
+    status: str
+    birth_date_sealed: bytes | None
+    national_id_sealed: bytes | None
+    phone_sealed: bytes | None
+    address_sealed: bytes | None
+    notes_sealed: bytes | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PatientSummaryRow:
     id: UUID
     user_id: UUID | None
@@ -82,6 +103,13 @@ SELECT organization_id, id, user_id, given_name, family_name, email, status,
        birth_date_sealed, national_id_sealed, phone_sealed, address_sealed, notes_sealed,
        national_id_index, phone_index, custom_values, custom_sealed, version,
        created_at, updated_at
+  FROM patients.patients
+ WHERE organization_id = %s AND id = %s
+"""
+SELECT_RECORD = """
+SELECT organization_id, id, user_id, given_name, family_name, email, status,
+       birth_date_sealed, national_id_sealed, phone_sealed, address_sealed, notes_sealed,
+       version, created_at, updated_at
   FROM patients.patients
  WHERE organization_id = %s AND id = %s
 """
@@ -187,6 +215,10 @@ def _params(fields: PatientFields) -> dict[str, Any]:
 
 async def patient(q: Querier, organization_id: UUID, patient_id: UUID) -> PatientRow | None:
     return await q.fetch_one(SELECT_PATIENT, (organization_id, patient_id), row=PatientRow)
+
+
+async def record(q: Querier, organization_id: UUID, patient_id: UUID) -> PatientRecordRow | None:
+    return await q.fetch_one(SELECT_RECORD, (organization_id, patient_id), row=PatientRecordRow)
 
 
 async def insert_patient(

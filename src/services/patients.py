@@ -161,7 +161,7 @@ class PatientService:
 
     async def get(self, principal: Principal, patient_id: UUID) -> PatientView:
         q = self._db.reader(principal)
-        row = await repo.patient(q, organization_of(principal, NO_PATIENT), patient_id)
+        row = await repo.record(q, organization_of(principal, NO_PATIENT), patient_id)
         if row is None:
             raise NotFound(NO_PATIENT)
         return self._view(row)
@@ -386,7 +386,7 @@ class PatientService:
         normal = normalise_national_id(value) if name == "national_id" else normalise_phone(value)
         return self._sealer.blind_index(f"patient.{name}", normal)
 
-    def _view(self, row: repo.PatientRow) -> PatientView:
+    def _view(self, row: repo.PatientRow | repo.PatientRecordRow) -> PatientView:
         prefix = aad_prefix(row.organization_id, row.id)
 
         def opened(name: str) -> str | None:

@@ -11,16 +11,13 @@ says, and the body model the contract names.
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
 import ipaddress
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
-import orjson
 import structlog
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
@@ -33,22 +30,18 @@ from carebase.security.auth import Authenticator
 from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.web import etags, render
 from carebase.web.bodies import JsonBody, read_body
+from carebase.web.conformance import ResponseCheck
 from carebase.web.contract import Contract, Operation
 from carebase.web.idempotency import IdempotencyKeys
 from carebase.web.parameters import Parameters, python_name
 from carebase.web.results import Reply
-from carebase.web.schemas import SchemaValidator
+from carebase.web.signatures import Handler, check_annotation
 from carebase.web.wire import Headers, Rendered
 
-Handler = Callable[..., Awaitable[Reply]]
 # Headers the pipeline reads itself; a handler may still ask for them.
 CONSUMED = frozenset({"if_none_match", "idempotency_key"})
 
 _log = structlog.get_logger("carebase.pipeline")
-
-
-class NonConformingResponse(Exception):
-    """The handler's answer breaks the contract (checked when VALIDATE_RESPONSES is on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,26 +53,6 @@ class Runtime:
     default_rule: Rule
     idempotency: IdempotencyKeys
     validate_responses: bool = False
-
-
-def operation_id(method_name: str) -> str:
-    """`get_readiness` → `getReadiness`: the spec's operationId names the handler method."""
-    head, *rest = method_name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-def handler_registry(handlers: list[object]) -> dict[str, Handler]:
-    """operationId → bound method, for every public coroutine method of the handler objects."""
-    registry: dict[str, Handler] = {}
-    for handler in handlers:
-        for name, method in inspect.getmembers(handler, inspect.iscoroutinefunction):
-            if name.startswith("_"):
-                continue
-            key = operation_id(name)
-            if key in registry:
-                raise RuntimeError(f"two handlers for operationId {key}")
-            registry[key] = method
-    return registry
 
 
 def compile_plans(
@@ -168,7 +141,7 @@ class Plan:
             | {b"idempotency-key", b"if-none-match"}
             | {p.name.lower().encode() for p in operation.parameters if p.location == "header"}
         )
-        self.responses = _ResponseCheck(operation) if runtime.validate_responses else None
+        self.responses = ResponseCheck(operation) if runtime.validate_responses else None
 
     # --- compile-time checks ------------------------------------------------------------------
 
@@ -191,7 +164,7 @@ class Plan:
             if key not in accepted and key not in CONSUMED:
                 raise RuntimeError(f"{name} must take the {parameter.location} parameter {key!r}")
             if key in accepted:
-                _check_annotation(name, key, parameter.schema, accepted[key])
+                check_annotation(name, key, parameter.schema, accepted[key])
         if self.operation.body is not None and "body" not in accepted:
             raise RuntimeError(f"{name} must take the request body as `body`")
         if "body" in accepted and self.operation.body is None:
@@ -351,89 +324,3 @@ def _identity(scope: Scope, principal: Principal, rule: Rule) -> str:
         return f"org:{principal.organization_id}"
     client = scope.get("client") or ("unknown", 0)
     return f"ip:{client[0]}"
-
-
-_PYTHON_TYPES: Mapping[str, tuple[type, ...]] = {
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "string": (str,),
-    "array": (list,),
-}
-
-
-def _expected(schema: Mapping[str, Any]) -> tuple[type, ...]:
-    fmt = schema.get("format")
-    if schema.get("type") == "string" and fmt == "uuid":
-        return (UUID,)
-    if schema.get("type") == "string" and fmt == "date-time":
-        return (dt.datetime,)
-    if schema.get("type") == "string" and fmt == "date":
-        return (dt.date,)
-    return _PYTHON_TYPES.get(str(schema.get("type")), ())
-
-
-def _check_annotation(name: str, key: str, schema: Mapping[str, Any], annotation: Any) -> None:
-    """A parameter typed `UUID` in the handler must be `format: uuid` in the contract, etc."""
-    if key == "if_match":
-        return  # read as the version it names: int, or None for `*`
-    wanted = _expected(schema)
-    if not wanted or annotation is Any:
-        return
-    given = typing.get_args(annotation) or (annotation,)
-    plain = tuple(typing.get_origin(g) or g for g in given)
-    if not any(isinstance(g, type) and issubclass(g, wanted) for g in plain):
-        raise RuntimeError(
-            f"{name}: {key!r} is {schema.get('type')}"
-            f"{'/' + str(schema['format']) if schema.get('format') else ''} in the contract; "
-            f"annotate it as {' | '.join(w.__name__ for w in wanted)}"
-        )
-
-
-class _ResponseCheck:
-    """Tests and CI run with VALIDATE_RESPONSES: every answer must be one the contract declares."""
-
-    def __init__(self, operation: Operation) -> None:
-        self.operation = operation
-        self.validators: dict[tuple[str, str], SchemaValidator | None] = {
-            (status, media): (SchemaValidator(schema, response=True) if schema else None)
-            for status, content in operation.responses.items()
-            for media, schema in content.items()
-        }
-
-    def _declared(self, status: int) -> str | None:
-        responses = self.operation.responses
-        for key in (str(status), f"{str(status)[0]}XX", "default"):
-            if key in responses:
-                return key
-        return None
-
-    def check(self, rendered: Rendered) -> None:
-        op = self.operation.operation_id
-        status = self._declared(rendered.status)
-        if status is None:
-            raise NonConformingResponse(
-                f"{op} answered {rendered.status}, which it does not declare"
-            )
-        content = self.operation.responses[status]
-        media = next((v.decode() for k, v in rendered.headers if k == b"content-type"), None)
-        if not content:
-            if rendered.body:
-                raise NonConformingResponse(f"{op} {rendered.status} declares no body")
-            return
-        kind = (media or "").split(";")[0].strip().lower()
-        if kind not in content:
-            raise NonConformingResponse(
-                f"{op} {rendered.status} answered {media}, not {list(content)}"
-            )
-        validator = self.validators.get((status, kind))
-        if validator is None:
-            return
-        document = orjson.loads(rendered.body)
-        failed = validator.errors(document, "")
-        if failed:
-            _log.error("nonconforming_response", operation=op, errors=[e.pointer for e in failed])
-            raise NonConformingResponse(
-                f"{op} {rendered.status}: "
-                + "; ".join(f"{e.pointer or '/'} {e.message}" for e in failed[:10])
-            )

@@ -11,7 +11,7 @@ import yaml
 
 from carebase.config import PROJECT_ROOT
 from carebase.web.contract import METHODS, Contract
-from carebase.web.pipeline import handler_registry, operation_id
+from carebase.web.signatures import handler_registry, operation_id
 
 SPEC_DIR = PROJECT_ROOT / "openapi" / "core"
 
