@@ -11,6 +11,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 _request_id: ContextVar[str] = ContextVar("carebase_request_id", default="")
+_actor: ContextVar[str | None] = ContextVar("carebase_actor", default=None)
 
 
 def current_request_id() -> str:
@@ -18,13 +19,26 @@ def current_request_id() -> str:
 
 
 def set_request_id(request_id: str) -> object:
+    """A new request: its id, and no actor until authentication names one."""
+    _actor.set(None)
     return _request_id.set(request_id)
+
+
+def current_actor() -> str | None:
+    return _actor.get()
+
+
+def set_actor(actor: str) -> None:
+    _actor.set(actor)
 
 
 def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     request_id = _request_id.get()
     if request_id and "request_id" not in event:
         event["request_id"] = request_id
+    actor = _actor.get()
+    if actor and "actor" not in event:
+        event["actor"] = actor
     return event
 
 

@@ -41,7 +41,7 @@ from carebase.errors import (
     PayloadTooLarge,
     RouteNotFound,
 )
-from carebase.logging import set_request_id
+from carebase.logging import current_actor, set_request_id
 from carebase.web import problems
 from carebase.web.accesslog import AccessLog
 from carebase.web.contract import Contract
@@ -92,7 +92,7 @@ _security_log = structlog.get_logger("carebase.security")
 class Exchange:
     """One request as the edge sees it; the dispatcher answers through `respond`."""
 
-    __slots__ = ("actor", "operation_id", "request_id", "send", "started", "status", "ui")
+    __slots__ = ("operation_id", "request_id", "send", "started", "status", "ui")
 
     def __init__(self, request_id: str, send: Send, *, ui: bool) -> None:
         self.request_id = request_id
@@ -100,7 +100,6 @@ class Exchange:
         self.ui = ui
         self.status = 500
         self.started = False
-        self.actor: str | None = None
         self.operation_id: str | None = None
 
     def _headers(self, headers: Headers) -> Headers:
@@ -214,7 +213,7 @@ class Edge:
                 status=exchange.status,
                 started=started,
                 request_id=request_id,
-                actor=exchange.actor,
+                actor=current_actor(),
             )
 
     async def _route(self, scope: Scope, receive: Receive, exchange: Exchange, path: str) -> None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticError
 from starlette.types import Receive, Scope
 
 from carebase.errors import FieldError, Forbidden, ValidationFailed, pointer_token
+from carebase.logging import set_actor
 from carebase.principal import Origin, Principal
 from carebase.security import permissions
 from carebase.security.auth import Authenticator
@@ -184,10 +185,7 @@ class Plan:
 
     # --- per request --------------------------------------------------------------------------
 
-    async def run(
-        self, scope: Scope, receive: Receive, request_id: str
-    ) -> tuple[Rendered, str | None]:
-        """The answer, and the actor to log."""
+    async def run(self, scope: Scope, receive: Receive, request_id: str) -> Rendered:
         wanted = self.wanted
         headers = {
             name.decode("latin-1"): value.decode("latin-1")
@@ -199,6 +197,7 @@ class Plan:
             principal = await runtime.authenticator.authenticate(
                 headers.get("authorization"), headers.get("x-api-key")
             )
+            set_actor(principal.actor)  # in the access line and every log line from here on
         else:
             principal = Principal.anonymous()
         limit_headers = await self._limit(scope, principal) if self.rule is not None else None
@@ -241,7 +240,7 @@ class Plan:
             )
         if limit_headers:
             rendered.headers += limit_headers
-        return rendered, principal.actor if self.authenticated else None
+        return rendered
 
     def _model(self, document: Any) -> BaseModel:
         """The body as the generated model. The contract's validator ran first; pydantic is

@@ -64,8 +64,7 @@ class Dispatcher:
             raise unrouted(self.contract, scope["method"], scope["path"])
         exchange = scope[EXCHANGE]
         exchange.operation_id = operation_id
-        rendered, exchange.actor = await plan.run(scope, receive, exchange.request_id)
-        await exchange.respond(rendered)
+        await exchange.respond(await plan.run(scope, receive, exchange.request_id))
 
 
 class _IndexedRouter(Router):

@@ -6,10 +6,14 @@ import json
 import socket
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from support import Person
 
 from carebase.config import Settings
 
@@ -73,6 +77,24 @@ async def test_each_request_writes_one_access_line(
     assert (second["route"], second["path"], second["status"]) == (None, "/v1/nowhere", 404)
 
 
+async def test_the_access_line_names_the_actor_even_when_the_request_fails(
+    client: httpx.AsyncClient,
+    capfd: pytest.CaptureFixture[str],
+    new_org: Callable[..., uuid.UUID],
+    person: Callable[..., Person],
+) -> None:
+    staff = person(new_org(), "staff")
+    capfd.readouterr()
+    missing = await client.get(f"/v1/patients/{uuid.uuid4()}", headers=staff.auth)
+    assert missing.status_code == 404
+    lines = [
+        json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")
+    ]
+    access = [line for line in lines if line.get("logger") == "carebase.access"]
+    assert access[-1]["actor"] == f"user:{staff.user_id}"
+    assert access[-1]["status"] == 404
+
+
 async def test_head_answers_headers_only(client: httpx.AsyncClient) -> None:
     get = await client.get("/openapi.json")
     head = await client.head("/openapi.json")
@@ -94,3 +116,8 @@ async def test_an_undeclared_method_on_a_template_gets_the_contract_allow(
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, DELETE, PATCH, HEAD"
     assert response.json()["code"] == "method_not_allowed"
+
+
+def _access_lines(out: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "carebase.access"]
