@@ -29,6 +29,29 @@ REQUESTS = int(os.environ.get("REQUESTS", "20000"))
 TASKS = int(os.environ.get("TASKS", "16"))
 
 
+def library(filename: str) -> str:
+    """`…/site-packages/psycopg/cursor.py` → psycopg; `…/src/web/edge.py` → carebase.web."""
+    if "/src/" in filename:
+        part = filename.split("/src/", 1)[1].split("/")
+        return "carebase." + (part[0] if len(part) > 1 else part[0].removesuffix(".py"))
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (C: sockets, crypto, orjson, dict …)"
+    return "python stdlib: " + filename.rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def print_by_library(stats: pstats.Stats) -> None:
+    own: dict[str, float] = {}
+    total = 0.0
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        own[library(filename)] = own.get(library(filename), 0.0) + tottime
+        total += tottime
+    print("own time by library (cProfile):")
+    for name, seconds in sorted(own.items(), key=lambda kv: -kv[1])[:18]:
+        print(f"  {seconds / total:6.1%}  {name}")
+
+
 def scope(path: str, token: str) -> dict[str, Any]:
     return {
         "type": "http",
@@ -125,7 +148,9 @@ async def main(kind: str) -> None:
         f"{kind}: {REQUESTS / wall:,.0f} req/s in process, {cpu / REQUESTS * 1e6:.0f} µs CPU/request"
     )
     print(f"statuses: {statuses}")
-    pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+    stats = pstats.Stats(profiler)
+    print_by_library(stats)
+    stats.sort_stats(os.environ.get("SORT", "tottime")).print_stats(
         int(os.environ.get("ROWS", "35"))
     )
     await lifespan.put({"type": "lifespan.shutdown"})

@@ -17,6 +17,8 @@ user+system CPU over the run divided by the requests wrk completed.
 
 BENCH_DURATION (s per run), BENCH_STACKS and BENCH_WORKERS (comma lists) narrow a run for
 quick before/after checks; BENCH_WRITE=0 prints the summary without touching docs/.
+`bench/run.py --report` re-renders docs/benchmarks.md from docs/benchmarks.json (after
+editing bench/history.md, say).
 """
 
 from __future__ import annotations
@@ -544,7 +546,7 @@ def summary(records: list[Record]) -> str:
     )
 
 
-def write_report(records: list[Record], wrk: str) -> None:
+def write_report(records: list[Record], wrk: str, *, when: datetime | None = None) -> None:
     packages = ", ".join(
         f"{name} {_package_version(name)}"
         for name in (
@@ -570,7 +572,8 @@ def write_report(records: list[Record], wrk: str) -> None:
         for what, wanted, value, met in targets(records)
     )
     history = HISTORY.read_text() if HISTORY.exists() else ""
-    RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
+    if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
+        RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
         f"""# Benchmarks
 
@@ -578,7 +581,7 @@ Written by `make bench` (bench/run.py) — rerun it to refresh this page and
 [benchmarks.json](benchmarks.json) (one record per measured run). The sections after the
 tables are kept in `bench/history.md`.
 
-- **When**: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+- **When**: {(when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")}
 - **Machine**: {machine()}
 - **Versions**: Python {platform.python_version()}, {packages}; {go}; {_tool_version([wrk, "-v"])}
 - **Command**: `wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency <url>` after a {WARMUP_S} s
@@ -622,6 +625,11 @@ def _public(record: Record) -> dict[str, object]:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--report"]:  # re-render docs/benchmarks.md from the recorded runs
+        recorded = [Record(**r) for r in json.loads(RECORDS.read_text())]
+        ran = datetime.fromtimestamp(RECORDS.stat().st_mtime, UTC)
+        write_report(recorded, shutil.which("wrk") or "wrk", when=ran)
+        return
     wrk = ensure_wrk()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in os.environ.get("BENCH_STACKS", ",".join(STACKS)).split(",") if k]
