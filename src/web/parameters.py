@@ -166,7 +166,8 @@ class Parameters:
         }
         self._query = self._by_location["query"]
         self._declared_query = frozenset(p.name for p in self._query)
-        self._if_match = any(p.wire == IF_MATCH for p in self._by_location["header"])
+        # Only a required If-Match makes its absence a 428; an optional one guards when given.
+        self._if_match = any(p.wire == IF_MATCH and p.required for p in self._by_location["header"])
         self.strict = strict
 
     @property

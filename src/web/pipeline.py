@@ -212,7 +212,7 @@ class Plan:
         if self.body is not None:
             document = self.body.parse(headers.get("content-type"), await read_body(receive))
             kwargs["body"] = self._model(document) if self.body_model else document
-        if self.if_match:
+        if self.if_match and kwargs["if_match"] is not None:
             kwargs["if_match"] = etags.expected_version(kwargs["if_match"])
         if self.wants_principal or self.operation.idempotent:
             client = scope.get("client")
