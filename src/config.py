@@ -26,6 +26,12 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class VideoProvider(StrEnum):
+    LOCAL = "local"
+    DAILY = "daily"
+    JITSI = "jitsi"
+
+
 class ConfigError(Exception):
     """The environment does not describe a runnable service; the message names every problem."""
 
@@ -82,6 +88,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     """Comma-separated proxy addresses whose X-Forwarded-For is believed (client IP for limits)."""
 
+    public_base_url: str = "http://localhost:9000"
+    """Where clients reach this API (calendar subscription URLs point here)."""
     app_base_url: str = "http://localhost:3000"
     """The web app that opens mailed links (/verify-email?token=…, /reset-password?token=…)."""
     mail_from: str = "Carebase <no-reply@carebase.localhost>"
@@ -92,6 +100,21 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = True
     smtp_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    video_provider: VideoProvider = VideoProvider.LOCAL
+    """Who hosts video rooms: `local` (development: a URL, no network), `daily`, `jitsi`."""
+    video_local_base_url: str = "http://localhost:3000/rooms"
+    daily_api_key: str | None = None
+    daily_api_url: str = "https://api.daily.co/v1"
+    daily_domain_id: str | None = None
+    """Daily's domain id for self-signed meeting tokens; read from Daily when unset."""
+    daily_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    jitsi_app_id: str | None = None
+    jitsi_app_secret: str | None = None
+    jitsi_base_url: str | None = None
+    scheduling_worker: bool = True
+    """Run the scheduling worker (video rooms, reminders) inside each API process; tests turn it
+    off and drive it step by step."""
 
     rate_limit_default_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 600
     rate_limit_default_window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
@@ -191,6 +214,14 @@ def load_settings(
         problems.append("SMTP_HOST: required in production (verification and reset mail)")
     if settings.auth_jwks_url and not (settings.auth_issuer and settings.auth_audience):
         problems.append("AUTH_ISSUER, AUTH_AUDIENCE: required with AUTH_JWKS_URL")
+    if settings.video_provider == VideoProvider.DAILY and not settings.daily_api_key:
+        problems.append("DAILY_API_KEY: required with VIDEO_PROVIDER=daily")
+    if settings.video_provider == VideoProvider.JITSI and not (
+        settings.jitsi_app_id and settings.jitsi_app_secret and settings.jitsi_base_url
+    ):
+        problems.append(
+            "JITSI_APP_ID, JITSI_APP_SECRET, JITSI_BASE_URL: required with VIDEO_PROVIDER=jitsi"
+        )
     if settings.db_pool_min_size > settings.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
     if problems:

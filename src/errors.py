@@ -71,6 +71,26 @@ class Conflict(CarebaseError):
     """The change collides with the current state (a duplicate, a concurrent request)."""
 
 
+class AppointmentConflict(Conflict):
+    """The time overlaps another active appointment of the specialist (buffers included)."""
+
+
+class AlreadyCancelled(Conflict):
+    """The appointment was cancelled before."""
+
+
+class IllegalTransition(Conflict):
+    """The appointment cannot move to that state from where it is; `allowed` is where it can."""
+
+    def __init__(self, detail: str, *, allowed: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.allowed = tuple(allowed)
+
+
+class VideoNotReady(Conflict):
+    """The appointment has no video room to join (yet, or at all)."""
+
+
 class PreconditionFailed(CarebaseError):
     """`If-Match` names a version that is no longer current."""
 

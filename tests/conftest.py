@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
-from support import PASSWORD, Inbox, Person, fresh_ip
+from support import ALL_WEEK, PASSWORD, Clinic, Inbox, Person, fresh_ip
 
 from carebase.apps.core import CoreApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
@@ -97,6 +98,8 @@ def settings(
             "AUTH_CACHE_S": "0",
             # Schemathesis sends thousands of requests a minute as one user.
             "RATE_LIMIT_DEFAULT_LIMIT": "20000",
+            # Tests run the scheduling worker's rounds themselves (app.scheduling.run_once()).
+            "SCHEDULING_WORKER": "false",
         }
     )
 
@@ -250,3 +253,39 @@ async def anon(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:
         yield c
+
+
+@pytest.fixture
+def clinic(
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+    new_org: Callable[..., uuid.UUID],
+    person: Callable[..., Person],
+) -> Callable[..., Clinic]:
+    """A fresh clinic ready to book: its specialist works `weekly` in `zone` (all day, every
+    day, by default) and its patient's record belongs to the patient's account."""
+
+    def make(*, zone: str = "UTC", weekly: list[dict[str, str]] | None = None) -> Clinic:
+        org = new_org()
+        admin, staff = person(org, "admin"), person(org, "staff")
+        specialist, patient = person(org, "specialist"), person(org, "patient")
+        found = admin_conn.execute(
+            "INSERT INTO specialists.specialists (organization_id, user_id, display_name)"
+            " VALUES (%s, %s, 'Dr Sam') RETURNING id",
+            (org, specialist.user_id),
+        ).fetchone()
+        assert found is not None
+        specialist_id = str(found[0])
+        admin_conn.execute(
+            "INSERT INTO scheduling.schedules (organization_id, specialist_id, time_zone, weekly)"
+            " VALUES (%s, %s, %s, %s)",
+            (org, specialist_id, zone, json.dumps(ALL_WEEK if weekly is None else weekly)),
+        )
+        found = admin_conn.execute(
+            "INSERT INTO patients.patients (organization_id, given_name, family_name, email,"
+            " user_id) VALUES (%s, 'Ana', 'Pop', %s, %s) RETURNING id",
+            (org, patient.email, patient.user_id),
+        ).fetchone()
+        assert found is not None
+        return Clinic(org, admin, staff, specialist, specialist_id, patient, str(found[0]))
+
+    return make

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import re
 import time
@@ -10,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
+
+import httpx
 
 
 @dataclass
@@ -61,3 +64,62 @@ PASSWORD = "correct-horse-battery-staple"
 def fresh_ip() -> str:
     """A caller no rate limit has counted yet (Redis keeps windows between tests)."""
     return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+ALL_WEEK = [
+    {"weekday": day, "start": "00:00", "end": "24:00"}
+    for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+]
+
+
+@dataclass(frozen=True)
+class Clinic:
+    """An organization with one of each role, a specialist who works the hours given and a
+    patient record linked to the patient's account."""
+
+    org: uuid.UUID
+    admin: Person
+    staff: Person
+    specialist: Person
+    specialist_id: str
+    patient: Person
+    patient_id: str
+
+
+def day_at(days: int, hour: int, minute: int = 0) -> dt.datetime:
+    """`days` from today at hh:mm UTC: a future instant for bookings."""
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today + dt.timedelta(days=days, hours=hour, minutes=minute)
+
+
+def rfc3339(instant: dt.datetime) -> str:
+    return instant.isoformat()
+
+
+async def book(
+    client: httpx.AsyncClient,
+    c: Clinic,
+    start: dt.datetime,
+    *,
+    who: Person | None = None,
+    minutes: int = 60,
+    **extra: Any,
+) -> httpx.Response:
+    body = {
+        "specialist_id": c.specialist_id,
+        "patient_id": c.patient_id,
+        "title": "Knee rehabilitation",
+        "starts_at": rfc3339(start),
+        "duration_minutes": minutes,
+        **extra,
+    }
+    return await client.post("/v1/appointments", headers=(who or c.staff).auth, json=body)
+
+
+async def template(client: httpx.AsyncClient, c: Clinic, **fields: Any) -> dict[str, Any]:
+    body = {"slug": f"t-{uuid.uuid4().hex[:8]}", "title": "Assessment", "duration_minutes": 45}
+    made = await client.post(
+        "/v1/appointment-templates", headers=c.admin.auth, json={**body, **fields}
+    )
+    assert made.status_code == 201, made.text
+    return dict(made.json())

@@ -38,6 +38,111 @@ class ApiKeyRole(StrEnum):
     staff = "staff"
 
 
+class AppointmentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    specialist_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    starts_at: AwareDatetime
+    duration_minutes: Annotated[int, Field(ge=5, le=480)]
+    buffer_before_minutes: Annotated[int, Field(ge=0, le=120)] = 0
+    buffer_after_minutes: Annotated[int, Field(ge=0, le=120)] = 0
+    specialty_id: UUID | None = None
+    video: bool = False
+    requires_confirmation: bool = False
+    hold: bool = False
+    """
+    Hold the time for 10 minutes instead of booking it.
+    """
+
+
+class Kind(StrEnum):
+    created = "created"
+    status_changed = "status_changed"
+    rescheduled = "rescheduled"
+    cancelled = "cancelled"
+    updated = "updated"
+    forms_attached = "forms_attached"
+
+
+class FromStatus(StrEnum):
+    held = "held"
+    booked = "booked"
+    upcoming = "upcoming"
+    confirmed = "confirmed"
+    in_progress = "in_progress"
+    done = "done"
+    cancelled = "cancelled"
+    no_show = "no_show"
+    entered_in_error = "entered_in_error"
+
+
+class ToStatus(StrEnum):
+    held = "held"
+    booked = "booked"
+    upcoming = "upcoming"
+    confirmed = "confirmed"
+    in_progress = "in_progress"
+    done = "done"
+    cancelled = "cancelled"
+    no_show = "no_show"
+    entered_in_error = "entered_in_error"
+
+
+class AppointmentEvent(BaseModel):
+    id: UUID
+    occurred_at: AwareDatetime
+    kind: Kind
+    actor_user_id: Annotated[UUID | None, Field(...)]
+    actor_api_key_id: Annotated[UUID | None, Field(...)]
+    from_status: Annotated[FromStatus | None, Field(...)]
+    to_status: Annotated[ToStatus | None, Field(...)]
+    old_starts_at: Annotated[AwareDatetime | None, Field(...)]
+    old_ends_at: Annotated[AwareDatetime | None, Field(...)]
+    new_starts_at: Annotated[AwareDatetime | None, Field(...)]
+    new_ends_at: Annotated[AwareDatetime | None, Field(...)]
+    reason: Annotated[str | None, Field(max_length=500)]
+
+
+class AppointmentEventList(BaseModel):
+    data: Annotated[list[AppointmentEvent], Field(max_length=1000)]
+
+
+class AppointmentFromTemplate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    template_id: UUID
+    specialist_id: UUID
+    patient_id: UUID
+    starts_at: AwareDatetime
+    hold: bool = False
+    """
+    Hold the time for 10 minutes instead of booking it.
+    """
+
+
+class AppointmentStatus(StrEnum):
+    held = "held"
+    booked = "booked"
+    upcoming = "upcoming"
+    confirmed = "confirmed"
+    in_progress = "in_progress"
+    done = "done"
+    cancelled = "cancelled"
+    no_show = "no_show"
+    entered_in_error = "entered_in_error"
+
+
+class AppointmentUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
 class ChangedField(RootModel[str]):
     root: Annotated[str, Field(max_length=64)]
 
@@ -58,6 +163,43 @@ class AuditEvent(BaseModel):
     request_id: Annotated[str | None, Field(max_length=128)]
     ip: Annotated[str | None, Field(max_length=45)]
     user_agent: Annotated[str | None, Field(max_length=512)]
+
+
+class CalendarFeed(BaseModel):
+    id: UUID
+    specialist_id: UUID
+    include_patient_names: bool
+    created_at: AwareDatetime
+    revoked_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class CalendarFeedCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    include_patient_names: bool = False
+    """
+    Put the patient's name in each event (otherwise title and time only).
+    """
+
+
+class CalendarFeedList(BaseModel):
+    data: Annotated[list[CalendarFeed], Field(max_length=200)]
+
+
+class CalendarFeedWithUrl(CalendarFeed):
+    url: Annotated[str, Field(max_length=600)]
+
+
+class CalendarQuery(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    from_: Annotated[AwareDatetime, Field(alias="from")]
+    to: AwareDatetime
+    specialist_ids: Annotated[list[UUID] | None, Field(max_length=50)] = None
+    statuses: Annotated[list[AppointmentStatus] | None, Field(max_length=9)] = None
+    limit: Annotated[int, Field(ge=1, le=2000)] = 500
 
 
 class CheckStatus(StrEnum):
@@ -118,6 +260,13 @@ class ForgotPasswordRequest(BaseModel):
         extra="forbid",
     )
     email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
+
+
+class FormAttachment(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    form_template_ids: Annotated[list[UUID], Field(max_length=20, min_length=1)]
 
 
 class HealthCheck(BaseModel):
@@ -188,13 +337,6 @@ class MeUpdate(BaseModel):
     ] = None
 
 
-class OrganizationUpdate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
-
-
 class PageMeta(BaseModel):
     """
     Where a page sits in its list.
@@ -214,6 +356,10 @@ class PatientPrefill(BaseModel):
 class PatientStatus(StrEnum):
     active = "active"
     archived = "archived"
+
+
+class AllowedTransition(RootModel[str]):
+    root: Annotated[str, Field(max_length=32)]
 
 
 class ProblemFieldError(BaseModel):
@@ -297,6 +443,14 @@ class RegisterRequest(BaseModel):
     ] = None
 
 
+class Reschedule(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    starts_at: AwareDatetime
+    reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S")]
+
+
 class ResetPasswordRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -327,6 +481,11 @@ class ServiceStatus(StrEnum):
     ok = "ok"
 
 
+class Slot(BaseModel):
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
 class SpecialtyUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -342,6 +501,26 @@ class SwitchOrganizationRequest(BaseModel):
     organization_id: UUID
 
 
+class TimeInterval(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    start: Annotated[
+        str,
+        Field(examples=["09:00"], max_length=5, pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"),
+    ]
+    """
+    A wall-clock time, `HH:MM`, 24-hour; `24:00` ends an interval at midnight.
+    """
+    end: Annotated[
+        str,
+        Field(examples=["09:00"], max_length=5, pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"),
+    ]
+    """
+    A wall-clock time, `HH:MM`, 24-hour; `24:00` ends an interval at midnight.
+    """
+
+
 class TokenPair(BaseModel):
     access_token: Annotated[str, Field(max_length=4096)]
     token_type: TokenType
@@ -350,6 +529,65 @@ class TokenPair(BaseModel):
     refresh_expires_in: int
     """
     Seconds until the refresh token expires unless used first.
+    """
+
+
+class TransitionReason(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
+
+
+class Status1(StrEnum):
+    none = "none"
+    pending = "pending"
+    ready = "ready"
+    failed = "failed"
+
+
+class Video(BaseModel):
+    enabled: bool
+    status: Status1
+    room_url: Annotated[str | None, Field(max_length=500)]
+    expires_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class VideoToken(BaseModel):
+    token: Annotated[str, Field(max_length=4096)]
+    room_url: Annotated[str, Field(max_length=500)]
+    expires_at: AwareDatetime
+    is_owner: bool
+
+
+class Weekday(StrEnum):
+    monday = "monday"
+    tuesday = "tuesday"
+    wednesday = "wednesday"
+    thursday = "thursday"
+    friday = "friday"
+    saturday = "saturday"
+    sunday = "sunday"
+
+
+class WeeklyInterval(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    weekday: Weekday
+    start: Annotated[
+        str,
+        Field(examples=["09:00"], max_length=5, pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"),
+    ]
+    """
+    A wall-clock time, `HH:MM`, 24-hour; `24:00` ends an interval at midnight.
+    """
+    end: Annotated[
+        str,
+        Field(examples=["09:00"], max_length=5, pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"),
+    ]
+    """
+    A wall-clock time, `HH:MM`, 24-hour; `24:00` ends an interval at midnight.
     """
 
 
@@ -405,9 +643,144 @@ class ApiKeyWithSecret(ApiKey):
     """
 
 
+class Appointment(BaseModel):
+    id: UUID
+    uid: Annotated[str, Field(max_length=26, min_length=26, pattern="^[a-z2-7]{26}$")]
+    specialist_id: UUID
+    patient_id: UUID
+    template_id: Annotated[UUID | None, Field(...)]
+    specialty_id: Annotated[UUID | None, Field(...)]
+    title: Annotated[str, Field(max_length=200, min_length=1)]
+    status: AppointmentStatus
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    buffer_before_minutes: Annotated[int, Field(ge=0, le=120)]
+    buffer_after_minutes: Annotated[int, Field(ge=0, le=120)]
+    time_zone: Annotated[
+        str,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ]
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    requires_confirmation: bool
+    hold_expires_at: Annotated[AwareDatetime | None, Field(...)]
+    video: Video
+    form_template_ids: Annotated[list[UUID], Field(max_length=20)]
+    cancel_reason: Annotated[str | None, Field(max_length=500)]
+    allowed_transitions: Annotated[list[AppointmentStatus], Field(max_length=9)]
+    """
+    The states this appointment may move to next.
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class AppointmentPage(BaseModel):
+    data: Annotated[list[Appointment], Field(max_length=100)]
+    meta: PageMeta
+
+
+class AppointmentTemplate(BaseModel):
+    id: UUID
+    slug: Annotated[str, Field(max_length=64, min_length=1, pattern="^[a-z0-9]+(-[a-z0-9]+)*$")]
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str, Field(max_length=2000)]
+    duration_minutes: Annotated[int, Field(ge=5, le=480)]
+    buffer_before_minutes: Annotated[int, Field(ge=0, le=120)]
+    buffer_after_minutes: Annotated[int, Field(ge=0, le=120)]
+    min_notice_minutes: Annotated[int, Field(ge=0, le=43200)]
+    max_advance_days: Annotated[int, Field(ge=1, le=730)]
+    specialty_id: Annotated[UUID | None, Field(...)]
+    video: bool
+    requires_confirmation: bool
+    form_template_ids: Annotated[list[UUID], Field(max_length=20)]
+    """
+    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    """
+    active: bool
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class AppointmentTemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    slug: Annotated[str, Field(max_length=64, min_length=1, pattern="^[a-z0-9]+(-[a-z0-9]+)*$")]
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str | None, Field(max_length=2000)] = None
+    duration_minutes: Annotated[int, Field(ge=5, le=480)]
+    buffer_before_minutes: Annotated[int, Field(ge=0, le=120)] = 0
+    buffer_after_minutes: Annotated[int, Field(ge=0, le=120)] = 0
+    min_notice_minutes: Annotated[int, Field(ge=0, le=43200)] = 0
+    max_advance_days: Annotated[int, Field(ge=1, le=730)] = 90
+    specialty_id: UUID | None = None
+    video: bool = False
+    requires_confirmation: bool = False
+    form_template_ids: Annotated[list[UUID] | None, Field(max_length=20)] = None
+    """
+    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    """
+    active: bool = True
+
+
+class AppointmentTemplatePage(BaseModel):
+    data: Annotated[list[AppointmentTemplate], Field(max_length=100)]
+    meta: PageMeta
+
+
+class AppointmentTemplateUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    slug: Annotated[
+        str | None, Field(max_length=64, min_length=1, pattern="^[a-z0-9]+(-[a-z0-9]+)*$")
+    ] = None
+    title: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    description: Annotated[str | None, Field(max_length=2000)] = None
+    duration_minutes: Annotated[int | None, Field(ge=5, le=480)] = None
+    buffer_before_minutes: Annotated[int | None, Field(ge=0, le=120)] = None
+    buffer_after_minutes: Annotated[int | None, Field(ge=0, le=120)] = None
+    min_notice_minutes: Annotated[int | None, Field(ge=0, le=43200)] = None
+    max_advance_days: Annotated[int | None, Field(ge=1, le=730)] = None
+    specialty_id: UUID | None = None
+    video: bool | None = None
+    requires_confirmation: bool | None = None
+    form_template_ids: Annotated[list[UUID] | None, Field(max_length=20)] = None
+    """
+    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    """
+    active: bool | None = None
+
+
 class AuditEventPage(BaseModel):
     data: Annotated[list[AuditEvent], Field(max_length=100)]
     meta: PageMeta
+
+
+class Calendar(BaseModel):
+    from_: Annotated[AwareDatetime, Field(alias="from")]
+    to: AwareDatetime
+    truncated: bool
+    """
+    More appointments overlap the range than `limit`.
+    """
+    data: Annotated[list[Appointment], Field(max_length=2000)]
+
+
+class Cancellation(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S")]
 
 
 class CustomField(BaseModel):
@@ -492,6 +865,17 @@ class CustomFieldUpdate(BaseModel):
     max: float | None = None
     options: Annotated[list[Option2] | None, Field(max_length=100, min_length=1)] = None
     pattern: Annotated[str | None, Field(max_length=200, min_length=1)] = None
+
+
+class DateOverride(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    date: date_aliased
+    intervals: Annotated[list[TimeInterval], Field(max_length=12)]
+    """
+    The date's working hours instead of its weekday's; none is a day off.
+    """
 
 
 class Liveness(BaseModel):
@@ -582,6 +966,22 @@ class Organization(BaseModel):
         str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
     ]
     name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    time_zone: Annotated[
+        str,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ]
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    reminder_lead_minutes: Annotated[int, Field(examples=[1440], ge=0, le=10080)]
+    """
+    Minutes before an appointment its patient is reminded by mail.
+    """
     version: int
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -606,6 +1006,29 @@ class OrganizationSummary(BaseModel):
         str, Field(max_length=64, min_length=3, pattern="^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
     ]
     name: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
+class OrganizationUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    time_zone: Annotated[
+        str | None,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ] = None
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    reminder_lead_minutes: Annotated[int | None, Field(examples=[1440], ge=0, le=10080)] = None
+    """
+    Minutes before an appointment its patient is reminded by mail.
+    """
 
 
 class Patient(BaseModel):
@@ -746,6 +1169,12 @@ class Problem(BaseModel):
     """
     Every field that failed validation.
     """
+    allowed_transitions: Annotated[
+        list[AllowedTransition] | None, Field(examples=[["confirmed", "cancelled"]], max_length=9)
+    ] = None
+    """
+    With `illegal-transition`, the states the resource may move to from where it is.
+    """
 
 
 class Readiness(BaseModel):
@@ -759,6 +1188,22 @@ class ReadinessProblem(Problem):
     """
 
     checks: Annotated[list[HealthCheck], Field(max_length=32)]
+
+
+class SlotList(BaseModel):
+    time_zone: Annotated[
+        str,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ]
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    data: Annotated[list[Slot], Field(max_length=3000)]
 
 
 class Specialist(BaseModel):
@@ -822,6 +1267,45 @@ class SpecialtyCreate(BaseModel):
 class SpecialtyPage(BaseModel):
     data: Annotated[list[Specialty], Field(max_length=100)]
     meta: PageMeta
+
+
+class Availability(BaseModel):
+    specialist_id: UUID
+    time_zone: Annotated[
+        str,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ]
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    weekly: Annotated[list[WeeklyInterval], Field(max_length=84)]
+    overrides: Annotated[list[DateOverride], Field(max_length=400)]
+    version: Annotated[int, Field(ge=0)]
+
+
+class AvailabilityUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    time_zone: Annotated[
+        str,
+        Field(
+            examples=["Europe/Zagreb"],
+            max_length=64,
+            min_length=1,
+            pattern="^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$",
+        ),
+    ]
+    """
+    An IANA time zone name (`Europe/Zagreb`, `UTC`).
+    """
+    weekly: Annotated[list[WeeklyInterval], Field(max_length=84)]
+    overrides: Annotated[list[DateOverride] | None, Field(max_length=400)] = None
 
 
 class PatientPage(BaseModel):

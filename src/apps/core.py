@@ -11,15 +11,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from carebase.apps import common
-from carebase.config import Environment, Settings
+from carebase.config import Environment, Settings, VideoProvider
+from carebase.handlers.core.appointment_templates import AppointmentTemplateHandlers
+from carebase.handlers.core.appointments import AppointmentHandlers
 from carebase.handlers.core.audit import AuditHandlers
 from carebase.handlers.core.auth import AuthHandlers
+from carebase.handlers.core.availability import AvailabilityHandlers
+from carebase.handlers.core.calendar import CalendarHandlers
 from carebase.handlers.core.custom_fields import CustomFieldHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
+from carebase.integrations import video
 from carebase.integrations.mail import OutboxRelay
+from carebase.integrations.video.daily import DailyVideo
+from carebase.integrations.video.jitsi import JitsiVideo
+from carebase.integrations.video.local import LocalVideo
 from carebase.logging import configure_logging
 from carebase.operations import migrations
 from carebase.operations.housekeeping import housekeeping
@@ -27,11 +35,16 @@ from carebase.security.auth import Authenticator
 from carebase.security.lockout import Lockout
 from carebase.security.passwords import HashCost, Passwords
 from carebase.security.ratelimit import RateLimiter, Rule
+from carebase.services.appointment_templates import AppointmentTemplateService
+from carebase.services.appointments import AppointmentService
 from carebase.services.audit import AuditService
+from carebase.services.availability import AvailabilityService
+from carebase.services.calendar import CalendarService
 from carebase.services.custom_fields import CustomFieldService
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
 from carebase.services.patients import PatientService
+from carebase.services.scheduling_worker import SchedulingWorker
 from carebase.services.specialists import SpecialistService
 from carebase.services.system import HealthService
 from carebase.web import routing
@@ -56,25 +69,30 @@ class CoreApp(Application):
         dependencies: common.Dependencies,
         relay: OutboxRelay,
         authenticator: Authenticator,
+        scheduling: SchedulingWorker,
+        video: video.VideoProvider,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
         self.contract = contract
         self.dependencies = dependencies
         self.relay = relay
         self.authenticator = authenticator
+        self.scheduling = scheduling
+        self.video = video
 
 
 def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None) -> CoreApp:
     """Build the core service.
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
-    `sealer` (Dependencies), `contract` (another bundled spec) and `extra_handlers` (handler
-    objects for its operations).
+    `sealer` (Dependencies), `video` (a `VideoProvider`), `contract` (another bundled spec) and
+    `extra_handlers` (handler objects for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
     contract: Contract = given.pop("contract", None) or Contract.for_service("core")
     extra_handlers: list[object] = given.pop("extra_handlers", [])
+    rooms: video.VideoProvider = given.pop("video", None) or video_provider(settings)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     links = Links(settings.app_base_url)
@@ -99,11 +117,18 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )
     relay = OutboxRelay(database, dependencies.mail)
+    scheduling = SchedulingWorker(database, rooms)
     sealer = dependencies.sealer
     handlers = handler_registry(
         [
+            AppointmentHandlers(appointments=AppointmentService(db=database, video=rooms)),
+            AppointmentTemplateHandlers(templates=AppointmentTemplateService(db=database)),
             AuditHandlers(audit=AuditService(db=database)),
             AuthHandlers(tokens=dependencies.tokens, identity=identity),
+            AvailabilityHandlers(availability=AvailabilityService(db=database)),
+            CalendarHandlers(
+                calendar=CalendarService(db=database, public_base_url=settings.public_base_url)
+            ),
             CustomFieldHandlers(custom_fields=CustomFieldService(db=database)),
             OrganizationHandlers(
                 organizations=OrganizationService(
@@ -162,6 +187,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             asyncio.create_task(relay.run(), name="mail-relay"),
             asyncio.create_task(housekeeping(database), name="housekeeping"),
         ]
+        if settings.scheduling_worker:
+            tasks.append(asyncio.create_task(scheduling.run(), name="scheduling-worker"))
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
@@ -175,6 +202,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             await database.close()
             await dependencies.redis.aclose()
             await dependencies.redis_pipe.close()
+            if isinstance(rooms, DailyVideo):
+                await rooms.close()
 
     return CoreApp(
         edge,
@@ -183,7 +212,27 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         dependencies=dependencies,
         relay=relay,
         authenticator=authenticator,
+        scheduling=scheduling,
+        video=rooms,
     )
+
+
+def video_provider(settings: Settings) -> video.VideoProvider:
+    """The provider VIDEO_PROVIDER names (configuration checks made sure it has its keys)."""
+    if settings.video_provider == VideoProvider.DAILY:
+        return DailyVideo(
+            api_key=settings.daily_api_key or "",
+            api_url=settings.daily_api_url,
+            domain_id=settings.daily_domain_id,
+            timeout_s=settings.daily_timeout_s,
+        )
+    if settings.video_provider == VideoProvider.JITSI:
+        return JitsiVideo(
+            base_url=settings.jitsi_base_url or "",
+            app_id=settings.jitsi_app_id or "",
+            app_secret=settings.jitsi_app_secret or "",
+        )
+    return LocalVideo(settings.video_local_base_url)
 
 
 def tune_garbage_collector() -> None:

@@ -23,6 +23,7 @@ MODULES: tuple[str, ...] = (
     "custom_fields",
     "specialists",
     "patients",
+    "scheduling",
 )
 
 # Migrations grant table rights to this group role, never to a deployment's login role,

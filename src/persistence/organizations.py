@@ -25,6 +25,8 @@ class OrganizationRow:
     id: UUID
     slug: str
     name: str
+    time_zone: str
+    reminder_lead_minutes: int
     version: int
     created_at: datetime
     updated_at: datetime
@@ -38,24 +40,27 @@ class MyOrganizationRow:
     role: str
 
 
-INSERT_ORGANIZATION = """
+ORG_COLUMNS = "id, slug, name, time_zone, reminder_lead_minutes, version, created_at, updated_at"
+INSERT_ORGANIZATION = f"""
 INSERT INTO platform.organizations (slug, name) VALUES (%s, %s)
-RETURNING id, slug, name, version, created_at, updated_at
-"""
-SELECT_ORGANIZATION = """
-SELECT id, slug, name, version, created_at, updated_at FROM platform.organizations WHERE id = %s
-"""
-SELECT_ORGANIZATION_BY_SLUG = """
-SELECT id, slug, name, version, created_at, updated_at FROM platform.organizations
+RETURNING {ORG_COLUMNS}
+"""  # noqa: S608 - constant columns
+SELECT_ORGANIZATION = f"""
+SELECT {ORG_COLUMNS} FROM platform.organizations WHERE id = %s
+"""  # noqa: S608 - constant columns
+SELECT_ORGANIZATION_BY_SLUG = f"""
+SELECT {ORG_COLUMNS} FROM platform.organizations
  WHERE slug = %s
-"""
+"""  # noqa: S608 - constant columns
 SELECT_CURRENT_NAME = "SELECT name FROM platform.organizations WHERE id = platform.current_org_id()"
-UPDATE_ORGANIZATION = """
+UPDATE_ORGANIZATION = f"""
 UPDATE platform.organizations
-   SET name = %(name)s, version = version + 1, updated_at = now()
+   SET name = coalesce(%(name)s, name), time_zone = coalesce(%(time_zone)s, time_zone),
+       reminder_lead_minutes = coalesce(%(reminder_lead_minutes)s::integer, reminder_lead_minutes),
+       version = version + 1, updated_at = now()
  WHERE id = %(id)s AND (%(version)s::integer IS NULL OR version = %(version)s)
-RETURNING id, slug, name, version, created_at, updated_at
-"""
+RETURNING {ORG_COLUMNS}
+"""  # noqa: S608 - constant columns
 COUNT_MY_ORGANIZATIONS = "SELECT count(*) FROM identity.memberships WHERE user_id = %s"
 LIST_MY_ORGANIZATIONS = """
 SELECT o.id, o.slug, o.name, m.role
@@ -88,9 +93,22 @@ async def organization_by_slug(q: Querier, slug: str) -> OrganizationRow | None:
 
 
 async def update_organization(
-    q: Querier, organization_id: UUID, *, version: int | None, name: str
+    q: Querier,
+    organization_id: UUID,
+    *,
+    version: int | None,
+    name: str | None,
+    time_zone: str | None,
+    reminder_lead_minutes: int | None,
 ) -> OrganizationRow | None:
-    params = {"id": organization_id, "version": version, "name": name}
+    """Changes the fields given (None keeps a field as it is)."""
+    params = {
+        "id": organization_id,
+        "version": version,
+        "name": name,
+        "time_zone": time_zone,
+        "reminder_lead_minutes": reminder_lead_minutes,
+    }
     return await q.fetch_one(UPDATE_ORGANIZATION, params, row=OrganizationRow)
 
 

@@ -305,7 +305,14 @@ async def delete_specialist(
     q: Querier, organization_id: UUID, specialist_id: UUID, *, version: int | None
 ) -> bool:
     params = {"org": organization_id, "id": specialist_id, "version": version}
-    return await q.execute(DELETE_SPECIALIST, params) == 1
+    try:
+        return await q.execute(DELETE_SPECIALIST, params) == 1
+    except (psycopg.errors.ForeignKeyViolation, psycopg.errors.RestrictViolation):
+        # Appointments keep their specialist (scheduling.appointments … ON DELETE RESTRICT).
+        raise Conflict(
+            "The specialist has appointments, which keep their history; set"
+            " accepting_patients to false instead of deleting the profile."
+        ) from None
 
 
 async def set_specialties(

@@ -19,6 +19,11 @@ SELF = frozenset({"profile:read", "profile:write", "organizations:lookup"})
 PLATFORM = frozenset({"organizations:create"})
 
 _CLINICAL_READ = {"patients:read", "specialists:read", "specialties:read", "custom_fields:read"}
+# Everyone in a clinic reads its offer and its free times; a patient's own appointments only
+# (row-level security narrows what `appointments:*` and `calendar:read` show them).
+_SCHEDULE_READ = {"availability:read", "appointment_templates:read", "calendar:read"}
+_BOOKING = {"appointments:read", "appointments:write"}
+_CLINIC_SCHEDULING = {*_SCHEDULE_READ, *_BOOKING, "availability:write", "appointments:manage"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -36,11 +41,36 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "specialties:write",
             "custom_fields:write",
             "audit:read",
+            "appointment_templates:write",
+            "appointments:admin",
+            "appointments:join",
+            "calendar_feeds:write",
             *_CLINICAL_READ,
+            *_CLINIC_SCHEDULING,
         }
     ),
-    "specialist": frozenset({"members:read", "patients:write", "patients:manage", *_CLINICAL_READ}),
-    "staff": frozenset({"members:read", "patients:write", "patients:manage", *_CLINICAL_READ}),
+    # A specialist joins their own video sessions and subscribes to their own calendar.
+    "specialist": frozenset(
+        {
+            "members:read",
+            "patients:write",
+            "patients:manage",
+            "appointments:join",
+            "calendar_feeds:write",
+            *_CLINICAL_READ,
+            *_CLINIC_SCHEDULING,
+        }
+    ),
+    "staff": frozenset(
+        {
+            "members:read",
+            "patients:write",
+            "patients:manage",
+            "appointment_templates:write",
+            *_CLINICAL_READ,
+            *_CLINIC_SCHEDULING,
+        }
+    ),
     # Row-level security narrows a patient to their own record: they read and edit it (not
     # its status), and read the directory and the field library their profile uses.
     "patient": frozenset(
@@ -50,6 +80,9 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "specialists:read",
             "specialties:read",
             "custom_fields:read",
+            "appointments:join",
+            *_SCHEDULE_READ,
+            *_BOOKING,
         }
     ),
 }

@@ -7,9 +7,10 @@ of the organization can change memberships or keys even if this code were wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from carebase.errors import (
@@ -26,6 +27,7 @@ from carebase.persistence import organizations as orgs
 from carebase.persistence.db import Database, Querier, one
 from carebase.principal import Principal
 from carebase.security import credentials
+from carebase.services import working_hours as wh
 from carebase.services.audit import record
 from carebase.services.identity import (
     INVITATION_TTL_S,
@@ -116,12 +118,33 @@ class OrganizationService:
         return found
 
     async def update(
-        self, principal: Principal, organization_id: UUID, *, version: int | None, name: str
+        self,
+        principal: Principal,
+        organization_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        version: int | None,
     ) -> orgs.OrganizationRow:
+        """Rename, move to another time zone, or change the reminder lead (the keys given)."""
         _same_tenant(principal, organization_id, NO_ORGANIZATION)
+        time_zone = changes.get("time_zone")
+        if time_zone is not None and wh.zone(time_zone) is None:
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        "/body/time_zone", "Not a time zone the zone database knows.", "format"
+                    )
+                ]
+            )
+        name = changes.get("name")
         async with self._db.transaction(principal) as q:
             changed = await orgs.update_organization(
-                q, organization_id, version=version, name=name.strip()
+                q,
+                organization_id,
+                version=version,
+                name=name.strip() if name is not None else None,
+                time_zone=time_zone,
+                reminder_lead_minutes=changes.get("reminder_lead_minutes"),
             )
             if changed is None:
                 if await orgs.organization(q, organization_id) is None:
@@ -133,7 +156,7 @@ class OrganizationService:
                 action="organization.updated",
                 entity_type="organization",
                 entity_id=organization_id,
-                changed_fields=["name"],
+                changed_fields=sorted(changes),
             )
             return changed
 

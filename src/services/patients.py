@@ -23,8 +23,8 @@ from carebase.errors import (
     ValidationFailed,
 )
 from carebase.pages import Page, PageRequest
+from carebase.persistence import appointments, identity, organizations
 from carebase.persistence import custom_fields as cf
-from carebase.persistence import identity, organizations
 from carebase.persistence import patients as repo
 from carebase.persistence.db import Database, Querier, one, search_term
 from carebase.principal import Principal, organization_of
@@ -228,6 +228,12 @@ class PatientService:
         async with self._db.transaction(principal) as q:
             if await repo.patient(q, organization_id, patient_id) is None:
                 raise NotFound(NO_PATIENT)
+            active = await appointments.active_of_patient(q, organization_id, patient_id)
+            if active:
+                raise Conflict(
+                    f"The patient has {active} appointment(s) that still hold a specialist's"
+                    " time; cancel them first."
+                )
             if not await repo.delete_patient(q, organization_id, patient_id, version=version):
                 raise PreconditionFailed("The patient changed since it was read; read it again.")
             await record(

@@ -34,6 +34,14 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.NotFound: ProblemType(404, "not-found", "Not found"),
     errors.MethodNotAllowed: ProblemType(405, "method-not-allowed", "Method not allowed"),
     errors.Conflict: ProblemType(409, "conflict", "Conflict"),
+    errors.AppointmentConflict: ProblemType(
+        409, "appointment-conflict", "The time overlaps another appointment"
+    ),
+    errors.AlreadyCancelled: ProblemType(409, "already-cancelled", "Already cancelled"),
+    errors.IllegalTransition: ProblemType(
+        409, "illegal-transition", "Not allowed from the appointment's state"
+    ),
+    errors.VideoNotReady: ProblemType(409, "video-not-ready", "No video room to join"),
     errors.PreconditionFailed: ProblemType(412, "precondition-failed", "Precondition failed"),
     errors.PayloadTooLarge: ProblemType(413, "payload-too-large", "Payload too large"),
     errors.UnsupportedMediaType: ProblemType(
@@ -103,6 +111,7 @@ def from_error(error: errors.CarebaseError, *, instance: str | None) -> Rendered
     kind = problem_type(error)
     headers: dict[str, str] = {}
     field_errors: Sequence[errors.FieldError] = ()
+    extra: dict[str, Any] = {}
     if isinstance(error, errors.ValidationFailed):
         field_errors = error.errors
     elif isinstance(error, errors.MethodNotAllowed):
@@ -116,6 +125,8 @@ def from_error(error: errors.CarebaseError, *, instance: str | None) -> Rendered
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, errors.DataIntegrity):
         _log.error("data_integrity", path=instance, cause=repr(error.__cause__))
+    elif isinstance(error, errors.IllegalTransition):
+        extra["allowed_transitions"] = list(error.allowed)
     elif isinstance(error, errors.Unauthenticated):
         # RFC 6750 §3: no error code when no credentials came at all.
         challenge = 'Bearer realm="carebase"'
@@ -123,7 +134,12 @@ def from_error(error: errors.CarebaseError, *, instance: str | None) -> Rendered
             challenge += ', error="invalid_token"'
         headers["WWW-Authenticate"] = challenge
     return render(
-        kind, instance=instance, detail=error.detail, field_errors=field_errors, headers=headers
+        kind,
+        instance=instance,
+        detail=error.detail,
+        field_errors=field_errors,
+        headers=headers,
+        extra=extra or None,
     )
 
 

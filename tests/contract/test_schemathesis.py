@@ -2,11 +2,13 @@
 
 The schema is the committed bundle, which `/openapi.yaml` serves byte for byte (tested in
 tests/integration/test_system.py); every default check runs, positive and negative cases,
-once anonymously and once each with real tokens of an organization admin and of a patient.
+as an organization admin, and (with fewer examples) anonymously and as each other role.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -25,16 +27,41 @@ from carebase.operations.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.contract
 
-CONFIG = SchemathesisConfig.from_path(str(Path(__file__).with_name("schemathesis.toml")))
+CONFIG_PATH = Path(__file__).with_name("schemathesis.toml")
+BUNDLE = PROJECT_ROOT / "generated" / "openapi" / "core.yaml"
 schema = schemathesis.openapi.from_path(
-    PROJECT_ROOT / "generated" / "openapi" / "core.yaml", config=CONFIG
+    BUNDLE, config=SchemathesisConfig.from_path(str(CONFIG_PATH))
 )
-CALLERS = ("anonymous", "admin", "patient")
+# The other roles: examples and fuzzing, without the coverage phase's exhaustive boundary
+# cases, which the admin run already sends (most of a role's difference is decided before
+# the body is read, so it would only multiply the time).
+role_schema = schemathesis.openapi.from_path(
+    BUNDLE,
+    config=SchemathesisConfig.from_str(
+        CONFIG_PATH.read_text() + "\n[phases.coverage]\nenabled = false\n",
+        base_dir=str(CONFIG_PATH.parent),
+    ),
+)
+CALLERS = ("anonymous", "admin", "specialist", "staff", "patient")
+# The ids the contract's examples use, given real rows in the contract clinic (and fixed in
+# booking bodies by schemathesis.toml), so generated bookings can succeed and their links run.
+SPECIALIST_ID = "7e6d5c4b-3a2f-4e1d-8c0b-9a8f7e6d5c4b"
+PATIENT_ID = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
+TEMPLATE_ID = "3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9"
+SPECIALTY_ID = "2b1a0f9e-8d7c-4b6a-9e5d-4c3b2a1f0e9d"
+EVERY_HOUR = json.dumps(
+    [
+        {"weekday": day, "start": "00:00", "end": "24:00"}
+        for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    ]
+)
 
 
 @pytest.fixture(scope="session")
 def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict[str, str]]:
-    """Members of a fresh organization, with access tokens the live server accepts."""
+    """Members of a fresh organization (one of each role), with access tokens the live server
+    accepts; the specialist works every hour and the patient has a record, so bookings can
+    succeed."""
     issuer = build_tokens(settings)
     headers: dict[str, dict[str, str]] = {"anonymous": {}}
     with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:
@@ -44,12 +71,14 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
             (f"contract-{uuid.uuid4().hex[:8]}",),
         ).fetchone()
         assert org is not None
-        for role in ("admin", "patient"):
+        users = {}
+        for role in ("admin", "specialist", "staff", "patient"):
             user = conn.execute(
                 "INSERT INTO identity.users (email) VALUES (%s) RETURNING id",
                 (f"{role}-{uuid.uuid4().hex[:8]}@example.com",),
             ).fetchone()
             assert user is not None
+            users[role] = user[0]
             conn.execute(
                 "INSERT INTO identity.memberships (organization_id, user_id, role)"
                 " VALUES (%s, %s, %s)",
@@ -57,26 +86,97 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
             )
             token = issuer.issue(subject=str(user[0]), organization_id=str(org[0]), role=role)
             headers[role] = {"Authorization": f"Bearer {token}"}
+        conn.execute(
+            "INSERT INTO specialists.specialties (organization_id, id, name)"
+            " VALUES (%s, %s, 'Physiotherapy')",
+            (org[0], SPECIALTY_ID),
+        )
+        conn.execute(
+            "INSERT INTO specialists.specialists (organization_id, id, user_id, display_name)"
+            " VALUES (%s, %s, %s, 'Dr Contract')",
+            (org[0], SPECIALIST_ID, users["specialist"]),
+        )
+        conn.execute(
+            "INSERT INTO scheduling.schedules (organization_id, specialist_id, time_zone, weekly)"
+            " VALUES (%s, %s, 'UTC', %s)",
+            (org[0], SPECIALIST_ID, EVERY_HOUR),
+        )
+        conn.execute(
+            "INSERT INTO patients.patients (organization_id, id, user_id, given_name, family_name)"
+            " VALUES (%s, %s, %s, 'Pat', 'Contract')",
+            (org[0], PATIENT_ID, users["patient"]),
+        )
+        conn.execute(
+            "INSERT INTO scheduling.appointment_templates"
+            " (organization_id, id, slug, title, duration_minutes, max_advance_days)"
+            " VALUES (%s, %s, 'contract-visit', 'Visit', 30, 730)",
+            (org[0], TEMPLATE_ID),
+        )
     return headers
 
 
-@pytest.mark.parametrize("caller", CALLERS)
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms(
+    case: schemathesis.Case, live_server: str, tokens_by_caller: dict[str, dict[str, str]]
+) -> None:
+    """As an admin, who may call nearly everything: the most examples."""
+    case.call_and_validate(base_url=live_server, headers=tokens_by_caller["admin"])
+
+
+@pytest.mark.parametrize("caller", [c for c in CALLERS if c != "admin"])
+@role_schema.parametrize()
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+def test_operation_conforms_for_every_role(
     case: schemathesis.Case,
     live_server: str,
     tokens_by_caller: dict[str, dict[str, str]],
     caller: str,
 ) -> None:
+    """Every other role (and nobody): refusals and role-narrowed answers conform too, with
+    fewer examples each."""
     case.call_and_validate(base_url=live_server, headers=tokens_by_caller[caller])
 
 
+# Each group gets its own run, so its scenarios are not spread over the other's links.
+STATEFUL_GROUPS = {
+    "clinical": r"^/v1/(patients|specialties|specialists|custom-fields)",
+    "templates": r"^/v1/appointment-templates",
+    "appointments": r"^/v1/appointments",
+}
+# For the appointments' run: starts drawn from free future hours and a plain reason, so the
+# scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz
+# these fields freely).
+STATEFUL_APPOINTMENTS = """
+[dictionaries.future-starts]
+values = [{starts}]
+
+[parameters]
+"body.starts_at" = {{ dictionary = "future-starts" }}
+"body.reason" = "Moved by the contract test."
+"""
+
+
+def _stateful_config(group: str, directory: Path) -> Path:
+    base = Path(__file__).with_name("schemathesis.toml")
+    if group != "appointments":
+        return base
+    first = dt.datetime(2031, 1, 6, tzinfo=dt.UTC)
+    starts = ", ".join(
+        f'"{(first + dt.timedelta(hours=h)).isoformat()}"' for h in range(0, 24 * 60, 7)
+    )
+    config = directory / "schemathesis.toml"
+    config.write_text(base.read_text() + STATEFUL_APPOINTMENTS.format(starts=starts))
+    return config
+
+
+@pytest.mark.parametrize("group", sorted(STATEFUL_GROUPS))
 def test_stateful_links_conform(
-    live_server: str, tokens_by_caller: dict[str, dict[str, str]], tmp_path: Path
+    live_server: str, tokens_by_caller: dict[str, dict[str, str]], tmp_path: Path, group: str
 ) -> None:
-    """Schemathesis' stateful phase follows the OpenAPI links of the clinical resources
-    (create → get → update with the ETag → delete) as an admin of a fresh clinic.
+    """Schemathesis' stateful phase follows the OpenAPI links of the clinical and scheduling
+    resources (create → get → update with the ETag → delete; book → get → reschedule with the
+    ETag → cancel, and the history) as an admin of a fresh clinic.
 
     Run through schemathesis' own runner: a state machine against a live server cannot
     replay identically, and the runner reports such scenarios as they ran (a hypothesis
@@ -87,19 +187,19 @@ def test_stateful_links_conform(
         [
             str(Path(sys.executable).parent / "schemathesis"),
             "--config-file",
-            str(Path(__file__).with_name("schemathesis.toml")),
+            str(_stateful_config(group, tmp_path)),
             "run",
-            str(PROJECT_ROOT / "generated" / "openapi" / "core.yaml"),
+            str(BUNDLE),
             "--url",
             live_server,
             "--phases",
             "stateful",
             "--include-path-regex",
-            r"^/v1/(patients|specialties|specialists|custom-fields)",
+            STATEFUL_GROUPS[group],
             "--header",
             f"Authorization: {token}",
             "--max-examples",
-            "20",
+            "40",
             "--workers",
             "1",
             "--report-dir",

@@ -4,6 +4,7 @@ audit row and one outbox event, naming fields but never their values."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from support import Person
+from support import ALL_WEEK, Person, day_at, rfc3339
 
 from carebase.web.contract import Contract
 
@@ -31,6 +32,9 @@ NOT_AUDITED = {
     "forgotPassword": "mails a link; changes nothing",
     "resetPassword": "a credential change before sign-in; ends sessions",
     "switchOrganization": "issues a token for another membership; changes nothing",
+    "attachAppointmentForms": "refused (422) until the forms module exists; changes nothing",
+    "createVideoToken": "mints a short-lived join token that is never stored; changes nothing",
+    "queryCalendar": "a read whose filter travels in the body",
 }
 AUDITED = sorted(
     (op for op in CONTRACT.operations.values() if op.method in MUTATING and op.audit),
@@ -147,7 +151,102 @@ RECIPES: dict[str, Recipe] = {
         f"/v1/patients/{w.ids['patient_id']}/impersonate",
         None,
     ),
+    "replaceAvailability": lambda w: (
+        "PUT",
+        f"/v1/specialists/{w.ids['booked_specialist_id']}/availability",
+        {"time_zone": "Europe/Zagreb", "weekly": ALL_WEEK},
+    ),
+    "createAppointmentTemplate": lambda w: (
+        "POST",
+        "/v1/appointment-templates",
+        {"slug": "follow-up", "title": "Follow-up", "duration_minutes": 30},
+    ),
+    "updateAppointmentTemplate": lambda w: (
+        "PATCH",
+        f"/v1/appointment-templates/{w.ids['template_id']}",
+        {"duration_minutes": 60},
+    ),
+    "deleteAppointmentTemplate": lambda w: (
+        "DELETE",
+        f"/v1/appointment-templates/{w.ids['template_id']}",
+        None,
+    ),
+    "createAppointment": lambda w: ("POST", "/v1/appointments", _booking(w, day_at(3, 10))),
+    "createAppointmentFromTemplate": lambda w: (
+        "POST",
+        "/v1/appointments/from-template",
+        {
+            "template_id": w.ids["template_id"],
+            "specialist_id": w.ids["booked_specialist_id"],
+            "patient_id": w.ids["booked_patient_id"],
+            "starts_at": rfc3339(day_at(3, 12)),
+        },
+    ),
+    "updateAppointment": lambda w: (
+        "PATCH",
+        f"/v1/appointments/{w.ids['appointment_id']}",
+        {"title": "Week 3"},
+    ),
+    "deleteAppointment": lambda w: ("DELETE", f"/v1/appointments/{w.ids['held_id']}", None),
+    "rescheduleAppointment": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/reschedule",
+        {"starts_at": rfc3339(day_at(3, 14)), "reason": "Asked for later."},
+    ),
+    "cancelAppointment": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/cancel",
+        {"reason": "Unwell."},
+    ),
+    "bookAppointment": lambda w: ("POST", f"/v1/appointments/{w.ids['held_id']}/book", None),
+    "acceptAppointment": lambda w: ("POST", f"/v1/appointments/{w.ids['booked_id']}/accept", None),
+    "confirmAppointment": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/confirm",
+        {"reason": "Called."},
+    ),
+    "startAppointment": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/start",
+        None,
+    ),
+    "completeAppointment": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['started_id']}/complete",
+        None,
+    ),
+    "markAppointmentNoShow": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['late_id']}/no-show",
+        None,
+    ),
+    "markAppointmentEnteredInError": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/entered-in-error",
+        {"reason": "Wrong patient."},
+    ),
+    "createCalendarFeed": lambda w: (
+        "POST",
+        f"/v1/specialists/{w.ids['booked_specialist_id']}/calendar-feeds",
+        {"include_patient_names": False},
+    ),
+    "revokeCalendarFeed": lambda w: (
+        "DELETE",
+        f"/v1/specialists/{w.ids['booked_specialist_id']}/calendar-feeds/{w.ids['feed_id']}",
+        None,
+    ),
 }
+
+
+def _booking(w: World, start: dt.datetime, **extra: Any) -> dict[str, Any]:
+    return {
+        "specialist_id": w.ids["booked_specialist_id"],
+        "patient_id": w.ids["booked_patient_id"],
+        "title": "Session",
+        "starts_at": rfc3339(start),
+        "duration_minutes": 60,
+        **extra,
+    }
 
 
 def test_every_audited_operation_has_a_recipe() -> None:
@@ -166,7 +265,7 @@ async def world(
     staff, patient = person(org, "staff"), person(org, "patient")
 
     async def call(method: str, path: str, body: Any = None) -> httpx.Response:
-        headers = {**admin.auth, **(ANY if method in {"PUT", "PATCH", "DELETE"} else {})}
+        headers = {**admin.auth, **(ANY if method in MUTATING else {})}
         return await client.request(method, path, headers=headers, json=body)
 
     async def made(method: str, path: str, body: Any) -> str:
@@ -195,7 +294,55 @@ async def world(
     )
     key = await call("POST", f"/v1/organizations/{org}/api-keys", {"name": "k", "role": "staff"})
     ids["api_key_id"] = str(key.json()["id"])
-    return World(org, admin, ids, call)
+    world = World(org, admin, ids, call)
+    await _scheduling(world, person, admin_conn, made)
+    return world
+
+
+async def _scheduling(
+    w: World,
+    person: Callable[..., Person],
+    admin_conn: psycopg.Connection[tuple[object, ...]],
+    made: Callable[..., Awaitable[str]],
+) -> None:
+    """A specialist who works every hour, a patient, a template, a calendar feed and
+    appointments in the states the transitions start from."""
+    doctor = person(w.org, "specialist")
+    ids = w.ids
+    ids["booked_specialist_id"] = await made(
+        "POST", "/v1/specialists", {"user_id": str(doctor.user_id), "display_name": "Dr B"}
+    )
+    ids["booked_patient_id"] = await made(
+        "POST", "/v1/patients", {"given_name": "R", "family_name": "S"}
+    )
+    set_hours = await w.call(
+        "PUT",
+        f"/v1/specialists/{ids['booked_specialist_id']}/availability",
+        {"time_zone": "UTC", "weekly": ALL_WEEK},
+    )
+    assert set_hours.status_code == 200, set_hours.text
+    ids["template_id"] = await made(
+        "POST",
+        "/v1/appointment-templates",
+        {"slug": "assess", "title": "A", "duration_minutes": 45},
+    )
+    ids["appointment_id"] = await made("POST", "/v1/appointments", _booking(w, day_at(2, 10)))
+    ids["held_id"] = await made("POST", "/v1/appointments", _booking(w, day_at(2, 12), hold=True))
+    ids["booked_id"] = await made(
+        "POST", "/v1/appointments", _booking(w, day_at(2, 14), requires_confirmation=True)
+    )
+    ids["started_id"] = await made("POST", "/v1/appointments", _booking(w, day_at(2, 16)))
+    ids["late_id"] = await made("POST", "/v1/appointments", _booking(w, day_at(2, 18)))
+    for key, status, minutes in (("started_id", "in_progress", 5), ("late_id", "upcoming", 125)):
+        admin_conn.execute(  # begun `minutes` ago
+            "UPDATE scheduling.appointments SET status = %(status)s,"
+            " starts_at = now() - %(ago)s, ends_at = now() - %(ago)s + interval '1 hour',"
+            " blocked = tstzrange(now() - %(ago)s, now() - %(ago)s + interval '1 hour')"
+            " WHERE id = %(id)s",
+            {"status": status, "ago": dt.timedelta(minutes=minutes), "id": ids[key]},
+        )
+    feed = await w.call("POST", f"/v1/specialists/{ids['booked_specialist_id']}/calendar-feeds", {})
+    ids["feed_id"] = str(feed.json()["id"])
 
 
 def _counts(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:

@@ -88,6 +88,7 @@ async def test_role_matrix(
         "api_key_id": str(uuid.uuid4()),
         "slug": "no-such-clinic",
         **{name: str(uuid.uuid4()) for name in NEW_IDS},
+        **_random_texts(),
     }
     mismatches = []
     for op in PROTECTED:
@@ -162,10 +163,70 @@ def _clinical_rows(
         " VALUES (%s, %s, 1, 'B field', 'text')",
         (org, ids["field_id"]),
     )
+    ids.update(_scheduling_rows(conn, org, ids))
     return ids
 
 
-NEW_IDS = ("patient_id", "specialty_id", "specialist_id", "field_id")
+def _scheduling_rows(
+    conn: psycopg.Connection[tuple[object, ...]], org: uuid.UUID, ids: dict[str, str]
+) -> dict[str, str]:
+    """A template, a video appointment (with its history) and a calendar feed of `org`."""
+    texts = _random_texts()
+    conn.execute(
+        "INSERT INTO scheduling.appointment_templates"
+        " (organization_id, id, slug, title, duration_minutes) VALUES (%s, %s, %s, 'B', 30)",
+        (org, ids["template_id"], texts["template_slug"]),
+    )
+    conn.execute(
+        "INSERT INTO scheduling.appointments (organization_id, id, uid, specialist_id,"
+        " patient_id, template_id, title, status, starts_at, ends_at, blocked, time_zone, video,"
+        " video_status, video_url, video_expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'B visit', 'upcoming', now() + interval '1 day',"
+        " now() + interval '25 hours', tstzrange(now() + interval '1 day',"
+        " now() + interval '25 hours'), 'UTC', true, 'ready', 'https://rooms.test/b',"
+        " now() + interval '26 hours')",
+        (
+            org,
+            ids["appointment_id"],
+            texts["appointment_uid"],
+            ids["specialist_id"],
+            ids["patient_id"],
+            ids["template_id"],
+        ),
+    )
+    conn.execute(
+        "INSERT INTO scheduling.appointment_events (organization_id, appointment_id, kind)"
+        " VALUES (%s, %s, 'created')",
+        (org, ids["appointment_id"]),
+    )
+    conn.execute(
+        "INSERT INTO scheduling.calendar_feeds (organization_id, id, specialist_id, token_hash)"
+        " VALUES (%s, %s, %s, %s)",
+        (org, ids["feed_id"], ids["specialist_id"], uuid.uuid4().bytes),
+    )
+    return texts
+
+
+def _random_texts() -> dict[str, str]:
+    """Path parameters that are not uuids, in their formats, naming nothing yet."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return {
+        "appointment_uid": "".join(alphabet[b % 32] for b in uuid.uuid4().bytes + b"0123456789")[
+            :26
+        ],
+        "template_slug": f"no-such-{uuid.uuid4().hex[:8]}",
+    }
+
+
+NEW_IDS = (
+    "patient_id",
+    "specialty_id",
+    "specialist_id",
+    "field_id",
+    "template_id",
+    "appointment_id",
+    "feed_id",
+)
 
 
 def _tenant_digest(conn: psycopg.Connection[tuple[object, ...]], org: str) -> str:
@@ -220,6 +281,7 @@ async def test_cross_tenant_ids_answer_like_missing_ones(
             "api_key_id": str(uuid.uuid4()),
             "slug": f"no-such-{uuid.uuid4().hex[:8]}",
             **{name: str(uuid.uuid4()) for name in NEW_IDS},
+            **_random_texts(),
         }
 
     a_org = str(a_admin.organization_id)

@@ -94,3 +94,11 @@ def test_production_needs_a_mail_server() -> None:
 def test_an_external_identity_provider_needs_issuer_and_audience() -> None:
     with pytest.raises(ConfigError, match="AUTH_ISSUER, AUTH_AUDIENCE"):
         load_settings({**SERVERS, "AUTH_JWKS_URL": "https://idp.example.com/jwks"})
+
+
+def test_a_video_provider_needs_its_credentials() -> None:
+    with pytest.raises(ConfigError, match="DAILY_API_KEY"):
+        load_settings({**SERVERS, "VIDEO_PROVIDER": "daily"})
+    with pytest.raises(ConfigError, match="JITSI_APP_SECRET"):
+        load_settings({**SERVERS, "VIDEO_PROVIDER": "jitsi", "JITSI_APP_ID": "carebase"})
+    assert load_settings({**SERVERS, "VIDEO_PROVIDER": "daily", "DAILY_API_KEY": "k" * 64})

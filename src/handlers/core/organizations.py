@@ -57,8 +57,9 @@ class OrganizationHandlers:
         if_match: int | None,
         body: api.OrganizationUpdate,
     ) -> Reply:
+        changes = body.model_dump(exclude_unset=True)
         row = await self._organizations.update(
-            principal, organization_id, version=if_match, name=body.name
+            principal, organization_id, changes, version=if_match
         )
         return resource(_organization(row), version=row.version)
 
@@ -163,6 +164,8 @@ def _organization(row: OrganizationRow) -> api.Organization:
         id=row.id,
         slug=row.slug,
         name=row.name,
+        time_zone=row.time_zone,
+        reminder_lead_minutes=row.reminder_lead_minutes,
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
