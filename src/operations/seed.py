@@ -1,5 +1,6 @@
 """Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role,
-each clinic with specialties, a specialist, a custom field library and about 50 patients.
+each clinic with specialties, a specialist, a custom field library, about 50 patients, and the
+specialist's working hours, three appointment templates and two weeks of appointments.
 
 Idempotent: a second run finds everything in place. The shared demo password is generated
 on the first run into `<DATA_DIR>/demo-credentials.json` (0600), never stored in the code.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +19,14 @@ import psycopg
 from argon2 import PasswordHasher
 
 from carebase.operations.seed_clinical import seed_clinic
+from carebase.operations.seed_scheduling import seed_schedule
 from carebase.security.encryption import DataKeyring
 
 DOMAIN = "carebase-demo.example.com"
-CLINICS = (("north-clinic", "North Rehabilitation Clinic"), ("south-clinic", "South Tele-Health"))
+CLINICS = (
+    ("north-clinic", "North Rehabilitation Clinic", "Europe/Zagreb"),
+    ("south-clinic", "South Tele-Health", "Europe/Bucharest"),
+)
 ROLES = ("admin", "specialist", "staff", "patient")
 DEMO_PATIENTS = 50
 
@@ -58,7 +64,7 @@ def seed_demo(
     with psycopg.connect(admin_url, autocommit=False) as conn, conn.transaction():
         superadmin = _user(conn, accounts[0].email, "Platform Operator", password_hash)
         conn.execute("UPDATE identity.users SET is_superadmin = true WHERE id = %s", (superadmin,))
-        for slug, name in CLINICS:
+        for slug, name, zone in CLINICS:
             conn.execute(
                 "INSERT INTO platform.organizations (slug, name) VALUES (%s, %s)"
                 " ON CONFLICT (slug) DO NOTHING",
@@ -86,7 +92,34 @@ def seed_demo(
                 specialist_user=users["specialist"],
                 patient_user=users["patient"],
             )
+            _seed_schedule(conn, row[0], zone, users)
     return accounts
+
+
+def _seed_schedule(
+    conn: psycopg.Connection[tuple[object, ...]],
+    organization_id: object,
+    zone: str,
+    users: dict[str, object],
+) -> None:
+    specialist = conn.execute(
+        "SELECT id FROM specialists.specialists WHERE organization_id = %s AND user_id = %s",
+        (organization_id, users["specialist"]),
+    ).fetchone()
+    assert specialist is not None  # noqa: S101 - seed_clinic made it
+    patients = conn.execute(
+        "SELECT id, user_id FROM patients.patients WHERE organization_id = %s ORDER BY id",
+        (organization_id,),
+    ).fetchall()
+    own = next((p[0] for p in patients if p[1] == users["patient"]), None)
+    seed_schedule(
+        conn,
+        uuid.UUID(str(organization_id)),
+        zone=zone,
+        specialist_id=uuid.UUID(str(specialist[0])),
+        patient_ids=[uuid.UUID(str(p[0])) for p in patients if p[0] != own],
+        own_patient_id=uuid.UUID(str(own)) if own else None,
+    )
 
 
 def _user(

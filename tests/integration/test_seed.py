@@ -1,0 +1,62 @@
+"""The demo data `make dev` seeds: idempotent, and a calendar that shows every status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+from argon2 import PasswordHasher
+
+from carebase.apps.core import CoreApp
+from carebase.operations import devstack, seed
+from carebase.services import appointment_states as states
+
+
+async def test_demo_clinics_get_a_calendar_in_every_status(
+    stack: devstack.EmbeddedStack,
+    app: CoreApp,
+    client: httpx.AsyncClient,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=4)
+    keyring = app.dependencies.sealer.keyring
+    for _ in range(2):  # the second run finds everything in place
+        accounts = seed.seed_demo(
+            stack.database_admin_url,
+            password="demo-password-for-tests",
+            hasher=hasher,
+            keyring=keyring,
+            patients_per_clinic=12,
+        )
+    rows = admin_conn.execute(
+        "SELECT o.slug, o.time_zone, a.status, count(*) FROM scheduling.appointments a"
+        " JOIN platform.organizations o ON o.id = a.organization_id"
+        " WHERE o.slug IN ('north-clinic', 'south-clinic') GROUP BY 1, 2, 3"
+    ).fetchall()
+    by_clinic: dict[str, set[str]] = {}
+    for slug, zone, status, _count in rows:
+        by_clinic.setdefault(slug, set()).add(status)
+        assert zone in {"Europe/Zagreb", "Europe/Bucharest"}
+    for statuses in by_clinic.values():
+        assert {"done", "no_show", "cancelled", "entered_in_error", "upcoming", "confirmed"} <= (
+            statuses
+        )
+        assert statuses <= set(states.NEXT)
+    templates = admin_conn.execute(
+        "SELECT count(*) FROM scheduling.appointment_templates t"
+        " JOIN platform.organizations o ON o.id = t.organization_id WHERE o.slug = 'north-clinic'"
+    ).fetchone()
+    assert templates == (3,)
+
+    patient = next(a for a in accounts if a.role == "patient" and a.organization == "north-clinic")
+    login = await client.post(
+        "/v1/auth/login", json={"email": patient.email, "password": "demo-password-for-tests"}
+    )
+    assert login.status_code == 200, login.text
+    mine = await client.get(
+        "/v1/appointments",
+        headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+    )
+    assert mine.status_code == 200
+    assert mine.json()["meta"]["total"] == 3
