@@ -6,7 +6,7 @@ import datetime as dt
 from uuid import UUID
 
 from carebase.generated.models import core as api
-from carebase.handlers.core.appointments import appointment_model
+from carebase.handlers.core.appointments import appointment_json
 from carebase.persistence.calendar import FeedRow
 from carebase.principal import Principal
 from carebase.services.calendar import FEED_CACHE, CalendarService, CalendarView
@@ -92,7 +92,7 @@ def _calendar(view: CalendarView) -> api.Calendar:
         from_=view.since,
         to=view.until,
         truncated=view.truncated,
-        data=[appointment_model(row) for row in view.appointments],
+        data=[appointment_json(row) for row in view.appointments],
     )
 
 
