@@ -4,13 +4,17 @@
 app with production settings against the bench database and Redis, and calls it as ASGI from
 16 concurrent tasks — no uvicorn, no sockets, no wrk — so the figures are Carebase's own:
 CPU per request (this process), then a cProfile of the same loop sorted by own time.
-`path-kind` is `patient` (GET /v1/patients/{id}, default), `live` or `me`.
+`path-kind` is `patient` (GET /v1/patients/{id}, default), `live`, `me`, `calendar` (a
+specialist-week of GET /v1/calendar) or `book` (POST /v1/appointments at a random future
+start, with an Idempotency-Key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import datetime as dt
+import json
 import os
 import pstats
 import random
@@ -52,25 +56,50 @@ def print_by_library(stats: pstats.Stats) -> None:
         print(f"  {seconds / total:6.1%}  {name}")
 
 
-def scope(path: str, token: str) -> dict[str, Any]:
+def scope(target: str, token: str, method: str = "GET") -> dict[str, Any]:
+    path, _, query = target.partition("?")
+    extra = (
+        [
+            (b"content-type", b"application/json"),
+            (b"idempotency-key", os.urandom(12).hex().encode()),
+        ]
+        if method == "POST"
+        else []
+    )
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [
             (b"host", b"127.0.0.1:9100"),
             (b"user-agent", b"wrk"),
             (b"authorization", f"Bearer {token}".encode()),
+            *extra,
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 9100),
     }
+
+
+def request_for(kind: str, ids: list[str], booking: dict[str, Any]) -> tuple[str, str, bytes]:
+    """Method, path and body of one request of `kind`."""
+    if kind == "live":
+        return "GET", "/health/live", b""
+    if kind == "me":
+        return "GET", "/v1/me", b""
+    if kind == "calendar":
+        return "GET", run.sample("calendar")[1], b""
+    if kind == "book":
+        start = run.scheduling.BOOKING_EPOCH + dt.timedelta(minutes=45 * random.randrange(10**7))
+        body = json.dumps({**booking, "starts_at": start.isoformat()}).encode()
+        return "POST", "/v1/appointments", body
+    return "GET", f"/v1/patients/{random.choice(ids)}", b""
 
 
 async def main(kind: str) -> None:
@@ -106,22 +135,19 @@ async def main(kind: str) -> None:
     await started.wait()
     statuses: dict[int, int] = {}
 
-    def path() -> str:
-        if kind == "live":
-            return "/health/live"
-        if kind == "me":
-            return "/v1/me"
-        return f"/v1/patients/{random.choice(ids)}"
+    booking = json.loads((run.BENCH_DIR / "samples.json").read_text())["book"]["body"]
 
     async def one() -> None:
+        method, target, sent = request_for(kind, ids, booking)
+
         async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": sent, "more_body": False}
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
-        await app(scope(path(), token), receive, send)
+        await app(scope(target, token, method), receive, send)
 
     async def load(count: int) -> None:
         async def worker(n: int) -> None:

@@ -4,7 +4,9 @@ Starts the embedded stack under .data/bench, bootstraps and migrates it, seeds B
 patients (default 100k) over 10 clinics, and measures with wrk at 64 connections on loopback:
 
 - carebase: `carebase serve core` with production settings (response validation off, JSON
-  access log to /dev/null): /health/live, /v1/me, GET /v1/patients/{id}, a page of 25;
+  access log to /dev/null): /health/live, /v1/me, GET /v1/patients/{id}, a page of 25, a
+  specialist-week of the calendar and a booking (POST /v1/appointments with an
+  Idempotency-Key) in a clinic of BENCH_APPOINTMENTS appointments (bench/scheduling.py);
 - reference-fastapi: the same GET as a plain FastAPI + psycopg app (bench/reference.py);
 - go: the same GET in Go with chi + pgx (bench/go/main.go, built here from Debian's packages);
 - starlette: a bare Starlette route for /health/live (bench/bare.py).
@@ -15,8 +17,12 @@ Absolute figures move ±25 % between runs; the report gives medians and the rati
 stacks measured in the same run. Server CPU per request is the server processes'
 user+system CPU over the run divided by the requests wrk completed.
 
-BENCH_DURATION (s per run), BENCH_STACKS and BENCH_WORKERS (comma lists) narrow a run for
-quick before/after checks; BENCH_WRITE=0 prints the summary without touching docs/.
+Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+(BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
+
+BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
+narrow a run for quick before/after checks; BENCH_WRITE=0 prints the summary without touching
+docs/.
 `bench/run.py --report` re-renders docs/benchmarks.md from docs/benchmarks.json (after
 editing bench/history.md, say).
 """
@@ -24,6 +30,7 @@ editing bench/history.md, say).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import platform
@@ -35,6 +42,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -43,6 +51,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import scheduling
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -61,6 +70,7 @@ PATIENTS = int(os.environ.get("BENCH_PATIENTS", "100000"))
 ORGANIZATIONS = 10
 REPORT = PROJECT_ROOT / "docs" / "benchmarks.md"
 RECORDS = PROJECT_ROOT / "docs" / "benchmarks.json"
+PLAN = PROJECT_ROOT / "docs" / "benchmarks-plan.json"
 HISTORY = PROJECT_ROOT / "bench" / "history.md"
 BENCH_DIR = PROJECT_ROOT / ".data" / "bench"
 GO_PEER = BENCH_DIR / "go-peer"
@@ -70,6 +80,8 @@ LIVE = "GET /health/live"
 ME = "GET /v1/me"
 PATIENT = "GET /v1/patients/{id}"
 PAGE = "GET /v1/patients?page_size=25"
+CALENDAR = "GET /v1/calendar (specialist-week)"
+BOOK = "POST /v1/appointments (booking)"
 
 
 @dataclass(frozen=True)
@@ -78,17 +90,21 @@ class Endpoint:
     path: str
     authenticated: bool
     script: str | None = None
+    sample: str | None = None
+    """For a scripted endpoint: the key of its preflight request in samples.json."""
 
 
 ENDPOINTS = {
     LIVE: Endpoint(LIVE, "/health/live", False),
     ME: Endpoint(ME, "/v1/me", True),
-    PATIENT: Endpoint(PATIENT, "/v1/patients", True, "random-patient.lua"),
+    PATIENT: Endpoint(PATIENT, "/v1/patients", True, "random-patient.lua", "patient"),
     PAGE: Endpoint(PAGE, "/v1/patients?page_size=25", True),
+    CALENDAR: Endpoint(CALENDAR, "/v1/calendar", True, "calendar-week.lua", "calendar"),
+    BOOK: Endpoint(BOOK, "/v1/appointments", True, "book.lua", "book"),
 }
 # stack → the endpoints it serves here
 STACKS: dict[str, tuple[str, ...]] = {
-    "carebase": (LIVE, ME, PATIENT, PAGE),
+    "carebase": (LIVE, ME, PATIENT, PAGE, CALENDAR, BOOK),
     "reference-fastapi": (PATIENT,),
     "go": (PATIENT,),
     "starlette": (LIVE,),
@@ -309,8 +325,13 @@ def prepared_stack() -> devstack.EmbeddedStack:
 
 
 def seeded_token(stack: devstack.EmbeddedStack) -> str:
-    """Demo data and PATIENTS patients over ORGANIZATIONS clinics; a token of a staff member of
-    the first clinic, and a wrk script that asks for a random one of its patients."""
+    """Demo data and PATIENTS patients over ORGANIZATIONS clinics, the first with its
+    appointments; a token of a staff member of the first clinic, and the wrk scripts (a random
+    one of its patients, a specialist-week of its calendar, a booking)."""
+    return _seeded(stack)[0]
+
+
+def _seeded(stack: devstack.EmbeddedStack) -> tuple[str, uuid.UUID]:
     seed.seed_demo(
         stack.database_admin_url,
         password=seed.demo_password(BENCH_DIR),
@@ -345,6 +366,9 @@ def seeded_token(stack: devstack.EmbeddedStack) -> str:
                 (clinics[0],),
             )
         ]
+    samples = scheduling.prepare(stack, clinics[0], BENCH_DIR)
+    samples["patient"] = {"method": "GET", "path": f"/v1/patients/{ids[0]}"}
+    (BENCH_DIR / "samples.json").write_text(json.dumps(samples, default=str))
     quoted = ",".join(f'"{i}"' for i in ids)
     (BENCH_DIR / "random-patient.lua").write_text(
         f"ids = {{{quoted}}}\n"
@@ -354,22 +378,36 @@ def seeded_token(stack: devstack.EmbeddedStack) -> str:
         "end\n"
     )
     tokens = TokenService(keyring(), issuer=ISSUER, audience=AUDIENCE)
-    return tokens.issue(
+    token = tokens.issue(
         subject=str(user[0]), organization_id=str(clinics[0]), role="staff", ttl_s=3600
     )
+    return token, clinics[0]
 
 
-def first_id() -> str:
-    return (BENCH_DIR / "random-patient.lua").read_text().split('"', 2)[1]
+def sample(key: str) -> tuple[str, str, bytes | None]:
+    """The preflight request of a scripted endpoint: method, path and body. A booking's start
+    is drawn afresh, so a preflight never collides with an earlier run's."""
+    found = json.loads((BENCH_DIR / "samples.json").read_text())[key]
+    body = found.get("body")
+    if body is not None and "starts_at" in body:
+        start = scheduling.BOOKING_EPOCH - dt.timedelta(minutes=45 * (1 + os.getpid() % 9973))
+        start -= dt.timedelta(days=int(time.time()) % 3000)
+        body["starts_at"] = start.isoformat()
+    return found["method"], found["path"], json.dumps(body).encode() if body else None
 
 
 # --- measuring --------------------------------------------------------------------------------
 
 
-def preflight(url: str, headers: list[str]) -> None:
+def preflight(
+    url: str, headers: list[str], *, method: str = "GET", body: bytes | None = None
+) -> None:
     """A run of errors measures nothing: the endpoint must answer 2xx before wrk starts."""
+    fields = dict(h.split(": ", 1) for h in headers)
+    if body is not None:
+        fields |= {"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex}
     # url is our own http://127.0.0.1 address.
-    request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers))  # noqa: S310
+    request = urllib.request.Request(url, data=body, headers=fields, method=method)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
             if 200 <= answer.status < 300:
@@ -414,6 +452,11 @@ def run_wrk(
     )
 
 
+SELECTED = frozenset(
+    e.strip() for e in os.environ.get("BENCH_ENDPOINTS", ",".join(ENDPOINTS)).split(",") if e
+)
+
+
 def measure(
     wrk: str, stack: devstack.EmbeddedStack, kind: str, workers: int, round_: int, token: str
 ) -> list[Record]:
@@ -421,10 +464,16 @@ def measure(
     server = start_server(stack, workers, kind)
     try:
         for name in STACKS[kind]:
+            if name not in SELECTED:
+                continue
             endpoint = ENDPOINTS[name]
             url = f"http://{HOST}:{PORT}{endpoint.path}"
             headers = [f"Authorization: Bearer {token}"] if endpoint.authenticated else []
-            preflight(url if endpoint.script is None else f"{url}/{first_id()}", headers)
+            if endpoint.sample is None:
+                preflight(url, headers)
+            else:
+                method, path, body = sample(endpoint.sample)
+                preflight(f"http://{HOST}:{PORT}{path}", headers, method=method, body=body)
             run_wrk(wrk, url, WARMUP_S, headers, endpoint.script)
             before = server_cpu_seconds(server)
             requests, rps, p50, p99, non_2xx = run_wrk(
@@ -572,6 +621,8 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
         for what, wanted, value, met in targets(records)
     )
     history = HISTORY.read_text() if HISTORY.exists() else ""
+    recorded_plan = scheduling.load_plan(PLAN)
+    plan = scheduling.plan_markdown(recorded_plan) if recorded_plan else ""
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -602,6 +653,15 @@ transaction with the tenant settings, the select, the sealed fields opened — a
 token's role; neither has a rate limit, contract validation, audit context, problem documents,
 security headers or an access log, all of which Carebase keeps. **starlette** is one bare route.
 
+The scheduling endpoints work in the same clinic, which has {scheduling.APPOINTMENTS:,}
+appointments over {scheduling.SPECIALISTS} specialists: the calendar asks for a random
+specialist-week of them (about 65 appointments, each with its video state and the moves it
+allows); a booking creates a 45-minute appointment at a random future start for a random
+specialist and patient with a fresh `Idempotency-Key` — the working-hours check, the
+per-specialist lock, the exclusion constraint, the history event, the reminder, the audit row
+and the stored idempotent answer, in one transaction. A start someone already took is a 409
+(counted as non-2xx).
+
 ## Medians
 
 {summary(records)}
@@ -612,6 +672,7 @@ security headers or an access log, all of which Carebase keeps. **starlette** is
 |---|---|---:|---|
 {target_rows}
 
+{plan}
 {history}"""
     )
     print(f"bench: wrote {REPORT.relative_to(PROJECT_ROOT)} and {RECORDS.name}", flush=True)
@@ -638,19 +699,27 @@ def main() -> None:
         build_go_peer()
     stack = prepared_stack()
     records: list[Record] = []
+    plan = None
     try:
-        token = seeded_token(stack)
+        token, clinic = _seeded(stack)
         for round_ in range(1, ROUNDS + 1):
             order = kinds[round_ - 1 :] + kinds[: round_ - 1]
             for workers in worker_counts:
                 for kind in order:
                     records += measure(wrk, stack, kind, workers, round_, token)
+        if os.environ.get("BENCH_PLAN", "1") != "0":
+            plan = scheduling.calendar_plan(stack, clinic)
     finally:
         stack.stop()
+    if plan is not None:
+        for name, text in plan["plans"].items():  # type: ignore[union-attr]
+            print(f"bench: calendar plan, {name}:\n{text}")
     print(summary(records))
     for what, wanted, value, met in targets(records):
         print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
     if os.environ.get("BENCH_WRITE", "1") != "0":
+        if plan is not None:
+            PLAN.write_text(json.dumps(plan, indent=1) + "\n")
         write_report(records, wrk)
 
 
