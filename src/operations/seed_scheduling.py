@@ -263,15 +263,87 @@ def seed_benchmark_appointments(
     conn: Conn, organization_id: uuid.UUID, *, appointments: int, specialists: int = 20
 ) -> list[uuid.UUID]:
     """Tops the clinic up to `appointments` appointments over `specialists` specialists (made
-    here, with every-hour schedules), 45 minutes each, back to back from a year ago on; the
-    specialist ids. A re-run adds only what is missing."""
+    here, with every-hour schedules so a benchmark can book any time): 45 minutes each, back
+    to back on weekdays from 08:00 to 17:45 UTC, from a year ago on. The specialist ids. A
+    re-run adds only what is missing."""
+    ids = _bench_specialists(conn, organization_id, specialists)
+    have_row = conn.execute(
+        "SELECT count(*) FROM scheduling.appointments WHERE organization_id = %s",
+        (organization_id,),
+    ).fetchone()
+    have = int(have_row[0]) if have_row else 0
+    missing = max(0, appointments - have)
+    if not missing:
+        return ids
+    patients = [
+        uuid.UUID(str(r[0]))
+        for r in conn.execute(
+            "SELECT id FROM patients.patients WHERE organization_id = %s LIMIT 2000",
+            (organization_id,),
+        ).fetchall()
+    ]
+    if not patients:
+        raise RuntimeError("seed patients into the benchmark clinic first")
+    rng = random.Random(f"{organization_id}-{have}")  # noqa: S311 - benchmark data
+    now = dt.datetime.now(dt.UTC)
+    with conn.cursor().copy(COPY_APPOINTMENTS) as copy:
+        for index in range(have, have + missing):
+            start = bench_slot(index // len(ids))
+            end = start + BENCH_SLOT
+            copy.write_row(
+                _copy_row(
+                    {
+                        "organization_id": organization_id,
+                        "id": uuid.uuid4(),
+                        "uid": new_uid(),
+                        "specialist_id": ids[index % len(ids)],
+                        "patient_id": rng.choice(patients),
+                        "template_id": None,
+                        "title": "Physiotherapy session",
+                        "status": "done" if end < now else "upcoming",
+                        "starts_at": start,
+                        "ends_at": end,
+                        "buffer_after_minutes": 0,
+                        "blocked": (start, end),
+                        "time_zone": "UTC",
+                        "requires_confirmation": False,
+                        "hold_expires_at": None,
+                        "video": False,
+                        "video_status": "none",
+                        "cancel_reason": None,
+                    }
+                )
+            )
+    conn.commit()
+    return ids
+
+
+BENCH_SLOT = dt.timedelta(minutes=45)
+BENCH_DAY_SLOTS = 13  # 08:00 … 17:00 starts
+BENCH_EPOCH = dt.datetime(2025, 12, 1, 8, tzinfo=dt.UTC)  # a Monday, a year before the data's now
+
+
+def bench_slot(number: int) -> dt.datetime:
+    """The `number`th weekday office slot from BENCH_EPOCH (13 a day, Monday to Friday)."""
+    day, slot = divmod(number, BENCH_DAY_SLOTS)
+    weeks, weekday = divmod(day, 5)
+    return BENCH_EPOCH + dt.timedelta(weeks=weeks, days=weekday) + BENCH_SLOT * slot
+
+
+def _bench_specialists(conn: Conn, organization_id: uuid.UUID, count: int) -> list[uuid.UUID]:
     found = conn.execute(
         "SELECT id FROM specialists.specialists WHERE organization_id = %s"
         " AND display_name LIKE 'Bench specialist %%' ORDER BY display_name",
         (organization_id,),
     ).fetchall()
     ids = [uuid.UUID(str(r[0])) for r in found]
-    for number in range(len(ids) + 1, specialists + 1):
+    every_hour = json.dumps(
+        [
+            {"weekday": d, "start": "00:00", "end": "24:00"}
+            for d in (*WEEKDAYS, "saturday", "sunday")
+        ]
+    )
+    for number in range(len(ids) + 1, count + 1):
         user = conn.execute(
             "INSERT INTO identity.users (email, display_name) VALUES (%s, %s) RETURNING id",
             (f"bench-specialist-{uuid.uuid4().hex[:10]}@example.com", f"Bench {number}"),
@@ -291,67 +363,7 @@ def seed_benchmark_appointments(
         conn.execute(
             "INSERT INTO scheduling.schedules (organization_id, specialist_id, time_zone, weekly)"
             " VALUES (%s, %s, 'UTC', %s)",
-            (
-                organization_id,
-                row[0],
-                json.dumps(
-                    [
-                        {"weekday": d, "start": "00:00", "end": "24:00"}
-                        for d in (*WEEKDAYS, "saturday", "sunday")
-                    ]
-                ),
-            ),
+            (organization_id, row[0], every_hour),
         )
         ids.append(uuid.UUID(str(row[0])))
-    have_row = conn.execute(
-        "SELECT count(*) FROM scheduling.appointments WHERE organization_id = %s",
-        (organization_id,),
-    ).fetchone()
-    have = int(have_row[0]) if have_row else 0
-    missing = max(0, appointments - have)
-    if not missing:
-        return ids
-    patients = [
-        uuid.UUID(str(r[0]))
-        for r in conn.execute(
-            "SELECT id FROM patients.patients WHERE organization_id = %s LIMIT 2000",
-            (organization_id,),
-        ).fetchall()
-    ]
-    if not patients:
-        raise RuntimeError("seed patients into the benchmark clinic first")
-    rng = random.Random(f"{organization_id}-{have}")  # noqa: S311 - benchmark data
-    first = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    first -= dt.timedelta(days=365)
-    slot = dt.timedelta(minutes=45)
-    with conn.cursor().copy(COPY_APPOINTMENTS) as copy:
-        for index in range(have, have + missing):
-            specialist = ids[index % len(ids)]
-            start = first + slot * (index // len(ids))
-            end = start + slot
-            copy.write_row(
-                _copy_row(
-                    {
-                        "organization_id": organization_id,
-                        "id": uuid.uuid4(),
-                        "uid": new_uid(),
-                        "specialist_id": specialist,
-                        "patient_id": rng.choice(patients),
-                        "template_id": None,
-                        "title": "Physiotherapy session",
-                        "status": "done" if end < dt.datetime.now(dt.UTC) else "upcoming",
-                        "starts_at": start,
-                        "ends_at": end,
-                        "buffer_after_minutes": 0,
-                        "blocked": (start, end),
-                        "time_zone": "UTC",
-                        "requires_confirmation": False,
-                        "hold_expires_at": None,
-                        "video": False,
-                        "video_status": "none",
-                        "cancel_reason": None,
-                    }
-                )
-            )
-    conn.commit()
     return ids
