@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -390,9 +391,9 @@ def sample(key: str) -> tuple[str, str, bytes | None]:
     found = json.loads((BENCH_DIR / "samples.json").read_text())[key]
     body = found.get("body")
     if body is not None and "starts_at" in body:
-        start = scheduling.BOOKING_EPOCH - dt.timedelta(minutes=45 * (1 + os.getpid() % 9973))
-        start -= dt.timedelta(days=int(time.time()) % 3000)
-        body["starts_at"] = start.isoformat()
+        # In the 20,000 slots (about 1.7 years) before the bookings' own range: in the future.
+        slot = random.SystemRandom().randrange(1, 20_000)
+        body["starts_at"] = (scheduling.BOOKING_EPOCH - dt.timedelta(minutes=45 * slot)).isoformat()
     return found["method"], found["path"], json.dumps(body).encode() if body else None
 
 
