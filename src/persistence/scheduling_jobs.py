@@ -115,6 +115,12 @@ SELECT r.organization_id, r.appointment_id, a.starts_at, a.ends_at, a.time_zone,
  LIMIT %s
    FOR UPDATE OF r SKIP LOCKED
 """
+# Holds nobody booked in time: their time was already free to others (bookings release them
+# on the spot); this removes them from calendars.
+DELETE_EXPIRED_HOLDS = """
+DELETE FROM scheduling.appointments
+ WHERE status = 'held' AND hold_expires_at <= now() - make_interval(secs => %s)
+"""
 MARK_REMINDER_SENT = """
 UPDATE scheduling.reminders SET sent_at = now() WHERE organization_id = %s AND appointment_id = %s
 """
@@ -174,3 +180,7 @@ async def claim_due_reminders(q: Querier, *, limit: int) -> list[DueReminderRow]
 
 async def mark_reminder_sent(q: Querier, organization_id: UUID, appointment_id: UUID) -> None:
     await q.execute(MARK_REMINDER_SENT, (organization_id, appointment_id))
+
+
+async def delete_expired_holds(q: Querier, *, grace_s: float) -> int:
+    return await q.execute(DELETE_EXPIRED_HOLDS, (grace_s,))

@@ -1,4 +1,5 @@
-"""What scheduling leaves for later: video rooms to create or delete, reminders to send.
+"""What scheduling leaves for later: video rooms to create or delete, reminders to send, and
+holds that expired unbooked to remove.
 
 Requests never call the video provider: a booking writes a task in its own transaction, and
 this worker carries it out — so a booking succeeds while the provider is down, and the
@@ -28,6 +29,7 @@ _log = structlog.get_logger("carebase.scheduling.worker")
 BATCH = 20
 LEASE_S = 120.0
 MAX_ATTEMPTS = 8
+HOLD_GRACE_S = 60.0  # a client that books right at the deadline gets its 409, not a 404
 ROOM_OPENS = dt.timedelta(minutes=15)
 ROOM_CLOSES = dt.timedelta(minutes=30)
 REMINDER_SUBJECT = "Your appointment at {organization}"
@@ -74,7 +76,12 @@ class SchedulingWorker:
                 _log.warning("scheduling_worker_failed", error=type(exc).__name__, detail=str(exc))
 
     async def run_once(self) -> tuple[int, int]:
-        """Work off what is due now: (video tasks tried, reminders sent)."""
+        """Work off what is due now: (video tasks tried, reminders sent); and drop the holds
+        that expired."""
+        async with self._db.admin_transaction() as q:
+            dropped = await jobs.delete_expired_holds(q, grace_s=HOLD_GRACE_S)
+        if dropped:
+            _log.info("expired_holds_deleted", count=dropped)
         tasks = 0
         while batch := await self.video_batch():
             tasks += batch

@@ -387,3 +387,25 @@ async def test_a_reminder_goes_out_once_at_the_organizations_lead_and_not_when_c
         "SELECT count(*) FROM scheduling.reminders WHERE organization_id = %s", (no_lead.org,)
     ).fetchone()
     assert none == (0,)
+
+
+async def test_expired_holds_leave_the_calendar(
+    app: CoreApp,
+    client: httpx.AsyncClient,
+    clinic: Callable[..., Clinic],
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    c = clinic()
+    fresh = (await book(client, c, day_at(2, 9), hold=True)).json()
+    stale = (await book(client, c, day_at(2, 11), hold=True)).json()
+    admin_conn.execute(
+        "UPDATE scheduling.appointments SET hold_expires_at = now() - interval '2 minutes'"
+        " WHERE id = %s",
+        (stale["id"],),
+    )
+    await app.scheduling.run_once()
+    assert (
+        await client.get(f"/v1/appointments/{stale['id']}", headers=c.staff.auth)
+    ).status_code == 404
+    kept = await client.get(f"/v1/appointments/{fresh['id']}", headers=c.staff.auth)
+    assert kept.json()["status"] == "held"
