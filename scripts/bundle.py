@@ -257,8 +257,8 @@ def lint_schemas(document: dict[str, Any]) -> Iterator[str]:
     """Bounded inputs and outputs: every string has maxLength (or an enum, or a fixed-length
     format the validator checks: uuid), every array maxItems."""
     for trail, node in walk(document):
-        if not isinstance(node, dict):
-            continue
+        if not isinstance(node, dict) or re.search(r"/examples?(/|$)", trail):
+            continue  # example values are data (a form item has `type: string`), not schemas
         bounded = "maxLength" in node or "enum" in node or node.get("format") in FIXED_FORMATS
         if node.get("type") == "string" and not bounded:
             yield f"{trail}: string without maxLength"
