@@ -186,7 +186,15 @@ class Parameters:
         values: dict[str, Any] = {}
         query = self._parse_query(query_string, found) if query_string or self._query else {}
         for parameter in self._by_location["path"]:
-            self._one(parameter, path_params.get(parameter.name), values, found)
+            given = path_params.get(parameter.name)
+            # Connexion routes an integer path parameter with Starlette's int convertor, which
+            # hands over an int: parse it as the text it came as, like every other parameter.
+            self._one(
+                parameter,
+                given if given is None or isinstance(given, str) else str(given),
+                values,
+                found,
+            )
         for parameter in self._query:
             raw = query.get(parameter.name)
             self._one(
