@@ -87,6 +87,14 @@ class IllegalTransition(Conflict):
         self.allowed = tuple(allowed)
 
 
+class NoDraft(Conflict):
+    """A form template has no draft to publish."""
+
+
+class FormLocked(Conflict):
+    """A form is past the state the change needs (completed, signed, or already amended)."""
+
+
 class VideoNotReady(Conflict):
     """The appointment has no video room to join (yet, or at all)."""
 

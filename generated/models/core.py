@@ -8,6 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, RootModel
+from typing_extensions import TypeAliasType
 
 
 class Status(StrEnum):
@@ -29,6 +30,24 @@ class AccessToken(BaseModel):
     expires_in: int
     """
     Seconds until the access token expires.
+    """
+
+
+class AnswerOrNull1(RootModel[str | None]):
+    root: Annotated[str | None, Field(max_length=2000)] = None
+    """
+    An answer (as `FieldValue`), or null to clear it.
+    """
+
+
+class AnswerOrNull2Item(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class AnswerOrNull2(RootModel[list[AnswerOrNull2Item]]):
+    root: Annotated[list[AnswerOrNull2Item], Field(max_length=100)]
+    """
+    An answer (as `FieldValue`), or null to clear it.
     """
 
 
@@ -219,6 +238,25 @@ class Option2(RootModel[str]):
     root: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
 
 
+class Behavior(StrEnum):
+    """
+    All conditions (the default) or any one.
+    """
+
+    all = "all"
+    any = "any"
+
+
+class Operator(StrEnum):
+    exists = "exists"
+    field_ = "="
+    field__ = "!="
+    field__1 = ">"
+    field__2 = "<"
+    field___1 = ">="
+    field___2 = "<="
+
+
 class EntityType(StrEnum):
     patient = "patient"
     specialist = "specialist"
@@ -262,11 +300,46 @@ class ForgotPasswordRequest(BaseModel):
     email: Annotated[EmailStr, Field(examples=["dana@example.com"], max_length=254, min_length=3)]
 
 
+PrefillSourcesAdditionalProperty = TypeAliasType(
+    "PrefillSourcesAdditionalProperty", Annotated[str, Field(max_length=100)]
+)
+
+
+class FormAmend(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S")]
+
+
 class FormAttachment(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
     form_template_ids: Annotated[list[UUID], Field(max_length=20, min_length=1)]
+
+
+class Option3(RootModel[str]):
+    root: Annotated[str, Field(max_length=200, min_length=1)]
+
+
+class FormStatus(StrEnum):
+    draft = "draft"
+    in_progress = "in_progress"
+    completed = "completed"
+    signed = "signed"
+
+
+class FormUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    values: Annotated[
+        dict[str, AnswerOrNull1 | float | bool | AnswerOrNull2 | None], Field(max_length=500)
+    ]
+    """
+    Answers by `link_id`; null clears one.
+    """
 
 
 class HealthCheck(BaseModel):
@@ -289,6 +362,21 @@ class ImpersonationToken(BaseModel):
     expires_in: Annotated[int, Field(ge=1)]
     user_id: UUID
     impersonator_id: UUID
+
+
+class ItemType(StrEnum):
+    group = "group"
+    display = "display"
+    boolean = "boolean"
+    integer = "integer"
+    decimal = "decimal"
+    date = "date"
+    date_time = "date-time"
+    string = "string"
+    text = "text"
+    choice = "choice"
+    multi_choice = "multi-choice"
+    attachment = "attachment"
 
 
 class Kty(StrEnum):
@@ -481,6 +569,14 @@ class ServiceStatus(StrEnum):
     ok = "ok"
 
 
+class SignatureMeaning(StrEnum):
+    authored = "authored"
+    reviewed = "reviewed"
+    approved = "approved"
+    consented = "consented"
+    witnessed = "witnessed"
+
+
 class Slot(BaseModel):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
@@ -605,6 +701,14 @@ class ActiveOrganization(BaseModel):
     role: Role
 
 
+class Answers(RootModel[dict[str, FieldValue1 | float | bool | FieldValue2]]):
+    """
+    Answers by `link_id`.
+    """
+
+    root: Annotated[dict[str, FieldValue1 | float | bool | FieldValue2], Field(max_length=500)]
+
+
 class ApiKey(BaseModel):
     id: UUID
     name: Annotated[str, Field(max_length=100)]
@@ -702,7 +806,7 @@ class AppointmentTemplate(BaseModel):
     requires_confirmation: bool
     form_template_ids: Annotated[list[UUID], Field(max_length=20)]
     """
-    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    Form templates (existing ones) whose forms are attached to appointments made from this template when they are booked (templates without a published version are skipped).
     """
     active: bool
     version: Annotated[int, Field(ge=1)]
@@ -727,7 +831,7 @@ class AppointmentTemplateCreate(BaseModel):
     requires_confirmation: bool = False
     form_template_ids: Annotated[list[UUID] | None, Field(max_length=20)] = None
     """
-    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    Form templates (existing ones) whose forms are attached to appointments made from this template when they are booked (templates without a published version are skipped).
     """
     active: bool = True
 
@@ -756,7 +860,7 @@ class AppointmentTemplateUpdate(BaseModel):
     requires_confirmation: bool | None = None
     form_template_ids: Annotated[list[UUID] | None, Field(max_length=20)] = None
     """
-    Form templates to attach to appointments made from this template (kept now; the forms module gives them meaning).
+    Form templates (existing ones) whose forms are attached to appointments made from this template when they are booked (templates without a published version are skipped).
     """
     active: bool | None = None
 
@@ -876,6 +980,209 @@ class DateOverride(BaseModel):
     """
     The date's working hours instead of its weekday's; none is a day off.
     """
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    question: Annotated[
+        str, Field(max_length=64, min_length=1, pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ]
+    operator: Operator
+    answer: FieldValue1 | float | bool | FieldValue2 | None = None
+    """
+    A value: text, a date (`YYYY-MM-DD`) or a select choice as a string, a number, a boolean, or a multi-select's choices as a list.
+    """
+
+
+class EnableWhen(BaseModel):
+    """
+    The item is shown (and answerable) only when all (or any) conditions hold. A condition names another answerable item; `exists` tests for an answer at all.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    behavior: Behavior | None = None
+    """
+    All conditions (the default) or any one.
+    """
+    conditions: Annotated[list[Condition], Field(max_length=10, min_length=1)]
+
+
+class FormCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    template_id: UUID
+    template_version: Annotated[int | None, Field(ge=1, le=100000)] = None
+    patient_id: UUID
+    appointment_id: UUID | None = None
+    prefill: bool = False
+    values: Answers | None = None
+
+
+class FormItem(BaseModel):
+    """
+    One item of a form (FHIR Questionnaire is the model), nested by `parent_link_id` under a group.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    link_id: Annotated[
+        str, Field(max_length=64, min_length=1, pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ]
+    parent_link_id: Annotated[
+        str | None, Field(max_length=64, min_length=1, pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ] = None
+    """
+    The link_id of the group this item sits in; groups nest at most 5 deep.
+    """
+    text: Annotated[str, Field(max_length=2000, min_length=1)]
+    type: ItemType
+    required: bool = False
+    options: Annotated[list[Option3] | None, Field(max_length=100)] = None
+    """
+    The choices of a choice or multi-choice item (and of nothing else).
+    """
+    min: float | None = None
+    """
+    The smallest number, the shortest text, or the fewest choices.
+    """
+    max: float | None = None
+    """
+    The largest number, the longest text, or the most choices.
+    """
+    pattern: Annotated[str | None, Field(max_length=500)] = None
+    """
+    An RE2 pattern a string or text answer must match.
+    """
+    enable_when: EnableWhen | None = None
+    prefill: Annotated[str | None, Field(max_length=100)] = None
+    """
+    A key of `GET /v1/patients/{id}/prefill` (`patient.<field>` or `custom.<key>`).
+    """
+    sensitive: bool = False
+    """
+    The answer is sealed at rest.
+    """
+
+
+class FormSign(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    meaning: SignatureMeaning
+
+
+class Draft(BaseModel):
+    """
+    The items being edited; null right after publishing.
+    """
+
+    items: Annotated[list[FormItem], Field(max_length=500)]
+    updated_at: AwareDatetime
+
+
+class FormTemplate(BaseModel):
+    id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str, Field(max_length=2000)]
+    signer_roles: Annotated[list[Role], Field(max_length=4, min_length=1)]
+    """
+    Who may sign forms made from the template.
+    """
+    active: bool
+    draft: Annotated[Draft | None, Field(...)]
+    """
+    The items being edited; null right after publishing.
+    """
+    latest_version: Annotated[int, Field(ge=0)]
+    """
+    The newest published version (0 before the first).
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class FormTemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str | None, Field(max_length=2000)] = None
+    signer_roles: Annotated[list[Role] | None, Field(max_length=4, min_length=1)] = None
+    """
+    Who may sign forms made from the template.
+    """
+    items: Annotated[list[FormItem], Field(max_length=500)]
+
+
+class FormTemplatePage(BaseModel):
+    data: Annotated[list[FormTemplate], Field(max_length=100)]
+    meta: PageMeta
+
+
+class FormTemplateUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str | None, Field(max_length=2000)] = None
+    signer_roles: Annotated[list[Role] | None, Field(max_length=4, min_length=1)] = None
+    """
+    Who may sign forms made from the template.
+    """
+    active: bool | None = None
+    items: Annotated[list[FormItem], Field(max_length=500)]
+
+
+class FormTemplateVersion(BaseModel):
+    template_id: UUID
+    number: Annotated[int, Field(ge=1)]
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    description: Annotated[str, Field(max_length=2000)]
+    signer_roles: Annotated[list[Role], Field(max_length=4, min_length=1)]
+    """
+    Who may sign forms made from the template.
+    """
+    items: Annotated[list[FormItem], Field(max_length=500)]
+    schema_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+    published_at: AwareDatetime
+    published_by: Annotated[UUID | None, Field(...)]
+
+
+class FormTemplateVersionSummary(BaseModel):
+    template_id: UUID
+    number: Annotated[int, Field(ge=1)]
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    item_count: Annotated[int, Field(ge=0, le=500)]
+    schema_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+    published_at: AwareDatetime
+    published_by: Annotated[UUID | None, Field(...)]
+
+
+class FormVerification(BaseModel):
+    form_id: UUID
+    valid: bool
+    content_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+    computed_content_sha256: Annotated[
+        str | None, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")
+    ]
+    """
+    Null when a sealed answer no longer opens.
+    """
+    signature_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+    computed_signature_sha256: Annotated[
+        str | None, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")
+    ]
+    """
+    Null when a sealed answer no longer opens.
+    """
+    checked_at: AwareDatetime
 
 
 class Liveness(BaseModel):
@@ -1190,6 +1497,19 @@ class ReadinessProblem(Problem):
     checks: Annotated[list[HealthCheck], Field(max_length=32)]
 
 
+class Signature(BaseModel):
+    """
+    Who signed, when, meaning what, and the hashes; null until the form is signed.
+    """
+
+    signer_user_id: Annotated[UUID | None, Field(...)]
+    signer_role: Role
+    meaning: SignatureMeaning
+    signed_at: AwareDatetime
+    content_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+    signature_sha256: Annotated[str, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")]
+
+
 class SlotList(BaseModel):
     time_zone: Annotated[
         str,
@@ -1306,6 +1626,47 @@ class AvailabilityUpdate(BaseModel):
     """
     weekly: Annotated[list[WeeklyInterval], Field(max_length=84)]
     overrides: Annotated[list[DateOverride] | None, Field(max_length=400)] = None
+
+
+class Form(BaseModel):
+    id: UUID
+    template_id: UUID
+    template_version: Annotated[int, Field(ge=1)]
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    patient_id: UUID
+    appointment_id: Annotated[UUID | None, Field(...)]
+    status: FormStatus
+    values: Answers
+    prefill_sources: Annotated[dict[str, PrefillSourcesAdditionalProperty], Field(max_length=500)]
+    """
+    For each pre-filled item, the prefill key its answer was copied from.
+    """
+    submitted_at: Annotated[AwareDatetime | None, Field(...)]
+    signature: Signature | None
+    amends_id: Annotated[UUID | None, Field(...)]
+    """
+    The signed form this one corrects.
+    """
+    amend_reason: Annotated[str | None, Field(max_length=500)]
+    """
+    Why the signed form needed correcting.
+    """
+    amended_by_id: Annotated[UUID | None, Field(...)]
+    """
+    The form that corrects this one.
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class FormPage(BaseModel):
+    data: Annotated[list[Form], Field(max_length=100)]
+    meta: PageMeta
+
+
+class FormTemplateVersionList(BaseModel):
+    data: Annotated[list[FormTemplateVersionSummary], Field(max_length=100000)]
 
 
 class PatientPage(BaseModel):

@@ -19,6 +19,8 @@ from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.availability import AvailabilityHandlers
 from carebase.handlers.core.calendar import CalendarHandlers
 from carebase.handlers.core.custom_fields import CustomFieldHandlers
+from carebase.handlers.core.form_templates import FormTemplateHandlers
+from carebase.handlers.core.forms import FormHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
@@ -41,6 +43,7 @@ from carebase.services.audit import AuditService
 from carebase.services.availability import AvailabilityService
 from carebase.services.calendar import CalendarService
 from carebase.services.custom_fields import CustomFieldService
+from carebase.services.forms import FormService, FormTemplateService
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
 from carebase.services.patients import PatientService
@@ -119,6 +122,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     relay = OutboxRelay(database, dependencies.mail)
     scheduling = SchedulingWorker(database, rooms)
     sealer = dependencies.sealer
+    patients = PatientService(
+        db=database,
+        sealer=sealer,
+        tokens=dependencies.tokens,
+        links=links,
+        impersonation_ttl_s=settings.impersonation_ttl_s,
+    )
     handlers = handler_registry(
         [
             AppointmentHandlers(appointments=AppointmentService(db=database, video=rooms)),
@@ -135,15 +145,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
                     db=database, links=links, on_access_changed=authenticator.forget
                 )
             ),
-            PatientHandlers(
-                patients=PatientService(
-                    db=database,
-                    sealer=sealer,
-                    tokens=dependencies.tokens,
-                    links=links,
-                    impersonation_ttl_s=settings.impersonation_ttl_s,
-                )
-            ),
+            FormHandlers(forms=FormService(db=database, sealer=sealer, prefill=patients.prefill)),
+            FormTemplateHandlers(templates=FormTemplateService(db=database)),
+            PatientHandlers(patients=patients),
             SpecialistHandlers(specialists=SpecialistService(db=database, sealer=sealer)),
             SystemHandlers(
                 health=HealthService(

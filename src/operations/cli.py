@@ -299,7 +299,8 @@ def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
             finally:
                 await database.close()
             return (
-                f"keys: re-sealed {done.patients} patient and {done.specialists} specialist values"
+                f"keys: re-sealed {done.patients} patient, {done.specialists} specialist and"
+                f" {done.forms} form values ({done.unreadable} unreadable, left as they are)"
             )
 
         print(asyncio.run(run()))

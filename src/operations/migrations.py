@@ -24,6 +24,7 @@ MODULES: tuple[str, ...] = (
     "specialists",
     "patients",
     "scheduling",
+    "forms",
 )
 
 # Migrations grant table rights to this group role, never to a deployment's login role,

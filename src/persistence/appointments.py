@@ -162,6 +162,13 @@ UPDATE scheduling.appointments
    AND (%(version)s::integer IS NULL OR version = %(version)s)
 RETURNING {COLUMNS}
 """  # noqa: S608 - constant columns
+UPDATE_FORM_TEMPLATES = f"""
+UPDATE scheduling.appointments
+   SET form_template_ids = %(ids)s, version = version + 1, updated_at = now()
+ WHERE organization_id = %(org)s AND id = %(id)s
+   AND (%(version)s::integer IS NULL OR version = %(version)s)
+RETURNING {COLUMNS}
+"""  # noqa: S608 - constant columns
 DELETE_APPOINTMENT = """
 DELETE FROM scheduling.appointments
  WHERE organization_id = %(org)s AND id = %(id)s
@@ -349,6 +356,18 @@ async def retitle(
 ) -> AppointmentRow | None:
     params = {"org": organization_id, "id": appointment_id, "title": title, "version": version}
     return await q.fetch_one(UPDATE_TITLE, params, row=AppointmentRow)
+
+
+async def set_form_templates(
+    q: Querier,
+    organization_id: UUID,
+    appointment_id: UUID,
+    ids: list[UUID],
+    *,
+    version: int | None,
+) -> AppointmentRow | None:
+    params = {"org": organization_id, "id": appointment_id, "ids": ids, "version": version}
+    return await q.fetch_one(UPDATE_FORM_TEMPLATES, params, row=AppointmentRow)
 
 
 async def delete(

@@ -24,6 +24,10 @@ _CLINICAL_READ = {"patients:read", "specialists:read", "specialties:read", "cust
 _SCHEDULE_READ = {"availability:read", "appointment_templates:read", "calendar:read"}
 _BOOKING = {"appointments:read", "appointments:write"}
 _CLINIC_SCHEDULING = {*_SCHEDULE_READ, *_BOOKING, "availability:write", "appointments:manage"}
+# Everyone fills and signs forms (row-level security narrows a patient to their own, and a
+# template names the roles that may sign); the clinic designs them.
+_FORMS = {"form_templates:read", "forms:read", "forms:write", "forms:sign"}
+_CLINIC_FORMS = {*_FORMS, "form_templates:write"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -47,6 +51,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "calendar_feeds:write",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
+            *_CLINIC_FORMS,
         }
     ),
     # A specialist joins their own video sessions and subscribes to their own calendar.
@@ -59,6 +64,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "calendar_feeds:write",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
+            *_CLINIC_FORMS,
         }
     ),
     "staff": frozenset(
@@ -69,6 +75,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "appointment_templates:write",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
+            *_CLINIC_FORMS,
         }
     ),
     # Row-level security narrows a patient to their own record: they read and edit it (not
@@ -83,6 +90,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "appointments:join",
             *_SCHEDULE_READ,
             *_BOOKING,
+            *_FORMS,
         }
     ),
 }

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID, uuid4
 
-from carebase.errors import NotFound, PreconditionFailed
+from carebase.errors import FieldError, NotFound, PreconditionFailed, ValidationFailed
 from carebase.pages import Page, PageRequest
 from carebase.persistence import appointment_templates as repo
-from carebase.persistence.db import Database, search_term
+from carebase.persistence import forms
+from carebase.persistence.db import Database, Querier, search_term
 from carebase.principal import Principal, organization_of
 from carebase.services.audit import record
 
@@ -38,6 +39,7 @@ class AppointmentTemplateService:
         fields = {**DEFAULTS, **{k: v for k, v in given.items() if k in repo.FIELDS}}
         fields["title"] = str(fields["title"]).strip()
         async with self._db.transaction(principal) as q:
+            await _check_forms(q, organization_id, given.get("form_template_ids") or [])
             created = await repo.insert(q, organization_id, uuid4(), fields)
             await record(
                 q,
@@ -92,6 +94,7 @@ class AppointmentTemplateService:
             fields = {name: getattr(current, name) for name in repo.FIELDS}
             fields.update({k: v for k, v in changes.items() if k in repo.FIELDS})
             fields["title"] = str(fields["title"]).strip()
+            await _check_forms(q, organization_id, changes.get("form_template_ids") or [])
             changed = await repo.update(q, organization_id, template_id, fields, version=version)
             if changed is None:
                 raise PreconditionFailed(CHANGED)
@@ -119,3 +122,16 @@ class AppointmentTemplateService:
                 entity_type="appointment_template",
                 entity_id=template_id,
             )
+
+
+async def _check_forms(q: Querier, organization_id: UUID, template_ids: list[UUID]) -> None:
+    if not template_ids:
+        return
+    existing = await forms.existing_among(q, organization_id, template_ids)
+    missing = [
+        FieldError(f"/body/form_template_ids/{index}", "No such form template.", "not_found")
+        for index, template_id in enumerate(template_ids)
+        if template_id not in existing
+    ]
+    if missing:
+        raise ValidationFailed(missing)

@@ -32,13 +32,14 @@ from carebase.integrations.video import VideoProvider
 from carebase.pages import Page, PageRequest
 from carebase.persistence import appointment_templates as templates
 from carebase.persistence import appointments as repo
-from carebase.persistence import patients, specialists
+from carebase.persistence import forms, patients, specialists
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal, organization_of
 from carebase.services import appointment_states as states
 from carebase.services import working_hours as wh
 from carebase.services.audit import record
 from carebase.services.availability import hours_of
+from carebase.services.forms import attach_to_appointment
 
 NO_APPOINTMENT = "No such appointment."
 CHANGED = "The appointment changed since it was read; read it again."
@@ -217,7 +218,15 @@ class AppointmentService:
     async def _follow_up(
         self, q: Querier, organization_id: UUID, row: repo.AppointmentRow, now: dt.datetime
     ) -> None:
-        """What a booked time needs: its video room and its reminder."""
+        """What a booked time needs: its video room, its reminder and its forms."""
+        if row.form_template_ids:
+            await attach_to_appointment(
+                q,
+                organization_id,
+                appointment_id=row.id,
+                patient_id=row.patient_id,
+                template_ids=row.form_template_ids,
+            )
         if row.video:
             await repo.add_video_task(
                 q, organization_id, row.id, action="create", room_name=room_name(row.uid)
@@ -472,21 +481,60 @@ class AppointmentService:
         return changed
 
     async def attach_forms(
-        self, principal: Principal, appointment_id: UUID, form_template_ids: list[UUID]
+        self,
+        principal: Principal,
+        appointment_id: UUID,
+        form_template_ids: list[UUID],
+        *,
+        version: int | None,
     ) -> repo.AppointmentRow:
-        """Forms arrive with the forms module: until then no form template exists to attach."""
-        current = await self.get(principal, appointment_id)
-        raise ValidationFailed(
-            [
+        """One form per published template for the patient to fill; attaching a template
+        again keeps the form it has."""
+        organization_id = organization_of(principal, NO_APPOINTMENT)
+        async with self._db.transaction(principal) as q:
+            current = await self._current(q, organization_id, appointment_id)
+            if current.status in ("cancelled", "entered_in_error"):
+                raise Conflict(f"The appointment is {current.status}: it takes no forms.")
+            existing = await forms.existing_among(q, organization_id, form_template_ids)
+            published = await forms.published_among(q, organization_id, form_template_ids)
+            problems = [
                 FieldError(
                     f"/body/form_template_ids/{index}",
-                    "No such form template (forms are not available yet).",
-                    "not_found",
+                    "No such form template."
+                    if template_id not in existing
+                    else "The form template has no published version.",
+                    "not_found" if template_id not in existing else "unpublished",
                 )
-                for index, _ in enumerate(form_template_ids)
-            ],
-            detail=f"Appointment {current.uid} keeps its forms; forms are not available yet.",
-        )
+                for index, template_id in enumerate(form_template_ids)
+                if template_id not in published
+            ]
+            if problems:
+                raise ValidationFailed(problems)
+            await attach_to_appointment(
+                q,
+                organization_id,
+                appointment_id=appointment_id,
+                patient_id=current.patient_id,
+                template_ids=form_template_ids,
+            )
+            ids = list(dict.fromkeys([*current.form_template_ids, *form_template_ids]))
+            changed = await repo.set_form_templates(
+                q, organization_id, appointment_id, ids, version=version
+            )
+            if changed is None:
+                raise PreconditionFailed(CHANGED)
+            await repo.add_event(
+                q, organization_id, appointment_id, _event(principal, "forms_attached")
+            )
+            await record(
+                q,
+                principal,
+                action="appointment.forms_attached",
+                entity_type="appointment",
+                entity_id=appointment_id,
+                changed_fields=["form_template_ids"],
+            )
+        return changed
 
     async def video_token(self, principal: Principal, appointment_id: UUID) -> VideoGrant:
         organization_id = organization_of(principal, NO_APPOINTMENT)

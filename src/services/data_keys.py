@@ -13,9 +13,10 @@ from uuid import UUID
 
 import structlog
 
-from carebase.persistence import patients, specialists
+from carebase.persistence import forms, patients, specialists
 from carebase.persistence.db import Database
 from carebase.security.encryption import Sealer, UnsealError
+from carebase.services import forms as form_service
 from carebase.services import patients as patient_service
 from carebase.services import specialists as specialist_service
 
@@ -28,6 +29,7 @@ START = (UUID(int=0), UUID(int=0))
 class Resealed:
     patients: int
     specialists: int
+    forms: int
     unreadable: int
     """Values that failed authentication: left as they are, and logged (without content)."""
 
@@ -41,7 +43,8 @@ async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Res
     counter = _Counter()
     patients_done = await _reseal_patients(db, sealer, batch, counter)
     specialists_done = await _reseal_specialists(db, sealer, batch, counter)
-    return Resealed(patients_done, specialists_done, counter.unreadable)
+    forms_done = await _reseal_forms(db, sealer, batch, counter)
+    return Resealed(patients_done, specialists_done, forms_done, counter.unreadable)
 
 
 def _renewed(sealer: Sealer, sealed: bytes | None, aad: bytes, counter: _Counter) -> bytes | None:
@@ -90,6 +93,24 @@ async def _reseal_specialists(db: Database, sealer: Sealer, batch: int, counter:
                 renewed = _renewed(sealer, row.custom_sealed, aad, counter)
                 if renewed is not None:
                     await specialists.reseal(q, row, renewed)
+                    changed += 1
+        if len(rows) < batch:
+            return changed
+        after = (rows[-1].organization_id, rows[-1].id)
+
+
+async def _reseal_forms(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
+    """Sensitive answers; a signed form accepts this one change (its signature covers the
+    plaintext, which stays the same)."""
+    after, changed = START, 0
+    while True:
+        async with db.admin_transaction() as q:
+            rows = await forms.sealed_batch(q, after, batch)
+            for row in rows:
+                aad = form_service.answers_aad(row.organization_id, row.id)
+                renewed = _renewed(sealer, row.sealed_answers, aad, counter)
+                if renewed is not None:
+                    await forms.reseal(q, row, renewed)
                     changed += 1
         if len(rows) < batch:
             return changed

@@ -23,7 +23,7 @@ from carebase.errors import (
     ValidationFailed,
 )
 from carebase.pages import Page, PageRequest
-from carebase.persistence import appointments, identity, organizations
+from carebase.persistence import appointments, forms, identity, organizations
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import patients as repo
 from carebase.persistence.db import Database, Querier, one, search_term
@@ -233,6 +233,11 @@ class PatientService:
                 raise Conflict(
                     f"The patient has {active} appointment(s) that still hold a specialist's"
                     " time; cancel them first."
+                )
+            signed = await forms.signed_of_patient(q, organization_id, patient_id)
+            if signed:
+                raise Conflict(
+                    f"The patient has {signed} signed form(s): they are kept as clinical records."
                 )
             if not await repo.delete_patient(q, organization_id, patient_id, version=version):
                 raise PreconditionFailed("The patient changed since it was read; read it again.")

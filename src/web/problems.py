@@ -41,6 +41,8 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.IllegalTransition: ProblemType(
         409, "illegal-transition", "Not allowed from the appointment's state"
     ),
+    errors.NoDraft: ProblemType(409, "no-draft", "No draft to publish"),
+    errors.FormLocked: ProblemType(409, "form-locked", "Not allowed in the form's state"),
     errors.VideoNotReady: ProblemType(409, "video-not-ready", "No video room to join"),
     errors.PreconditionFailed: ProblemType(412, "precondition-failed", "Precondition failed"),
     errors.PayloadTooLarge: ProblemType(413, "payload-too-large", "Payload too large"),

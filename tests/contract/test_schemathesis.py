@@ -24,6 +24,7 @@ from schemathesis.config import SchemathesisConfig
 from carebase.apps.common import build_tokens
 from carebase.config import PROJECT_ROOT, Settings
 from carebase.operations.devstack import EmbeddedStack
+from carebase.services import form_schema
 
 pytestmark = pytest.mark.contract
 
@@ -49,6 +50,15 @@ SPECIALIST_ID = "7e6d5c4b-3a2f-4e1d-8c0b-9a8f7e6d5c4b"
 PATIENT_ID = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
 TEMPLATE_ID = "3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9"
 SPECIALTY_ID = "2b1a0f9e-8d7c-4b6a-9e5d-4c3b2a1f0e9d"
+FORM_TEMPLATE_ID = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0"
+# A published form every role may sign, with an item of each kind a generator can answer.
+FORM_ITEMS = form_schema.normalised(
+    [
+        {"link_id": "pain", "text": "Pain", "type": "integer", "min": 0, "max": 10},
+        {"link_id": "note", "text": "Note", "type": "text", "sensitive": True},
+        {"link_id": "side", "text": "Side", "type": "choice", "options": ["left", "right"]},
+    ]
+)
 EVERY_HOUR = json.dumps(
     [
         {"weekday": day, "start": "00:00", "end": "24:00"}
@@ -112,6 +122,22 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
             " VALUES (%s, %s, 'contract-visit', 'Visit', 30, 730)",
             (org[0], TEMPLATE_ID),
         )
+        conn.execute(
+            "INSERT INTO forms.templates (organization_id, id, title, signer_roles, latest_version)"
+            " VALUES (%s, %s, 'Intake', '{admin,specialist,staff,patient}', 1)",
+            (org[0], FORM_TEMPLATE_ID),
+        )
+        conn.execute(
+            "INSERT INTO forms.template_versions (organization_id, template_id, number, title,"
+            " description, signer_roles, items, schema_sha256)"
+            " VALUES (%s, %s, 1, 'Intake', '', '{admin,specialist,staff,patient}', %s, %s)",
+            (
+                org[0],
+                FORM_TEMPLATE_ID,
+                json.dumps(FORM_ITEMS),
+                form_schema.schema_sha256(FORM_ITEMS),
+            ),
+        )
     return headers
 
 
@@ -143,6 +169,7 @@ STATEFUL_GROUPS = {
     "clinical": r"^/v1/(patients|specialties|specialists|custom-fields)",
     "templates": r"^/v1/appointment-templates",
     "appointments": r"^/v1/appointments",
+    "forms": r"^/v1/(form-templates|forms)",
 }
 # For the appointments' run: starts drawn from free future hours and a plain reason, so the
 # scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz

@@ -32,7 +32,6 @@ NOT_AUDITED = {
     "forgotPassword": "mails a link; changes nothing",
     "resetPassword": "a credential change before sign-in; ends sessions",
     "switchOrganization": "issues a token for another membership; changes nothing",
-    "attachAppointmentForms": "refused (422) until the forms module exists; changes nothing",
     "createVideoToken": "mints a short-lived join token that is never stored; changes nothing",
     "queryCalendar": "a read whose filter travels in the body",
 }
@@ -230,12 +229,58 @@ RECIPES: dict[str, Recipe] = {
         f"/v1/specialists/{w.ids['booked_specialist_id']}/calendar-feeds",
         {"include_patient_names": False},
     ),
+    "attachAppointmentForms": lambda w: (
+        "POST",
+        f"/v1/appointments/{w.ids['appointment_id']}/attach-forms",
+        {"form_template_ids": [w.ids["form_template_id"]]},
+    ),
+    "createFormTemplate": lambda w: (
+        "POST",
+        "/v1/form-templates",
+        {"title": "Consent", "items": FORM_ITEMS},
+    ),
+    "updateFormTemplate": lambda w: (
+        "PUT",
+        f"/v1/form-templates/{w.ids['form_template_id']}",
+        {"title": "Intake v2", "items": FORM_ITEMS},
+    ),
+    "deleteFormTemplate": lambda w: (
+        "DELETE",
+        f"/v1/form-templates/{w.ids['draft_form_template_id']}",
+        None,
+    ),
+    "publishFormTemplate": lambda w: (
+        "POST",
+        f"/v1/form-templates/{w.ids['draft_form_template_id']}/publish",
+        None,
+    ),
+    "createForm": lambda w: (
+        "POST",
+        "/v1/forms",
+        {"template_id": w.ids["form_template_id"], "patient_id": w.ids["booked_patient_id"]},
+    ),
+    "updateForm": lambda w: ("PATCH", f"/v1/forms/{w.ids['form_id']}", {"values": {"pain": 3}}),
+    "deleteForm": lambda w: ("DELETE", f"/v1/forms/{w.ids['form_id']}", None),
+    "submitForm": lambda w: ("POST", f"/v1/forms/{w.ids['form_id']}/submit", None),
+    "signForm": lambda w: (
+        "POST",
+        f"/v1/forms/{w.ids['completed_form_id']}/sign",
+        {"meaning": "reviewed"},
+    ),
+    "amendForm": lambda w: (
+        "POST",
+        f"/v1/forms/{w.ids['signed_form_id']}/amend",
+        {"reason": "Wrong knee."},
+    ),
     "revokeCalendarFeed": lambda w: (
         "DELETE",
         f"/v1/specialists/{w.ids['booked_specialist_id']}/calendar-feeds/{w.ids['feed_id']}",
         None,
     ),
 }
+
+
+FORM_ITEMS = [{"link_id": "pain", "text": "Pain", "type": "integer", "min": 0, "max": 10}]
 
 
 def _booking(w: World, start: dt.datetime, **extra: Any) -> dict[str, Any]:
@@ -296,7 +341,29 @@ async def world(
     ids["api_key_id"] = str(key.json()["id"])
     world = World(org, admin, ids, call)
     await _scheduling(world, person, admin_conn, made)
+    await _forms(world, made)
     return world
+
+
+async def _forms(w: World, made: Callable[..., Awaitable[str]]) -> None:
+    """A published form template, one with a draft only, and forms in each state."""
+    ids = w.ids
+    ids["form_template_id"] = await made(
+        "POST", "/v1/form-templates", {"title": "Intake", "items": FORM_ITEMS}
+    )
+    ids["draft_form_template_id"] = await made(
+        "POST", "/v1/form-templates", {"title": "Draft", "items": FORM_ITEMS}
+    )
+    published = await w.call("POST", f"/v1/form-templates/{ids['form_template_id']}/publish")
+    assert published.status_code == 201, published.text
+    new = {"template_id": ids["form_template_id"], "patient_id": ids["booked_patient_id"]}
+    ids["form_id"] = await made("POST", "/v1/forms", new)
+    for key, steps in (("completed_form_id", ("submit",)), ("signed_form_id", ("submit", "sign"))):
+        ids[key] = await made("POST", "/v1/forms", {**new, "values": {"pain": 2}})
+        for step in steps:
+            body = {"meaning": "reviewed"} if step == "sign" else None
+            done = await w.call("POST", f"/v1/forms/{ids[key]}/{step}", body)
+            assert done.status_code == 200, done.text
 
 
 async def _scheduling(

@@ -164,6 +164,7 @@ def _clinical_rows(
         (org, ids["field_id"]),
     )
     ids.update(_scheduling_rows(conn, org, ids))
+    _form_rows(conn, org, ids)
     return ids
 
 
@@ -207,6 +208,30 @@ def _scheduling_rows(
     return texts
 
 
+def _form_rows(
+    conn: psycopg.Connection[tuple[object, ...]], org: uuid.UUID, ids: dict[str, str]
+) -> None:
+    """A published form template of `org` and a signed form from it for its patient."""
+    conn.execute(
+        "INSERT INTO forms.templates (organization_id, id, title, latest_version)"
+        " VALUES (%s, %s, 'B form', 1)",
+        (org, ids["form_template_id"]),
+    )
+    conn.execute(
+        "INSERT INTO forms.template_versions (organization_id, template_id, number, title,"
+        " description, signer_roles, items, schema_sha256)"
+        " VALUES (%s, %s, 1, 'B form', '', '{admin}', '[]', repeat('0', 64))",
+        (org, ids["form_template_id"]),
+    )
+    conn.execute(
+        "INSERT INTO forms.forms (organization_id, id, template_id, template_version, patient_id,"
+        " appointment_id, status, signer_role, signature_meaning, signed_at, content_sha256,"
+        " signature_sha256) VALUES (%s, %s, %s, 1, %s, %s, 'signed', 'admin', 'reviewed', now(),"
+        " repeat('0', 64), repeat('0', 64))",
+        (org, ids["form_id"], ids["form_template_id"], ids["patient_id"], ids["appointment_id"]),
+    )
+
+
 def _random_texts() -> dict[str, str]:
     """Path parameters that are not uuids, in their formats, naming nothing yet."""
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
@@ -215,6 +240,7 @@ def _random_texts() -> dict[str, str]:
             :26
         ],
         "template_slug": f"no-such-{uuid.uuid4().hex[:8]}",
+        "number": "1",
     }
 
 
@@ -226,6 +252,8 @@ NEW_IDS = (
     "template_id",
     "appointment_id",
     "feed_id",
+    "form_template_id",
+    "form_id",
 )
 
 

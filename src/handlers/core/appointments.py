@@ -177,9 +177,8 @@ class AppointmentHandlers:
         if_match: int | None,
         body: api.FormAttachment,
     ) -> Reply:
-        del if_match  # nothing is changed until forms exist
         row = await self._appointments.attach_forms(
-            principal, appointment_id, list(body.form_template_ids)
+            principal, appointment_id, list(body.form_template_ids), version=if_match
         )
         return _one(row)
 
