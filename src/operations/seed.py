@@ -1,6 +1,7 @@
 """Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role,
-each clinic with specialties, a specialist, a custom field library, about 50 patients, and the
-specialist's working hours, three appointment templates and two weeks of appointments.
+each clinic with specialties, a specialist, a custom field library, about 50 patients, the
+specialist's working hours, three appointment templates, two weeks of appointments, an intake
+and a consent form template (published) and forms in every state, the demo patient's signed.
 
 Idempotent: a second run finds everything in place. The shared demo password is generated
 on the first run into `<DATA_DIR>/demo-credentials.json` (0600), never stored in the code.
@@ -19,6 +20,7 @@ import psycopg
 from argon2 import PasswordHasher
 
 from carebase.operations.seed_clinical import seed_clinic
+from carebase.operations.seed_forms import seed_forms
 from carebase.operations.seed_scheduling import seed_schedule
 from carebase.security.encryption import DataKeyring
 
@@ -93,6 +95,7 @@ def seed_demo(
                 patient_user=users["patient"],
             )
             _seed_schedule(conn, row[0], zone, users)
+            _seed_forms(conn, row[0], keyring, users)
     return accounts
 
 
@@ -119,6 +122,28 @@ def _seed_schedule(
         specialist_id=uuid.UUID(str(specialist[0])),
         patient_ids=[uuid.UUID(str(p[0])) for p in patients if p[0] != own],
         own_patient_id=uuid.UUID(str(own)) if own else None,
+    )
+
+
+def _seed_forms(
+    conn: psycopg.Connection[tuple[object, ...]],
+    organization_id: object,
+    keyring: DataKeyring,
+    users: dict[str, object],
+) -> None:
+    patients = conn.execute(
+        "SELECT id, user_id FROM patients.patients WHERE organization_id = %s ORDER BY id",
+        (organization_id,),
+    ).fetchall()
+    own = next((p[0] for p in patients if p[1] == users["patient"]), None)
+    seed_forms(
+        conn,
+        uuid.UUID(str(organization_id)),
+        keyring,
+        specialist_user=uuid.UUID(str(users["specialist"])),
+        patient_user=uuid.UUID(str(users["patient"])),
+        own_patient_id=uuid.UUID(str(own)) if own else None,
+        patient_ids=[uuid.UUID(str(p[0])) for p in patients if p[0] != own],
     )
 
 

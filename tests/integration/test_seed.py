@@ -60,3 +60,20 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
     )
     assert mine.status_code == 200
     assert mine.json()["meta"]["total"] == 3
+
+    # Forms: both templates published, forms in every state, the patient's own signed ones
+    # verify against the hashes the seed computed the way the API does.
+    statuses = admin_conn.execute(
+        "SELECT DISTINCT f.status FROM forms.forms f"
+        " JOIN platform.organizations o ON o.id = f.organization_id WHERE o.slug = 'south-clinic'"
+    ).fetchall()
+    assert {s[0] for s in statuses} == {"draft", "in_progress", "completed", "signed"}
+    patient_auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    forms = await client.get("/v1/forms?status=signed", headers=patient_auth)
+    assert sorted(f["title"] for f in forms.json()["data"]) == [
+        "Rehabilitation intake",
+        "Tele-rehabilitation consent",
+    ]
+    for form in forms.json()["data"]:
+        verified = await client.get(f"/v1/forms/{form['id']}/verify", headers=patient_auth)
+        assert verified.json()["valid"] is True, verified.text
