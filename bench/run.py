@@ -6,7 +6,8 @@ patients (default 100k) over 10 clinics, and measures with wrk at 64 connections
 - carebase: `carebase serve core` with production settings (response validation off, JSON
   access log to /dev/null): /health/live, /v1/me, GET /v1/patients/{id}, a page of 25, a
   specialist-week of the calendar and a booking (POST /v1/appointments with an
-  Idempotency-Key) in a clinic of BENCH_APPOINTMENTS appointments (bench/scheduling.py);
+  Idempotency-Key) in a clinic of BENCH_APPOINTMENTS appointments (bench/scheduling.py), a
+  40-item form and its submit (BENCH_FORMS forms, bench/forms.py);
 - reference-fastapi: the same GET as a plain FastAPI + psycopg app (bench/reference.py);
 - go: the same GET in Go with chi + pgx (bench/go/main.go, built here from Debian's packages);
 - starlette: a bare Starlette route for /health/live (bench/bare.py).
@@ -50,6 +51,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import forms
 import psutil
 import psycopg
 import scheduling
@@ -83,6 +85,8 @@ PATIENT = "GET /v1/patients/{id}"
 PAGE = "GET /v1/patients?page_size=25"
 CALENDAR = "GET /v1/calendar (specialist-week)"
 BOOK = "POST /v1/appointments (booking)"
+FORM = "GET /v1/forms/{id} (40 items)"
+SUBMIT = "POST /v1/forms/{id}/submit"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class Endpoint:
     script: str | None = None
     sample: str | None = None
     """For a scripted endpoint: the key of its preflight request in samples.json."""
+    reset: bool = False
+    """Its requests change what they act on: bench/forms.py resets the forms before each run."""
 
 
 ENDPOINTS = {
@@ -102,10 +108,12 @@ ENDPOINTS = {
     PAGE: Endpoint(PAGE, "/v1/patients?page_size=25", True),
     CALENDAR: Endpoint(CALENDAR, "/v1/calendar", True, "calendar-week.lua", "calendar"),
     BOOK: Endpoint(BOOK, "/v1/appointments", True, "book.lua", "book"),
+    FORM: Endpoint(FORM, "/v1/forms", True, "form-get.lua", "form"),
+    SUBMIT: Endpoint(SUBMIT, "/v1/forms", True, "form-submit.lua", "submit", reset=True),
 }
 # stack → the endpoints it serves here
 STACKS: dict[str, tuple[str, ...]] = {
-    "carebase": (LIVE, ME, PATIENT, PAGE, CALENDAR, BOOK),
+    "carebase": (LIVE, ME, PATIENT, PAGE, CALENDAR, BOOK, FORM, SUBMIT),
     "reference-fastapi": (PATIENT,),
     "go": (PATIENT,),
     "starlette": (LIVE,),
@@ -368,6 +376,7 @@ def _seeded(stack: devstack.EmbeddedStack) -> tuple[str, uuid.UUID]:
             )
         ]
     samples = scheduling.prepare(stack, clinics[0], BENCH_DIR)
+    samples |= forms.prepare(stack, clinics[0], BENCH_DIR, data_keyring())
     samples["patient"] = {"method": "GET", "path": f"/v1/patients/{ids[0]}"}
     (BENCH_DIR / "samples.json").write_text(json.dumps(samples, default=str))
     quoted = ",".join(f'"{i}"' for i in ids)
@@ -470,12 +479,16 @@ def measure(
             endpoint = ENDPOINTS[name]
             url = f"http://{HOST}:{PORT}{endpoint.path}"
             headers = [f"Authorization: Bearer {token}"] if endpoint.authenticated else []
+            if endpoint.reset:
+                forms.reset(stack)
             if endpoint.sample is None:
                 preflight(url, headers)
             else:
                 method, path, body = sample(endpoint.sample)
                 preflight(f"http://{HOST}:{PORT}{path}", headers, method=method, body=body)
             run_wrk(wrk, url, WARMUP_S, headers, endpoint.script)
+            if endpoint.reset:
+                forms.reset(stack)
             before = server_cpu_seconds(server)
             requests, rps, p50, p99, non_2xx = run_wrk(
                 wrk, url, DURATION_S, headers, endpoint.script
