@@ -238,6 +238,19 @@ class Option2(RootModel[str]):
     root: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
 
 
+class DocumentReason(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S")]
+
+
+class DocumentStatus(StrEnum):
+    draft = "draft"
+    final = "final"
+    entered_in_error = "entered_in_error"
+
+
 class Behavior(StrEnum):
     """
     All conditions (the default) or any one.
@@ -531,6 +544,34 @@ class RegisterRequest(BaseModel):
     ] = None
 
 
+class ReportBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    summary: Annotated[str, Field(max_length=10000, min_length=1, pattern="\\S")]
+    findings: Annotated[str | None, Field(max_length=10000)] = None
+    plan: Annotated[str | None, Field(max_length=10000)] = None
+    recommendations: Annotated[str | None, Field(max_length=10000)] = None
+
+
+class ReportCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    appointment_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    body: ReportBody
+
+
+class ReportUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    title: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    body: ReportBody | None = None
+
+
 class Reschedule(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -559,6 +600,23 @@ class Role(StrEnum):
     specialist = "specialist"
     staff = "staff"
     patient = "patient"
+
+
+class Route(StrEnum):
+    oral = "oral"
+    sublingual = "sublingual"
+    topical = "topical"
+    transdermal = "transdermal"
+    inhaled = "inhaled"
+    nasal = "nasal"
+    ophthalmic = "ophthalmic"
+    otic = "otic"
+    rectal = "rectal"
+    vaginal = "vaginal"
+    subcutaneous = "subcutaneous"
+    intramuscular = "intramuscular"
+    intravenous = "intravenous"
+    other = "other"
 
 
 class ServiceStatus(StrEnum):
@@ -980,6 +1038,26 @@ class DateOverride(BaseModel):
     """
     The date's working hours instead of its weekday's; none is a day off.
     """
+
+
+class DocumentSummary(BaseModel):
+    id: UUID
+    appointment_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    status: DocumentStatus
+    author_user_id: Annotated[UUID | None, Field(...)]
+    finalized_at: Annotated[AwareDatetime | None, Field(...)]
+    amends_id: Annotated[UUID | None, Field(...)]
+    amended_by_id: Annotated[UUID | None, Field(...)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class DocumentSummaryPage(BaseModel):
+    data: Annotated[list[DocumentSummary], Field(max_length=100)]
+    meta: PageMeta
 
 
 class Condition(BaseModel):
@@ -1435,6 +1513,29 @@ class PatientUpdate(BaseModel):
     notes: Annotated[str | None, Field(max_length=20000)] = None
 
 
+class PrescriptionItem(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    medication: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    """
+    The product, strength and form ("Ibuprofen 400 mg tablets").
+    """
+    dose: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    """
+    How much each time ("1 tablet").
+    """
+    route: Route
+    frequency: Annotated[str, Field(max_length=100, min_length=1, pattern="\\S")]
+    duration_days: Annotated[int, Field(ge=1, le=365)]
+    quantity: Annotated[int, Field(ge=1, le=10000)]
+    """
+    Units to dispense.
+    """
+    repeats: Annotated[int, Field(ge=0, le=12)] = 0
+    instructions: Annotated[str | None, Field(max_length=1000)] = None
+
+
 class Problem(BaseModel):
     """
     An RFC 9457 problem document. Every error answer of every Carebase service has this shape and the media type `application/problem+json`.
@@ -1495,6 +1596,30 @@ class ReadinessProblem(Problem):
     """
 
     checks: Annotated[list[HealthCheck], Field(max_length=32)]
+
+
+class Report(BaseModel):
+    id: UUID
+    appointment_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    status: DocumentStatus
+    body: ReportBody
+    author_user_id: Annotated[UUID | None, Field(...)]
+    finalized_at: Annotated[AwareDatetime | None, Field(...)]
+    finalized_by: Annotated[UUID | None, Field(...)]
+    content_sha256: Annotated[
+        str | None, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")
+    ]
+    """
+    SHA-256 of the canonical content (RFC 8785), set when the document is finalized.
+    """
+    amends_id: Annotated[UUID | None, Field(...)]
+    amended_by_id: Annotated[UUID | None, Field(...)]
+    error_reason: Annotated[str | None, Field(max_length=500)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class Signature(BaseModel):
@@ -1672,3 +1797,53 @@ class FormTemplateVersionList(BaseModel):
 class PatientPage(BaseModel):
     data: Annotated[list[PatientSummary], Field(max_length=100)]
     meta: PageMeta
+
+
+class PrescriptionBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    items: Annotated[list[PrescriptionItem], Field(max_length=30, min_length=1)]
+    notes: Annotated[str | None, Field(max_length=2000)] = None
+
+
+class PrescriptionCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    appointment_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    body: PrescriptionBody
+
+
+class PrescriptionUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    title: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    body: PrescriptionBody | None = None
+
+
+class Prescription(BaseModel):
+    id: UUID
+    appointment_id: UUID
+    patient_id: UUID
+    title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+    status: DocumentStatus
+    body: PrescriptionBody
+    author_user_id: Annotated[UUID | None, Field(...)]
+    finalized_at: Annotated[AwareDatetime | None, Field(...)]
+    finalized_by: Annotated[UUID | None, Field(...)]
+    content_sha256: Annotated[
+        str | None, Field(max_length=64, min_length=64, pattern="^[0-9a-f]{64}$")
+    ]
+    """
+    SHA-256 of the canonical content (RFC 8785), set when the document is finalized.
+    """
+    amends_id: Annotated[UUID | None, Field(...)]
+    amended_by_id: Annotated[UUID | None, Field(...)]
+    error_reason: Annotated[str | None, Field(max_length=500)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime

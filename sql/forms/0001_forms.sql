@@ -95,7 +95,7 @@ CREATE TABLE forms.forms (
     CONSTRAINT forms_appointment_fkey FOREIGN KEY (organization_id, appointment_id)
         REFERENCES scheduling.appointments (organization_id, id) ON DELETE SET NULL (appointment_id),
     CONSTRAINT forms_amends_fkey FOREIGN KEY (organization_id, amends_id)
-        REFERENCES forms.forms (organization_id, id) ON DELETE RESTRICT,
+        REFERENCES forms.forms (organization_id, id),
     CONSTRAINT forms_status_known CHECK (status IN ('draft', 'in_progress', 'completed', 'signed')),
     CONSTRAINT forms_answers_is_object CHECK (jsonb_typeof(answers) = 'object'),
     CONSTRAINT forms_signed_complete CHECK ((status = 'signed') = (signed_at IS NOT NULL

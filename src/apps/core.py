@@ -23,6 +23,8 @@ from carebase.handlers.core.form_templates import FormTemplateHandlers
 from carebase.handlers.core.forms import FormHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
+from carebase.handlers.core.prescriptions import PrescriptionHandlers
+from carebase.handlers.core.reports import ReportHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.integrations import video
@@ -43,6 +45,7 @@ from carebase.services.audit import AuditService
 from carebase.services.availability import AvailabilityService
 from carebase.services.calendar import CalendarService
 from carebase.services.custom_fields import CustomFieldService
+from carebase.services.documents import DocumentService
 from carebase.services.forms import FormService, FormTemplateService
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
@@ -148,6 +151,10 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             FormHandlers(forms=FormService(db=database, sealer=sealer, prefill=patients.prefill)),
             FormTemplateHandlers(templates=FormTemplateService(db=database)),
             PatientHandlers(patients=patients),
+            PrescriptionHandlers(
+                documents=DocumentService(db=database, sealer=sealer, kind="prescription")
+            ),
+            ReportHandlers(documents=DocumentService(db=database, sealer=sealer, kind="report")),
             SpecialistHandlers(specialists=SpecialistService(db=database, sealer=sealer)),
             SystemHandlers(
                 health=HealthService(

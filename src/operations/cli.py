@@ -299,8 +299,9 @@ def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
             finally:
                 await database.close()
             return (
-                f"keys: re-sealed {done.patients} patient, {done.specialists} specialist and"
-                f" {done.forms} form values ({done.unreadable} unreadable, left as they are)"
+                f"keys: re-sealed {done.patients} patient, {done.specialists} specialist,"
+                f" {done.forms} form and {done.documents} document values"
+                f" ({done.unreadable} unreadable, left as they are)"
             )
 
         print(asyncio.run(run()))

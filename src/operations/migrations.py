@@ -25,6 +25,7 @@ MODULES: tuple[str, ...] = (
     "patients",
     "scheduling",
     "forms",
+    "documents",
 )
 
 # Migrations grant table rights to this group role, never to a deployment's login role,

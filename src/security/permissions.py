@@ -28,6 +28,8 @@ _CLINIC_SCHEDULING = {*_SCHEDULE_READ, *_BOOKING, "availability:write", "appoint
 # template names the roles that may sign); the clinic designs them.
 _FORMS = {"form_templates:read", "forms:read", "forms:write", "forms:sign"}
 _CLINIC_FORMS = {*_FORMS, "form_templates:write"}
+# Reports and prescriptions: the clinic reads them (row-level security shows a patient their
+# own final ones); clinicians write them; an admin withdraws one entered in error.
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -47,6 +49,9 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "audit:read",
             "appointment_templates:write",
             "appointments:admin",
+            "documents:read",
+            "documents:write",
+            "documents:admin",
             "appointments:join",
             "calendar_feeds:write",
             *_CLINICAL_READ,
@@ -62,6 +67,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "patients:manage",
             "appointments:join",
             "calendar_feeds:write",
+            "documents:read",
+            "documents:write",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -73,6 +80,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "patients:write",
             "patients:manage",
             "appointment_templates:write",
+            "documents:read",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -91,6 +99,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_SCHEDULE_READ,
             *_BOOKING,
             *_FORMS,
+            "documents:read",
         }
     ),
 }

@@ -13,9 +13,10 @@ from uuid import UUID
 
 import structlog
 
-from carebase.persistence import forms, patients, specialists
+from carebase.persistence import documents, forms, patients, specialists
 from carebase.persistence.db import Database
 from carebase.security.encryption import Sealer, UnsealError
+from carebase.services import documents as document_service
 from carebase.services import forms as form_service
 from carebase.services import patients as patient_service
 from carebase.services import specialists as specialist_service
@@ -30,6 +31,7 @@ class Resealed:
     patients: int
     specialists: int
     forms: int
+    documents: int
     unreadable: int
     """Values that failed authentication: left as they are, and logged (without content)."""
 
@@ -44,14 +46,17 @@ async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Res
     patients_done = await _reseal_patients(db, sealer, batch, counter)
     specialists_done = await _reseal_specialists(db, sealer, batch, counter)
     forms_done = await _reseal_forms(db, sealer, batch, counter)
-    return Resealed(patients_done, specialists_done, forms_done, counter.unreadable)
+    documents_done = await _reseal_documents(db, sealer, batch, counter)
+    return Resealed(patients_done, specialists_done, forms_done, documents_done, counter.unreadable)
 
 
 def _renewed(sealer: Sealer, sealed: bytes | None, aad: bytes, counter: _Counter) -> bytes | None:
     """The value sealed under the newest key; None when it needs nothing or cannot open."""
-    if sealed is None or sealer.keyring.is_current(sealed):
+    if sealed is None:
         return None
     try:
+        if sealer.keyring.is_current(sealed):
+            return None
         return sealer.seal(sealer.open(sealed, aad), aad)
     except UnsealError:
         counter.unreadable += 1
@@ -111,6 +116,24 @@ async def _reseal_forms(db: Database, sealer: Sealer, batch: int, counter: _Coun
                 renewed = _renewed(sealer, row.sealed_answers, aad, counter)
                 if renewed is not None:
                     await forms.reseal(q, row, renewed)
+                    changed += 1
+        if len(rows) < batch:
+            return changed
+        after = (rows[-1].organization_id, rows[-1].id)
+
+
+async def _reseal_documents(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
+    """Report and prescription bodies; a final document accepts this one change (its hash
+    covers the plaintext, which stays the same)."""
+    after, changed = START, 0
+    while True:
+        async with db.admin_transaction() as q:
+            rows = await documents.sealed_batch(q, after, batch)
+            for row in rows:
+                aad = document_service.body_aad(row.organization_id, row.id)
+                renewed = _renewed(sealer, row.body_sealed, aad, counter)
+                if renewed is not None:
+                    await documents.reseal(q, row, renewed)
                     changed += 1
         if len(rows) < batch:
             return changed

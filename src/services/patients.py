@@ -23,7 +23,7 @@ from carebase.errors import (
     ValidationFailed,
 )
 from carebase.pages import Page, PageRequest
-from carebase.persistence import appointments, forms, identity, organizations
+from carebase.persistence import appointments, documents, forms, identity, organizations
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import patients as repo
 from carebase.persistence.db import Database, Querier, one, search_term
@@ -235,9 +235,11 @@ class PatientService:
                     " time; cancel them first."
                 )
             signed = await forms.signed_of_patient(q, organization_id, patient_id)
-            if signed:
+            kept = await documents.kept_of_patient(q, organization_id, patient_id)
+            if signed or kept:
                 raise Conflict(
-                    f"The patient has {signed} signed form(s): they are kept as clinical records."
+                    f"The patient has {signed} signed form(s) and {kept} final report(s) or"
+                    " prescription(s): they are kept as clinical records."
                 )
             if not await repo.delete_patient(q, organization_id, patient_id, version=version):
                 raise PreconditionFailed("The patient changed since it was read; read it again.")

@@ -25,6 +25,7 @@ from carebase.apps.common import build_tokens
 from carebase.config import PROJECT_ROOT, Settings
 from carebase.operations.devstack import EmbeddedStack
 from carebase.services import form_schema
+from carebase.services.appointments import new_uid
 
 pytestmark = pytest.mark.contract
 
@@ -51,6 +52,7 @@ PATIENT_ID = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
 TEMPLATE_ID = "3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9"
 SPECIALTY_ID = "2b1a0f9e-8d7c-4b6a-9e5d-4c3b2a1f0e9d"
 FORM_TEMPLATE_ID = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0"
+VISIT_ID = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"  # a past visit the documents are written for
 # A published form every role may sign, with an item of each kind a generator can answer.
 FORM_ITEMS = form_schema.normalised(
     [
@@ -123,6 +125,13 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
             (org[0], TEMPLATE_ID),
         )
         conn.execute(
+            "INSERT INTO scheduling.appointments (organization_id, id, uid, specialist_id,"
+            " patient_id, title, status, starts_at, ends_at, blocked, time_zone)"
+            " VALUES (%s, %s, %s, %s, %s, 'Past visit', 'done', '2025-06-02T09:00Z',"
+            " '2025-06-02T10:00Z', tstzrange('2025-06-02T09:00Z', '2025-06-02T10:00Z'), 'UTC')",
+            (org[0], VISIT_ID, new_uid(), SPECIALIST_ID, PATIENT_ID),
+        )
+        conn.execute(
             "INSERT INTO forms.templates (organization_id, id, title, signer_roles, latest_version)"
             " VALUES (%s, %s, 'Intake', '{admin,specialist,staff,patient}', 1)",
             (org[0], FORM_TEMPLATE_ID),
@@ -170,6 +179,7 @@ STATEFUL_GROUPS = {
     "templates": r"^/v1/appointment-templates",
     "appointments": r"^/v1/appointments",
     "forms": r"^/v1/(form-templates|forms)",
+    "documents": r"^/v1/(reports|prescriptions)",
 }
 # For the appointments' run: starts drawn from free future hours and a plain reason, so the
 # scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz

@@ -61,6 +61,56 @@ class World:
 Recipe = Callable[[World], tuple[str, str, dict[str, Any] | None]]
 ANY = {"If-Match": "*"}
 
+DOCUMENT_BODIES = {
+    "reports": {"summary": "Better."},
+    "prescriptions": {
+        "items": [
+            {
+                "medication": "Ibuprofen 400 mg tablets",
+                "dose": "1 tablet",
+                "route": "oral",
+                "frequency": "every 8 hours",
+                "duration_days": 5,
+                "quantity": 15,
+            }
+        ]
+    },
+}
+
+
+def _document_recipes(base: str) -> dict[str, Recipe]:
+    body = DOCUMENT_BODIES[base]
+    return {
+        "create{}": lambda w: (
+            "POST",
+            f"/v1/{base}",
+            {
+                "appointment_id": w.ids["appointment_id"],
+                "patient_id": w.ids["booked_patient_id"],
+                "title": "Week 1",
+                "body": body,
+            },
+        ),
+        "update{}": lambda w: (
+            "PATCH",
+            f"/v1/{base}/{w.ids[f'{base}_draft']}",
+            {"title": "Week 2"},
+        ),
+        "delete{}": lambda w: ("DELETE", f"/v1/{base}/{w.ids[f'{base}_draft']}", None),
+        "finalize{}": lambda w: ("POST", f"/v1/{base}/{w.ids[f'{base}_draft']}/finalize", None),
+        "amend{}": lambda w: (
+            "POST",
+            f"/v1/{base}/{w.ids[f'{base}_final']}/amend",
+            {"reason": "Wrong knee."},
+        ),
+        "mark{}EnteredInError": lambda w: (
+            "POST",
+            f"/v1/{base}/{w.ids[f'{base}_final']}/entered-in-error",
+            {"reason": "Wrong patient."},
+        ),
+    }
+
+
 RECIPES: dict[str, Recipe] = {
     "createOrganization": lambda w: (
         "POST",
@@ -272,6 +322,11 @@ RECIPES: dict[str, Recipe] = {
         f"/v1/forms/{w.ids['signed_form_id']}/amend",
         {"reason": "Wrong knee."},
     ),
+    **{
+        name.format(noun): recipe
+        for noun, base in (("Report", "reports"), ("Prescription", "prescriptions"))
+        for name, recipe in _document_recipes(base).items()
+    },
     "revokeCalendarFeed": lambda w: (
         "DELETE",
         f"/v1/specialists/{w.ids['booked_specialist_id']}/calendar-feeds/{w.ids['feed_id']}",
@@ -342,7 +397,23 @@ async def world(
     world = World(org, admin, ids, call)
     await _scheduling(world, person, admin_conn, made)
     await _forms(world, made)
+    await _documents(world, made)
     return world
+
+
+async def _documents(w: World, made: Callable[..., Awaitable[str]]) -> None:
+    """A draft and a final report and prescription on the booked appointment."""
+    for base, body in DOCUMENT_BODIES.items():
+        new = {
+            "appointment_id": w.ids["appointment_id"],
+            "patient_id": w.ids["booked_patient_id"],
+            "title": "Week 1",
+            "body": body,
+        }
+        w.ids[f"{base}_draft"] = await made("POST", f"/v1/{base}", new)
+        w.ids[f"{base}_final"] = await made("POST", f"/v1/{base}", new)
+        done = await w.call("POST", f"/v1/{base}/{w.ids[f'{base}_final']}/finalize")
+        assert done.status_code == 200, done.text
 
 
 async def _forms(w: World, made: Callable[..., Awaitable[str]]) -> None:

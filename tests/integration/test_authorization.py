@@ -165,6 +165,13 @@ def _clinical_rows(
     )
     ids.update(_scheduling_rows(conn, org, ids))
     _form_rows(conn, org, ids)
+    for kind in ("report", "prescription"):
+        conn.execute(
+            "INSERT INTO documents.documents (organization_id, id, kind, appointment_id,"
+            " patient_id, title, status, body_sealed, finalized_at, content_sha256)"
+            " VALUES (%s, %s, %s, %s, %s, 'B document', 'final', '\\x00', now(), repeat('0', 64))",
+            (org, ids[f"{kind}_id"], kind, ids["appointment_id"], ids["patient_id"]),
+        )
     return ids
 
 
@@ -254,6 +261,8 @@ NEW_IDS = (
     "feed_id",
     "form_template_id",
     "form_id",
+    "report_id",
+    "prescription_id",
 )
 
 
