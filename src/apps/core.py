@@ -29,6 +29,7 @@ from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.integrations import video
 from carebase.integrations.mail import OutboxRelay
+from carebase.integrations.pdf import PdfRenderer
 from carebase.integrations.video.daily import DailyVideo
 from carebase.integrations.video.jitsi import JitsiVideo
 from carebase.integrations.video.local import LocalVideo
@@ -125,6 +126,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     relay = OutboxRelay(database, dependencies.mail)
     scheduling = SchedulingWorker(database, rooms)
     sealer = dependencies.sealer
+    pdf = PdfRenderer()
     patients = PatientService(
         db=database,
         sealer=sealer,
@@ -148,13 +150,17 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
                     db=database, links=links, on_access_changed=authenticator.forget
                 )
             ),
-            FormHandlers(forms=FormService(db=database, sealer=sealer, prefill=patients.prefill)),
+            FormHandlers(
+                forms=FormService(db=database, sealer=sealer, prefill=patients.prefill, pdf=pdf)
+            ),
             FormTemplateHandlers(templates=FormTemplateService(db=database)),
             PatientHandlers(patients=patients),
             PrescriptionHandlers(
-                documents=DocumentService(db=database, sealer=sealer, kind="prescription")
+                documents=DocumentService(db=database, sealer=sealer, kind="prescription", pdf=pdf)
             ),
-            ReportHandlers(documents=DocumentService(db=database, sealer=sealer, kind="report")),
+            ReportHandlers(
+                documents=DocumentService(db=database, sealer=sealer, kind="report", pdf=pdf)
+            ),
             SpecialistHandlers(specialists=SpecialistService(db=database, sealer=sealer)),
             SystemHandlers(
                 health=HealthService(

@@ -1,7 +1,8 @@
 """Demo data for `carebase dev`: a platform superadmin and two clinics with one person per role,
 each clinic with specialties, a specialist, a custom field library, about 50 patients, the
 specialist's working hours, three appointment templates, two weeks of appointments, an intake
-and a consent form template (published) and forms in every state, the demo patient's signed.
+and a consent form template (published) and forms in every state, the demo patient's signed,
+and a final report and prescription for the demo patient.
 
 Idempotent: a second run finds everything in place. The shared demo password is generated
 on the first run into `<DATA_DIR>/demo-credentials.json` (0600), never stored in the code.
@@ -20,7 +21,7 @@ import psycopg
 from argon2 import PasswordHasher
 
 from carebase.operations.seed_clinical import seed_clinic
-from carebase.operations.seed_forms import seed_forms
+from carebase.operations.seed_forms import seed_documents, seed_forms
 from carebase.operations.seed_scheduling import seed_schedule
 from carebase.security.encryption import DataKeyring
 
@@ -144,6 +145,13 @@ def _seed_forms(
         patient_user=uuid.UUID(str(users["patient"])),
         own_patient_id=uuid.UUID(str(own)) if own else None,
         patient_ids=[uuid.UUID(str(p[0])) for p in patients if p[0] != own],
+    )
+    seed_documents(
+        conn,
+        uuid.UUID(str(organization_id)),
+        keyring,
+        specialist_user=uuid.UUID(str(users["specialist"])),
+        own_patient_id=uuid.UUID(str(own)) if own else None,
     )
 
 

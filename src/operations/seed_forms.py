@@ -1,4 +1,5 @@
-"""Forms demo data: an intake and a consent template, published, and forms in every state.
+"""Forms and documents demo data: an intake and a consent template, forms in every state,
+and a final report and prescription.
 
 `carebase dev` gives each demo clinic a rehabilitation intake (groups, enable_when, prefill,
 sensitive answers) and a tele-rehabilitation consent, both published as version 1; attaches
@@ -22,7 +23,9 @@ from psycopg.types.json import Jsonb
 
 from carebase.security.encryption import DataKeyring
 from carebase.services import form_schema
-from carebase.services.forms import Content, answers_aad, content_sha256, signature_sha256
+from carebase.services import forms as form_service
+from carebase.services.documents import Identity, body_aad, content_sha256
+from carebase.services.forms import Content, answers_aad, signature_sha256
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -268,7 +271,7 @@ class _Writer:
         signature: tuple[Any, ...] = (None,) * 6
         if signed is not None:
             signer, role, meaning = signed
-            content = content_sha256(
+            content = form_service.content_sha256(
                 Content(form_id, self._org, template_id, 1, digest, patient_id, None), answers
             )
             signature = (
@@ -296,3 +299,92 @@ class _Writer:
                 *signature,
             ),
         )
+
+
+REPORT = {
+    "summary": "Knee flexion improved from 95° to 110°; pain 3/10 after the exercises.",
+    "findings": "Mild swelling at the medial joint line; no instability.",
+    "plan": "Continue the home programme twice a day; add step-ups (2 × 10).",
+    "recommendations": "Ice for 15 minutes after exercising.",
+}
+PRESCRIPTION = {
+    "items": [
+        {
+            "medication": "Ibuprofen 400 mg tablets",
+            "dose": "1 tablet",
+            "route": "oral",
+            "frequency": "every 8 hours with food",
+            "duration_days": 7,
+            "quantity": 21,
+            "repeats": 0,
+            "instructions": "Stop and call the clinic if your stomach hurts.",
+        },
+        {
+            "medication": "Diclofenac 1% gel",
+            "dose": "a 4 cm strip",
+            "route": "topical",
+            "frequency": "three times a day",
+            "duration_days": 14,
+            "quantity": 1,
+            "repeats": 1,
+        },
+    ],
+    "notes": "Review at the next session.",
+}
+
+
+def seed_documents(
+    conn: Conn,
+    organization_id: uuid.UUID,
+    keyring: DataKeyring,
+    *,
+    specialist_user: uuid.UUID,
+    own_patient_id: uuid.UUID | None,
+) -> bool:
+    """A final report and a final prescription on the demo patient's last past visit; once."""
+    if (
+        own_patient_id is None
+        or conn.execute(
+            "SELECT 1 FROM documents.documents WHERE organization_id = %s LIMIT 1",
+            (organization_id,),
+        ).fetchone()
+    ):
+        return False
+    visit = conn.execute(
+        "SELECT id FROM scheduling.appointments WHERE organization_id = %s AND patient_id = %s"
+        " AND status <> 'held' ORDER BY (status = 'done') DESC, starts_at DESC LIMIT 1",
+        (organization_id, own_patient_id),
+    ).fetchone()
+    if visit is None:
+        return False
+    now = dt.datetime.now(dt.UTC)
+    for kind, title, body in (
+        ("report", "Session report: knee rehabilitation", REPORT),
+        ("prescription", "After the knee assessment", PRESCRIPTION),
+    ):
+        document_id = uuid.uuid4()
+        identity = Identity(
+            document_id, organization_id, kind, visit[0], own_patient_id, specialist_user, title
+        )
+        conn.execute(
+            "INSERT INTO documents.documents (organization_id, id, kind, appointment_id,"
+            " patient_id, title, status, body_sealed, author_user_id, finalized_at, finalized_by,"
+            " content_sha256) VALUES (%s, %s, %s, %s, %s, %s, 'final', %s, %s, %s, %s, %s)",
+            (
+                organization_id,
+                document_id,
+                kind,
+                visit[0],
+                own_patient_id,
+                title,
+                keyring.seal(
+                    json.dumps(body, sort_keys=True, ensure_ascii=False).encode(),
+                    body_aad(organization_id, document_id),
+                ),
+                specialist_user,
+                now,
+                specialist_user,
+                content_sha256(identity, body),
+            ),
+        )
+    return True

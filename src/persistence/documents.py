@@ -282,3 +282,48 @@ async def sealed_batch(q: Querier, after: tuple[UUID, UUID], limit: int) -> list
 
 async def reseal(q: Querier, row: SealedRow, sealed: bytes) -> None:
     await q.execute(RESEAL, (sealed, row.organization_id, row.id))
+
+
+# --- printing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrintContext:
+    """Who and where a printed document names: the clinic, the patient, the author, the visit."""
+
+    clinic: str
+    given_name: str
+    family_name: str
+    author: str | None
+    starts_at: dt.datetime | None
+    time_zone: str | None
+
+
+SELECT_PRINT_CONTEXT = """
+SELECT o.name AS clinic, p.given_name, p.family_name,
+       (SELECT s.display_name FROM specialists.specialists s
+         WHERE s.organization_id = o.id AND s.user_id = %(author)s
+         ORDER BY s.created_at LIMIT 1) AS author,
+       a.starts_at, a.time_zone
+  FROM platform.organizations o
+  JOIN patients.patients p ON p.organization_id = o.id AND p.id = %(patient)s
+  LEFT JOIN scheduling.appointments a ON a.organization_id = o.id AND a.id = %(appointment)s
+ WHERE o.id = %(org)s
+"""
+
+
+async def print_context(
+    q: Querier,
+    organization_id: UUID,
+    *,
+    patient_id: UUID,
+    author_user_id: UUID | None,
+    appointment_id: UUID | None,
+) -> PrintContext | None:
+    params = {
+        "org": organization_id,
+        "patient": patient_id,
+        "author": author_user_id,
+        "appointment": appointment_id,
+    }
+    return await q.fetch_one(SELECT_PRINT_CONTEXT, params, row=PrintContext)

@@ -22,12 +22,14 @@ from carebase.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from carebase.integrations.pdf import PdfRenderer
 from carebase.pages import Page, PageRequest
 from carebase.persistence import appointments
 from carebase.persistence import documents as repo
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal, organization_of
 from carebase.security.encryption import Sealer
+from carebase.services import printing
 from carebase.services.audit import record
 from carebase.services.custom_fields import open_sealed
 from carebase.services.form_schema import canonical_sha256
@@ -45,28 +47,55 @@ def body_aad(organization_id: UUID, document_id: UUID) -> bytes:
     return f"documents.documents|{organization_id}|{document_id}|body".encode()
 
 
-def content_sha256(row: repo.DocumentRow, body: Mapping[str, Any]) -> str:
-    """What finalizing fixes: the document's identity, whom it concerns, its title and body."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What finalizing fixes besides the body: which document, whom it concerns, by whom."""
+
+    id: UUID
+    organization_id: UUID
+    kind: str
+    appointment_id: UUID
+    patient_id: UUID
+    author_user_id: UUID | None
+    title: str
+
+    @classmethod
+    def of(cls, row: repo.DocumentRow) -> Identity:
+        return cls(
+            row.id,
+            row.organization_id,
+            row.kind,
+            row.appointment_id,
+            row.patient_id,
+            row.author_user_id,
+            row.title,
+        )
+
+
+def content_sha256(identity: Identity, body: Mapping[str, Any]) -> str:
     return canonical_sha256(
         {
-            "id": str(row.id),
-            "organization_id": str(row.organization_id),
-            "kind": row.kind,
-            "appointment_id": str(row.appointment_id),
-            "patient_id": str(row.patient_id),
-            "author_user_id": None if row.author_user_id is None else str(row.author_user_id),
-            "title": row.title,
+            "id": str(identity.id),
+            "organization_id": str(identity.organization_id),
+            "kind": identity.kind,
+            "appointment_id": str(identity.appointment_id),
+            "patient_id": str(identity.patient_id),
+            "author_user_id": None
+            if identity.author_user_id is None
+            else str(identity.author_user_id),
+            "title": identity.title,
             "body": dict(body),
         }
     )
 
 
 class DocumentService:
-    def __init__(self, *, db: Database, sealer: Sealer, kind: str) -> None:
+    def __init__(self, *, db: Database, sealer: Sealer, kind: str, pdf: PdfRenderer) -> None:
         if kind not in KINDS:
             raise ValueError(kind)
         self._db = db
         self._sealer = sealer
+        self._pdf = pdf
         self.kind = kind
         self._missing = f"No such {kind}."
         self._changed = f"The {kind} changed since it was read; read it again."
@@ -104,6 +133,27 @@ class DocumentService:
             if row.status != "draft":
                 await self._record(q, principal, "read", document_id)
         return DocumentView(row, self._body(row))
+
+    async def pdf(self, principal: Principal, document_id: UUID) -> tuple[repo.DocumentRow, bytes]:
+        """The document as a PDF; reading a final one is audited like reading its body."""
+        organization_id = organization_of(principal, self._missing)
+        async with self._db.transaction(principal) as q:
+            row = await repo.document(q, organization_id, document_id, self.kind)
+            if row is None:
+                raise NotFound(self._missing)
+            context = await repo.print_context(
+                q,
+                organization_id,
+                patient_id=row.patient_id,
+                author_user_id=row.author_user_id,
+                appointment_id=row.appointment_id,
+            )
+            if context is None:
+                raise NotFound(self._missing)
+            if row.status != "draft":
+                await self._record(q, principal, "read", document_id, ["pdf"])
+        printable = printing.document(row, self._body(row), context)
+        return row, await self._pdf.render(printable)
 
     async def list_documents(
         self,
@@ -179,7 +229,7 @@ class DocumentService:
                 organization_id,
                 document_id,
                 by=principal.user_id,
-                sha256=content_sha256(current, body),
+                sha256=content_sha256(Identity.of(current), body),
                 version=version,
             )
             if row is None:

@@ -27,14 +27,16 @@ from carebase.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from carebase.integrations.pdf import PdfRenderer
 from carebase.pages import Page, PageRequest
-from carebase.persistence import appointments, patients
+from carebase.persistence import appointments, documents, patients
 from carebase.persistence import custom_fields as cf
 from carebase.persistence import forms as repo
 from carebase.persistence.db import Database, Querier, search_term
 from carebase.principal import Principal, organization_of
 from carebase.security.encryption import Sealer, UnsealError
 from carebase.services import form_schema as schema
+from carebase.services import printing
 from carebase.services.audit import record
 from carebase.services.custom_fields import open_sealed
 
@@ -247,11 +249,12 @@ Prefill = Callable[[Principal, UUID], Any]
 
 
 class FormService:
-    def __init__(self, *, db: Database, sealer: Sealer, prefill: Prefill) -> None:
+    def __init__(self, *, db: Database, sealer: Sealer, prefill: Prefill, pdf: PdfRenderer) -> None:
         """`prefill(principal, patient_id)` answers `GET /v1/patients/{id}/prefill`'s values."""
         self._db = db
         self._sealer = sealer
         self._prefill = prefill
+        self._pdf = pdf
 
     # --- making -------------------------------------------------------------------------------
 
@@ -350,6 +353,28 @@ class FormService:
         if row is None:
             raise NotFound(NO_FORM)
         return FormView(row, self._answers(row))
+
+    async def pdf(self, principal: Principal, form_id: UUID) -> tuple[repo.FormRow, bytes]:
+        """The form as its pinned version lays it out, with the answers it keeps."""
+        organization_id = organization_of(principal, NO_FORM)
+        async with self._db.transaction(principal, read_only=True) as q:
+            row = await repo.form(q, organization_id, form_id)
+            if row is None:
+                raise NotFound(NO_FORM)
+            pinned = await repo.version_of(
+                q, organization_id, row.template_id, row.template_version
+            )
+            context = await documents.print_context(
+                q,
+                organization_id,
+                patient_id=row.patient_id,
+                author_user_id=None,
+                appointment_id=row.appointment_id,
+            )
+        if pinned is None or context is None:
+            raise NotFound(NO_FORM)
+        printable = printing.form(row, pinned, self._answers(row), context)
+        return row, await self._pdf.render(printable)
 
     async def list_forms(
         self,

@@ -77,3 +77,12 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
     for form in forms.json()["data"]:
         verified = await client.get(f"/v1/forms/{form['id']}/verify", headers=patient_auth)
         assert verified.json()["valid"] is True, verified.text
+
+    for kind in ("reports", "prescriptions"):
+        listed = await client.get(f"/v1/{kind}", headers=patient_auth)
+        assert [d["status"] for d in listed.json()["data"]] == ["final"]
+        pdf = await client.get(
+            f"/v1/{kind}/{listed.json()['data'][0]['id']}/pdf", headers=patient_auth
+        )
+        assert pdf.status_code == 200
+        assert pdf.content.startswith(b"%PDF-")

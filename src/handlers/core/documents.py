@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from carebase.integrations.pdf import MEDIA_TYPE
 from carebase.pages import PageRequest
 from carebase.persistence.documents import SummaryRow
 from carebase.principal import Principal
 from carebase.services.documents import DocumentService, DocumentView
-from carebase.web.results import Reply, created, no_content, ok, resource
+from carebase.web.results import NO_STORE, Reply, created, no_content, ok, resource
 
 
 class DocumentHandlers:
@@ -37,6 +38,10 @@ class DocumentHandlers:
             status=status,
         )
         return ok({"data": [_summary(row) for row in found.items], "meta": found.meta})
+
+    async def _pdf(self, principal: Principal, document_id: UUID) -> Reply:
+        row, pdf = await self._documents.pdf(principal, document_id)
+        return pdf_reply(pdf, f"{row.kind}-{row.id}.pdf")
 
     async def _create(self, principal: Principal, body: dict[str, Any]) -> Reply:
         view = await self._documents.create(principal, body)
@@ -116,3 +121,12 @@ def _summary(row: SummaryRow) -> dict[str, Any]:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+def pdf_reply(pdf: bytes, filename: str) -> Reply:
+    """A PDF shown in the browser; health data, so never kept in a shared cache."""
+    return Reply(
+        pdf,
+        headers={"Content-Disposition": f'inline; filename="{filename}"', **NO_STORE},
+        media_type=MEDIA_TYPE,
+    )

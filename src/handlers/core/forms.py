@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from carebase.handlers.core.documents import pdf_reply
 from carebase.pages import PageRequest
 from carebase.principal import Principal
 from carebase.services.forms import FormService, FormView, Verification
@@ -80,6 +81,10 @@ class FormHandlers:
     ) -> Reply:
         view = await self._forms.amend(principal, form_id, str(body["reason"]))
         return created(form_json(view), location=f"{FORMS}/{view.row.id}", version=view.row.version)
+
+    async def get_form_pdf(self, principal: Principal, *, form_id: UUID) -> Reply:
+        row, pdf = await self._forms.pdf(principal, form_id)
+        return pdf_reply(pdf, f"form-{row.id}.pdf")
 
     async def verify_form(self, principal: Principal, *, form_id: UUID) -> Reply:
         return ok(_verification(await self._forms.verify(principal, form_id)))

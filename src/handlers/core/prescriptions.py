@@ -40,6 +40,9 @@ class PrescriptionHandlers(DocumentHandlers):
     async def get_prescription(self, principal: Principal, *, prescription_id: UUID) -> Reply:
         return await self._get(principal, prescription_id)
 
+    async def get_prescription_pdf(self, principal: Principal, *, prescription_id: UUID) -> Reply:
+        return await self._pdf(principal, prescription_id)
+
     async def update_prescription(
         self,
         principal: Principal,

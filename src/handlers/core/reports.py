@@ -40,6 +40,9 @@ class ReportHandlers(DocumentHandlers):
     async def get_report(self, principal: Principal, *, report_id: UUID) -> Reply:
         return await self._get(principal, report_id)
 
+    async def get_report_pdf(self, principal: Principal, *, report_id: UUID) -> Reply:
+        return await self._pdf(principal, report_id)
+
     async def update_report(
         self, principal: Principal, *, report_id: UUID, if_match: int | None, body: dict[str, Any]
     ) -> Reply:
