@@ -7,7 +7,8 @@ patients (default 100k) over 10 clinics, and measures with wrk at 64 connections
   access log to /dev/null): /health/live, /v1/me, GET /v1/patients/{id}, a page of 25, a
   specialist-week of the calendar and a booking (POST /v1/appointments with an
   Idempotency-Key) in a clinic of BENCH_APPOINTMENTS appointments (bench/scheduling.py), a
-  40-item form and its submit (BENCH_FORMS forms, bench/forms.py);
+  40-item form and its submit (BENCH_FORMS forms, bench/forms.py), and a final report's PDF
+  (BENCH_REPORTS reports, bench/documents.py);
 - reference-fastapi: the same GET as a plain FastAPI + psycopg app (bench/reference.py);
 - go: the same GET in Go with chi + pgx (bench/go/main.go, built here from Debian's packages);
 - starlette: a bare Starlette route for /health/live (bench/bare.py).
@@ -51,6 +52,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import documents
 import forms
 import psutil
 import psycopg
@@ -87,6 +89,7 @@ CALENDAR = "GET /v1/calendar (specialist-week)"
 BOOK = "POST /v1/appointments (booking)"
 FORM = "GET /v1/forms/{id} (40 items)"
 SUBMIT = "POST /v1/forms/{id}/submit"
+PDF = "GET /v1/reports/{id}/pdf"
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,11 @@ ENDPOINTS = {
     BOOK: Endpoint(BOOK, "/v1/appointments", True, "book.lua", "book"),
     FORM: Endpoint(FORM, "/v1/forms", True, "form-get.lua", "form"),
     SUBMIT: Endpoint(SUBMIT, "/v1/forms", True, "form-submit.lua", "submit", reset=True),
+    PDF: Endpoint(PDF, "/v1/reports", True, "report-pdf.lua", "report_pdf"),
 }
 # stack → the endpoints it serves here
 STACKS: dict[str, tuple[str, ...]] = {
-    "carebase": (LIVE, ME, PATIENT, PAGE, CALENDAR, BOOK, FORM, SUBMIT),
+    "carebase": (LIVE, ME, PATIENT, PAGE, CALENDAR, BOOK, FORM, SUBMIT, PDF),
     "reference-fastapi": (PATIENT,),
     "go": (PATIENT,),
     "starlette": (LIVE,),
@@ -377,6 +381,7 @@ def _seeded(stack: devstack.EmbeddedStack) -> tuple[str, uuid.UUID]:
         ]
     samples = scheduling.prepare(stack, clinics[0], BENCH_DIR)
     samples |= forms.prepare(stack, clinics[0], BENCH_DIR, data_keyring())
+    samples |= documents.prepare(stack, clinics[0], BENCH_DIR, data_keyring())
     samples["patient"] = {"method": "GET", "path": f"/v1/patients/{ids[0]}"}
     (BENCH_DIR / "samples.json").write_text(json.dumps(samples, default=str))
     quoted = ",".join(f'"{i}"' for i in ids)
@@ -675,6 +680,13 @@ specialist and patient with a fresh `Idempotency-Key` — the working-hours chec
 per-specialist lock, the exclusion constraint, the history event, the reminder, the audit row
 and the stored idempotent answer, in one transaction. A start someone already took is a 409
 (counted as non-2xx).
+
+The forms and documents endpoints work in the same clinic too: a form of 40 items (4 groups,
+enable_when, a sealed answer per group) read by id from {forms.FORMS:,} forms, and submitted
+(enable_when evaluated, hidden answers dropped, required ones checked, the answers re-sealed,
+the audit row) — each run walks forms still in progress; and a random one of
+{documents.REPORTS:,} final reports rendered as a PDF/A with typst (its body opened, the clinic,
+patient and visit read, the read audited).
 
 ## Medians
 
