@@ -8,13 +8,15 @@ not yet re-sealed stay readable throughout.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import structlog
 
 from carebase.persistence import documents, forms, patients, specialists
-from carebase.persistence.db import Database
+from carebase.persistence.db import Database, Querier
 from carebase.security.encryption import Sealer, UnsealError
 from carebase.services import documents as document_service
 from carebase.services import forms as form_service
@@ -44,9 +46,9 @@ class _Counter:
 async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Resealed:
     counter = _Counter()
     patients_done = await _reseal_patients(db, sealer, batch, counter)
-    specialists_done = await _reseal_specialists(db, sealer, batch, counter)
-    forms_done = await _reseal_forms(db, sealer, batch, counter)
-    documents_done = await _reseal_documents(db, sealer, batch, counter)
+    specialists_done = await _reseal_column(db, sealer, batch, counter, SPECIALISTS)
+    forms_done = await _reseal_column(db, sealer, batch, counter, FORMS)
+    documents_done = await _reseal_column(db, sealer, batch, counter, DOCUMENTS)
     return Resealed(patients_done, specialists_done, forms_done, documents_done, counter.unreadable)
 
 
@@ -88,52 +90,50 @@ async def _reseal_patients(db: Database, sealer: Sealer, batch: int, counter: _C
         after = (rows[-1].organization_id, rows[-1].id)
 
 
-async def _reseal_specialists(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
+@dataclass(frozen=True, slots=True)
+class _OneColumn:
+    """A table whose rows hold one sealed value: how to page through it, re-seal a row, and
+    build a row's associated data."""
+
+    batch: Callable[[Querier, tuple[UUID, UUID], int], Awaitable[Sequence[Any]]]
+    reseal: Callable[[Querier, Any, bytes], Awaitable[None]]
+    value: Callable[[Any], bytes | None]
+    aad: Callable[[Any], bytes]
+
+
+SPECIALISTS = _OneColumn(
+    specialists.sealed_batch,
+    specialists.reseal,
+    lambda row: row.custom_sealed,
+    lambda row: specialist_service.aad(row.organization_id, row.id, "custom"),
+)
+# Sensitive answers and document bodies: a signed form and a final document accept this one
+# change (their hashes cover the plaintext, which stays the same).
+FORMS = _OneColumn(
+    forms.sealed_batch,
+    forms.reseal,
+    lambda row: row.sealed_answers,
+    lambda row: form_service.answers_aad(row.organization_id, row.id),
+)
+DOCUMENTS = _OneColumn(
+    documents.sealed_batch,
+    documents.reseal,
+    lambda row: row.body_sealed,
+    lambda row: document_service.body_aad(row.organization_id, row.id),
+)
+
+
+async def _reseal_column(
+    db: Database, sealer: Sealer, batch: int, counter: _Counter, table: _OneColumn
+) -> int:
     after, changed = START, 0
     while True:
         async with db.admin_transaction() as q:
-            rows = await specialists.sealed_batch(q, after, batch)
+            rows = await table.batch(q, after, batch)
             for row in rows:
-                aad = specialist_service.aad(row.organization_id, row.id, "custom")
-                renewed = _renewed(sealer, row.custom_sealed, aad, counter)
+                renewed = _renewed(sealer, table.value(row), table.aad(row), counter)
                 if renewed is not None:
-                    await specialists.reseal(q, row, renewed)
-                    changed += 1
-        if len(rows) < batch:
-            return changed
-        after = (rows[-1].organization_id, rows[-1].id)
-
-
-async def _reseal_forms(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
-    """Sensitive answers; a signed form accepts this one change (its signature covers the
-    plaintext, which stays the same)."""
-    after, changed = START, 0
-    while True:
-        async with db.admin_transaction() as q:
-            rows = await forms.sealed_batch(q, after, batch)
-            for row in rows:
-                aad = form_service.answers_aad(row.organization_id, row.id)
-                renewed = _renewed(sealer, row.sealed_answers, aad, counter)
-                if renewed is not None:
-                    await forms.reseal(q, row, renewed)
-                    changed += 1
-        if len(rows) < batch:
-            return changed
-        after = (rows[-1].organization_id, rows[-1].id)
-
-
-async def _reseal_documents(db: Database, sealer: Sealer, batch: int, counter: _Counter) -> int:
-    """Report and prescription bodies; a final document accepts this one change (its hash
-    covers the plaintext, which stays the same)."""
-    after, changed = START, 0
-    while True:
-        async with db.admin_transaction() as q:
-            rows = await documents.sealed_batch(q, after, batch)
-            for row in rows:
-                aad = document_service.body_aad(row.organization_id, row.id)
-                renewed = _renewed(sealer, row.body_sealed, aad, counter)
-                if renewed is not None:
-                    await documents.reseal(q, row, renewed)
+                    await table.reseal(q, row, renewed)
                     changed += 1
         if len(rows) < batch:
             return changed
