@@ -24,7 +24,6 @@ from carebase.errors import (
 )
 from carebase.integrations.pdf import PdfRenderer
 from carebase.pages import Page, PageRequest
-from carebase.persistence import appointments
 from carebase.persistence import documents as repo
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal, organization_of
@@ -33,6 +32,7 @@ from carebase.services import printing
 from carebase.services.audit import record
 from carebase.services.custom_fields import open_sealed
 from carebase.services.form_schema import canonical_sha256
+from carebase.services.visits import visit_of
 
 KINDS = ("report", "prescription")
 
@@ -328,16 +328,8 @@ def _plain(body: Any) -> dict[str, Any]:
 async def _check_visit(
     q: Querier, organization_id: UUID, appointment_id: UUID, patient_id: UUID
 ) -> None:
-    found = await appointments.appointment(q, organization_id, appointment_id)
-    if found is None:
-        raise ValidationFailed(
-            [FieldError("/body/appointment_id", "No such appointment.", "not_found")]
-        )
+    found = await visit_of(q, organization_id, appointment_id, patient_id)
     if found.status == "held":
         raise ValidationFailed(
             [FieldError("/body/appointment_id", "The time is only held; book it first.", "held")]
-        )
-    if found.patient_id != patient_id:
-        raise ValidationFailed(
-            [FieldError("/body/patient_id", "The appointment is another patient's.", "mismatch")]
         )

@@ -29,8 +29,8 @@ from carebase.errors import (
 )
 from carebase.integrations.pdf import PdfRenderer
 from carebase.pages import Page, PageRequest
-from carebase.persistence import appointments, documents, patients
 from carebase.persistence import custom_fields as cf
+from carebase.persistence import documents, patients
 from carebase.persistence import forms as repo
 from carebase.persistence.db import Database, Querier, search_term
 from carebase.principal import Principal, organization_of
@@ -39,6 +39,7 @@ from carebase.services import form_schema as schema
 from carebase.services import printing
 from carebase.services.audit import record
 from carebase.services.custom_fields import open_sealed
+from carebase.services.visits import visit_of
 
 NO_TEMPLATE = "No such form template."
 NO_VERSION = "No such version of the form template."
@@ -283,7 +284,7 @@ class FormService:
         async with self._db.transaction(principal) as q:
             await self._patient_in(q, organization_id, patient_id)
             if appointment_id is not None:
-                await _check_appointment(q, organization_id, appointment_id, patient_id)
+                await visit_of(q, organization_id, appointment_id, patient_id)
             row = await repo.insert_form(
                 q,
                 organization_id,
@@ -721,24 +722,6 @@ async def attach_to_appointment(
         if row is not None:
             attached.append(template_id)
     return attached
-
-
-async def _check_appointment(
-    q: Querier, organization_id: UUID, appointment_id: UUID, patient_id: UUID
-) -> None:
-    found = await appointments.appointment(q, organization_id, appointment_id)
-    if found is None:
-        raise ValidationFailed(
-            [FieldError("/body/appointment_id", "No such appointment.", "not_found")]
-        )
-    if found.patient_id != patient_id:
-        raise ValidationFailed(
-            [
-                FieldError(
-                    "/body/appointment_id", "The appointment is another patient's.", "mismatch"
-                )
-            ]
-        )
 
 
 @dataclass(frozen=True, slots=True)
