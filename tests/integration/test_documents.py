@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from support import Clinic, Person, book, day_at
+from support import Clinic, Person, book, day_at, pg_dump
+
+from carebase.operations import devstack
 
 REPORT = {"summary": "Knee flexion 110°; pain 3/10.", "plan": "Step-ups twice a day."}
 ITEM = {
@@ -251,3 +254,46 @@ async def test_patients_read_their_own_final_documents_and_reads_are_audited(
         f"/v1/patients/{c.patient_id}", headers={**c.admin.auth, "If-Match": "*"}
     )
     assert gone.status_code == 409  # a final report is a clinical record
+
+
+async def test_a_database_dump_holds_no_sealed_answer_or_body_in_clear(
+    client: httpx.AsyncClient,
+    clinic: Callable[..., Clinic],
+    stack: devstack.EmbeddedStack,
+    tmp_path: Path,
+) -> None:
+    c = clinic()
+    canaries = {name: f"canary-{name}-{uuid.uuid4().hex}" for name in ("answer", "report", "rx")}
+    made = await client.post(
+        "/v1/form-templates",
+        headers=c.admin.auth,
+        json={
+            "title": "Sealed",
+            "items": [{"link_id": "secret", "text": "S", "type": "text", "sensitive": True}],
+        },
+    )
+    template_id = made.json()["id"]
+    await client.post(f"/v1/form-templates/{template_id}/publish", headers=c.admin.auth)
+    form = await client.post(
+        "/v1/forms",
+        headers=c.staff.auth,
+        json={
+            "template_id": template_id,
+            "patient_id": c.patient_id,
+            "values": {"secret": canaries["answer"]},
+        },
+    )
+    assert form.status_code == 201, form.text
+    appointment_id = await visit(client, c)
+    await write(client, c, appointment_id, body={"summary": canaries["report"]})
+    await write(
+        client,
+        c,
+        appointment_id,
+        "prescriptions",
+        {"items": [{**ITEM, "instructions": canaries["rx"]}]},
+    )
+    dump = pg_dump(stack.database_admin_url, tmp_path / "dump.sql")
+    assert b"Session report" in dump  # titles are not sealed: the dump did catch the rows
+    for canary in canaries.values():
+        assert canary.encode() not in dump, canary

