@@ -382,6 +382,10 @@ def _seeded(stack: devstack.EmbeddedStack) -> tuple[str, uuid.UUID]:
     samples = scheduling.prepare(stack, clinics[0], BENCH_DIR)
     samples |= forms.prepare(stack, clinics[0], BENCH_DIR, data_keyring())
     samples |= documents.prepare(stack, clinics[0], BENCH_DIR, data_keyring())
+    # Seeding and earlier runs leave dead rows and stale visibility maps behind (the page of 25
+    # ran at 520 req/s before a VACUUM and 710 after, same code): every run starts clean.
+    with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
     samples["patient"] = {"method": "GET", "path": f"/v1/patients/{ids[0]}"}
     (BENCH_DIR / "samples.json").write_text(json.dumps(samples, default=str))
     quoted = ",".join(f'"{i}"' for i in ids)
