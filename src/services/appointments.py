@@ -216,10 +216,17 @@ class AppointmentService:
         return row
 
     async def _follow_up(
-        self, q: Querier, organization_id: UUID, row: repo.AppointmentRow, now: dt.datetime
+        self,
+        q: Querier,
+        organization_id: UUID,
+        row: repo.AppointmentRow,
+        now: dt.datetime,
+        *,
+        forms: bool = True,
     ) -> None:
-        """What a booked time needs: its video room, its reminder and its forms."""
-        if row.form_template_ids:
+        """What a booked time needs: its video room, its reminder and (when it is first booked)
+        its forms. A reschedule keeps the forms it has: one deleted on purpose stays deleted."""
+        if forms and row.form_template_ids:
             await attach_to_appointment(
                 q,
                 organization_id,
@@ -469,7 +476,9 @@ class AppointmentService:
                 ),
             )
             if status != "held":
-                await self._follow_up(q, organization_id, changed, now)
+                await self._follow_up(
+                    q, organization_id, changed, now, forms=current.status == "held"
+                )
             await record(
                 q,
                 principal,

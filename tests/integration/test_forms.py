@@ -531,6 +531,21 @@ async def test_forms_attach_to_appointments(
         f"/v1/forms?appointment_id={booked.json()['id']}", headers=c.staff.auth
     )
     assert [f["template_id"] for f in found.json()["data"]] == [made["id"]]
+    # A form deleted on purpose stays deleted when the visit moves.
+    dropped = await client.delete(
+        f"/v1/forms/{found.json()['data'][0]['id']}", headers={**c.staff.auth, "If-Match": "*"}
+    )
+    assert dropped.status_code == 204
+    moved = await client.post(
+        f"/v1/appointments/{booked.json()['id']}/reschedule",
+        headers={**c.staff.auth, "If-Match": "*"},
+        json={"starts_at": day_at(5, 9).isoformat(), "reason": "Later."},
+    )
+    assert moved.status_code == 200, moved.text
+    again = await client.get(
+        f"/v1/forms?appointment_id={booked.json()['id']}", headers=c.staff.auth
+    )
+    assert again.json()["data"] == []
     in_use = await client.delete(
         f"/v1/form-templates/{made['id']}", headers={**c.admin.auth, "If-Match": "*"}
     )
