@@ -8,7 +8,6 @@ one; each read of a final report is audited, as in production.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 import uuid
@@ -19,7 +18,7 @@ import psycopg
 
 from carebase.operations import devstack
 from carebase.security.encryption import DataKeyring
-from carebase.services.documents import Identity, body_aad, content_sha256
+from carebase.services.documents import Identity, content_sha256, seal_body
 
 REPORTS = int(os.environ.get("BENCH_REPORTS", "2000"))
 TITLE = "Bench session report"
@@ -97,10 +96,7 @@ def _seed(
                     patient,
                     TITLE,
                     "final",
-                    keyring.seal(
-                        json.dumps(text, sort_keys=True, ensure_ascii=False).encode(),
-                        body_aad(clinic, document_id),
-                    ),
+                    seal_body(keyring, clinic, document_id, text),
                     author,
                     finalized,
                     author,

@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from carebase.operations import devstack
 from carebase.security.encryption import DataKeyring
 from carebase.services import form_schema
-from carebase.services.forms import answers_aad
+from carebase.services.forms import seal_answers
 
 FORMS = int(os.environ.get("BENCH_FORMS", "20000"))
 TEMPLATE_ID = uuid.UUID("f0f0f0f0-0000-4000-8000-000000000040")
@@ -94,7 +94,6 @@ def prepare(
     sample request of each for the preflight."""
     started = time.monotonic()
     form_items = items()
-    sensitive = {i["link_id"] for i in form_items if i["sensitive"]}
     with psycopg.connect(stack.database_admin_url) as conn:
         ids = [
             str(r[0])
@@ -105,7 +104,7 @@ def prepare(
             )
         ]
         if not ids:
-            ids = _seed(conn, clinic, keyring, form_items, sensitive)
+            ids = _seed(conn, clinic, keyring, form_items)
     print(f"bench: {len(ids):,} forms of 40 items ready ({time.monotonic() - started:.0f} s)")
     quoted = ",".join(f'"{i}"' for i in ids)
     (bench_dir / "form-get.lua").write_text(
@@ -155,7 +154,6 @@ def _seed(
     clinic: uuid.UUID,
     keyring: DataKeyring,
     form_items: list[dict[str, Any]],
-    sensitive: set[str],
 ) -> list[str]:
     conn.execute(
         "INSERT INTO forms.templates (organization_id, id, title, signer_roles, latest_version)"
@@ -185,12 +183,7 @@ def _seed(
     ):
         for number in range(FORMS):
             form_id = uuid.uuid4()
-            values = answers(number)
-            hidden = {k: v for k, v in values.items() if k in sensitive}
-            plain = {k: v for k, v in values.items() if k not in sensitive}
-            sealed = keyring.seal(
-                json.dumps(hidden, sort_keys=True).encode(), answers_aad(clinic, form_id)
-            )
+            plain, sealed = seal_answers(keyring, clinic, form_id, form_items, answers(number))
             copy.write_row(
                 (
                     clinic,

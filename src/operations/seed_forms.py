@@ -13,7 +13,6 @@ API verifies, sensitive answers sealed under the row's identity.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,8 +23,8 @@ from psycopg.types.json import Jsonb
 from carebase.security.encryption import DataKeyring
 from carebase.services import form_schema
 from carebase.services import forms as form_service
-from carebase.services.documents import Identity, body_aad, content_sha256
-from carebase.services.forms import Content, answers_aad, signature_sha256
+from carebase.services.documents import Identity, content_sha256, seal_body
+from carebase.services.forms import Content, seal_answers, signature_sha256
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -257,17 +256,7 @@ class _Writer:
         signed: tuple[uuid.UUID, str, str] | None = None,
     ) -> None:
         form_id = uuid.uuid4()
-        sensitive = {item["link_id"] for item in items if item["sensitive"]}
-        plain = {k: v for k, v in answers.items() if k not in sensitive}
-        hidden = {k: v for k, v in answers.items() if k in sensitive}
-        sealed = (
-            self._keyring.seal(
-                json.dumps(hidden, sort_keys=True, ensure_ascii=False).encode(),
-                answers_aad(self._org, form_id),
-            )
-            if hidden
-            else None
-        )
+        plain, sealed = seal_answers(self._keyring, self._org, form_id, items, answers)
         signature: tuple[Any, ...] = (None,) * 6
         if signed is not None:
             signer, role, meaning = signed
@@ -377,10 +366,7 @@ def seed_documents(
                 visit[0],
                 own_patient_id,
                 title,
-                keyring.seal(
-                    json.dumps(body, sort_keys=True, ensure_ascii=False).encode(),
-                    body_aad(organization_id, document_id),
-                ),
+                seal_body(keyring, organization_id, document_id, body),
                 specialist_user,
                 now,
                 specialist_user,

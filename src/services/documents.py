@@ -32,6 +32,7 @@ from carebase.services import printing
 from carebase.services.audit import record
 from carebase.services.custom_fields import open_sealed
 from carebase.services.form_schema import canonical_sha256
+from carebase.services.forms import Seals
 from carebase.services.visits import visit_of
 
 KINDS = ("report", "prescription")
@@ -45,6 +46,14 @@ class DocumentView:
 
 def body_aad(organization_id: UUID, document_id: UUID) -> bytes:
     return f"documents.documents|{organization_id}|{document_id}|body".encode()
+
+
+def seal_body(
+    sealer: Seals, organization_id: UUID, document_id: UUID, body: Mapping[str, Any]
+) -> bytes:
+    """The body as stored: one sealed JSON document under the row's identity."""
+    document = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    return sealer.seal(document, body_aad(organization_id, document_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ class DocumentService:
                     appointment_id=appointment_id,
                     patient_id=patient_id,
                     title=str(given["title"]).strip(),
-                    body_sealed=self._seal(organization_id, document_id, body),
+                    body_sealed=seal_body(self._sealer, organization_id, document_id, body),
                     author_user_id=principal.user_id,
                 ),
             )
@@ -195,7 +204,7 @@ class DocumentService:
                 organization_id,
                 document_id,
                 title=str(changes.get("title", current.title)).strip(),
-                body_sealed=self._seal(organization_id, document_id, body),
+                body_sealed=seal_body(self._sealer, organization_id, document_id, body),
                 version=version,
             )
             if row is None:
@@ -256,7 +265,7 @@ class DocumentService:
                     appointment_id=current.appointment_id,
                     patient_id=current.patient_id,
                     title=current.title,
-                    body_sealed=self._seal(organization_id, correction, body),
+                    body_sealed=seal_body(self._sealer, organization_id, correction, body),
                     author_user_id=principal.user_id,
                     amends_id=document_id,
                     amend_reason=reason.strip(),
@@ -310,10 +319,6 @@ class DocumentService:
             entity_id=document_id,
             changed_fields=changed,
         )
-
-    def _seal(self, organization_id: UUID, document_id: UUID, body: Mapping[str, Any]) -> bytes:
-        document = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
-        return self._sealer.seal(document, body_aad(organization_id, document_id))
 
     def _body(self, row: repo.DocumentRow) -> dict[str, Any]:
         opened = open_sealed(self._sealer, row.body_sealed, body_aad(row.organization_id, row.id))

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from carebase.errors import (
@@ -71,6 +71,30 @@ class Verification:
 
 def answers_aad(organization_id: UUID, form_id: UUID) -> bytes:
     return f"forms.forms|{organization_id}|{form_id}|answers".encode()
+
+
+class Seals(Protocol):
+    """What seals a value: the API's `Sealer`, or a `DataKeyring` where demo data is written."""
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes: ...
+
+
+def seal_answers(
+    sealer: Seals,
+    organization_id: UUID,
+    form_id: UUID,
+    items: Sequence[Mapping[str, Any]],
+    answers: Mapping[str, Any],
+) -> tuple[dict[str, Any], bytes | None]:
+    """Ordinary answers, and the sensitive ones sealed as one document (None if none): the
+    stored form the API opens, whoever writes it."""
+    sensitive = {item["link_id"] for item in items if item.get("sensitive")}
+    plain = {k: v for k, v in answers.items() if k not in sensitive}
+    hidden = {k: v for k, v in answers.items() if k in sensitive}
+    if not hidden:
+        return plain, None
+    document = json.dumps(hidden, sort_keys=True, ensure_ascii=False).encode()
+    return plain, sealer.seal(document, answers_aad(organization_id, form_id))
 
 
 async def known_prefill(q: Querier, organization_id: UUID) -> frozenset[str]:
@@ -268,8 +292,12 @@ class FormService:
         prefilled: dict[str, Any] = {}
         sources: dict[str, str] = {}
         if body.get("prefill"):
-            await self._patient(principal, organization_id, patient_id)
-            available = await self._prefill(principal, patient_id)
+            try:
+                available = await self._prefill(principal, patient_id)
+            except NotFound:
+                raise ValidationFailed(
+                    [FieldError("/body/patient_id", "No such patient.", "not_found")]
+                ) from None
             for item in pinned.items:
                 key = item.get("prefill")
                 if key in available and schema.check_answer(item, available[key]) is None:
@@ -280,7 +308,7 @@ class FormService:
         for link in given:
             sources.pop(link, None)
         form_id = uuid4()
-        plain, sealed = self._split(organization_id, form_id, pinned.items, answers)
+        plain, sealed = seal_answers(self._sealer, organization_id, form_id, pinned.items, answers)
         async with self._db.transaction(principal) as q:
             await self._patient_in(q, organization_id, patient_id)
             if appointment_id is not None:
@@ -335,9 +363,6 @@ class FormService:
                 [FieldError(pointer, "The template has no such published version.", "not_found")]
             )
         return found
-
-    async def _patient(self, principal: Principal, organization_id: UUID, patient_id: UUID) -> None:
-        await self._patient_in(self._db.reader(principal), organization_id, patient_id)
 
     async def _patient_in(self, q: Querier, organization_id: UUID, patient_id: UUID) -> None:
         # Row-level security shows a patient only themself: anyone else is "no such patient".
@@ -481,8 +506,6 @@ class FormService:
                 raise Forbidden(
                     f"Forms from this template are signed by: {', '.join(pinned.signer_roles)}."
                 )
-            if version is not None and version != current.version:
-                raise PreconditionFailed(FORM_CHANGED)
             answers = self._answers(current)
             signed_at = dt.datetime.now(dt.UTC)
             content = content_sha256(Content.of(current, pinned), answers)
@@ -520,7 +543,9 @@ class FormService:
                 raise FormLocked("The form was amended already; amend the newest correction.")
             answers = self._answers(current)
             correction = uuid4()
-            plain, sealed = self._split(organization_id, correction, pinned.items, answers)
+            plain, sealed = seal_answers(
+                self._sealer, organization_id, correction, pinned.items, answers
+            )
             row = await repo.insert_form(
                 q,
                 organization_id,
@@ -635,7 +660,9 @@ class FormService:
         submitted_at: dt.datetime | None,
         version: int | None,
     ) -> repo.FormRow:
-        plain, sealed = self._split(current.organization_id, current.id, pinned.items, answers)
+        plain, sealed = seal_answers(
+            self._sealer, current.organization_id, current.id, pinned.items, answers
+        )
         saved = await repo.update_answers(
             q,
             current.organization_id,
@@ -652,38 +679,13 @@ class FormService:
         assert row is not None  # noqa: S101 - updated in this transaction
         return row
 
-    def _split(
-        self,
-        organization_id: UUID,
-        form_id: UUID,
-        items: Sequence[Mapping[str, Any]],
-        answers: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], bytes | None]:
-        """Ordinary answers, and the sensitive ones sealed as one document (None if none)."""
-        sensitive = {item["link_id"] for item in items if item.get("sensitive")}
-        plain = {k: v for k, v in answers.items() if k not in sensitive}
-        hidden = {k: v for k, v in answers.items() if k in sensitive}
-        if not hidden:
-            return plain, None
-        document = json.dumps(hidden, sort_keys=True, ensure_ascii=False).encode()
-        return plain, self._sealer.seal(document, answers_aad(organization_id, form_id))
-
     def _opened(self, row: repo.FormRow) -> dict[str, Any]:
         """Every answer; raises UnsealError when the sealed ones do not open."""
-        answers = dict(row.answers)
-        if row.sealed_answers is not None:
-            opened = self._sealer.open(row.sealed_answers, answers_aad(row.organization_id, row.id))
-            answers.update(json.loads(opened))
-        return answers
+        return _merged(row, self._sealer.open)
 
     def _answers(self, row: repo.FormRow) -> dict[str, Any]:
-        answers = dict(row.answers)
-        if row.sealed_answers is not None:
-            opened = open_sealed(
-                self._sealer, row.sealed_answers, answers_aad(row.organization_id, row.id)
-            )
-            answers.update(json.loads(opened))
-        return answers
+        """Every answer; sealed ones that do not open are a logged data-integrity problem."""
+        return _merged(row, lambda sealed, aad: open_sealed(self._sealer, sealed, aad))
 
 
 # --- appointments -------------------------------------------------------------------------------
@@ -778,6 +780,14 @@ def signature_sha256(
             "signed_at": signed_at.astimezone(dt.UTC).isoformat(),
         }
     )
+
+
+def _merged(row: repo.FormRow, opener: Callable[[bytes, bytes], bytes]) -> dict[str, Any]:
+    answers = dict(row.answers)
+    if row.sealed_answers is not None:
+        opened = opener(row.sealed_answers, answers_aad(row.organization_id, row.id))
+        answers.update(json.loads(opened))
+    return answers
 
 
 def _raise_on(errors: Sequence[FieldError], *, detail: str | None = None) -> None:

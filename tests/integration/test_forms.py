@@ -303,6 +303,13 @@ async def test_prefill_copies_the_profile_once(
     )
     again = await client.get(f"/v1/forms/{form['id']}", headers=c.staff.auth)
     assert again.json()["values"]["phone"] == "+40 721 000 111"
+    nobody = await client.post(
+        "/v1/forms",
+        headers=c.staff.auth,
+        json={"template_id": made["id"], "patient_id": str(uuid.uuid4()), "prefill": True},
+    )
+    assert nobody.status_code == 422
+    assert nobody.json()["errors"][0]["pointer"] == "/body/patient_id"
 
 
 # --- signing ----------------------------------------------------------------------------------
