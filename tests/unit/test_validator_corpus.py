@@ -16,12 +16,13 @@ final newline; this corpus found that). The corpus:
 
 from __future__ import annotations
 
+import random
+import uuid
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from carebase.config import PROJECT_ROOT
@@ -127,37 +128,69 @@ def test_schemathesis_cases_are_judged_alike(operation: Any, mode: GenerationMod
     check()
 
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-    | st.uuids().map(str)
-    | st.sampled_from(["2026-11-29T12:00:00Z", "2026-11-29", "a@b.example", "", "x" * 300]),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
-    ),
-    max_leaves=12,
-)
+SPECIAL = ["2026-11-29T12:00:00Z", "2026-11-29", "a@b.example", "", "x" * 300]
+TEXT = 'abcxyz AZ09-_.:/@é🦀\n\x00\\"$'
+
+
+def arbitrary_json(rng: random.Random, budget: list[int], depth: int = 0) -> Any:  # noqa: PLR0911
+    """A JSON value of at most `budget[0]` leaves: scalars of every type, the strings formats
+    look at, and nested arrays and objects.
+
+    A seeded generator rather than a hypothesis strategy: these two tests ran ~1,900 engine
+    runs whose only job was random values, and once on CI every run after some point failed
+    inside hypothesis with `assert state._runner is not None` (an exception raised before its
+    engine started, masked by that assertion), which could not be reproduced here.
+    """
+    roll = rng.random()
+    if depth < 3 and budget[0] > 1 and roll < 0.3:
+        size = rng.randint(0, 4)
+        if rng.random() < 0.5:
+            return [arbitrary_json(rng, budget, depth + 1) for _ in range(size)]
+        return {
+            "".join(rng.choices(TEXT, k=rng.randint(0, 12))): arbitrary_json(rng, budget, depth + 1)
+            for _ in range(size)
+        }
+    budget[0] -= 1
+    kind = rng.randrange(7)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.choice([0, 1, -1, 2**31, 2**63, -(2**63), rng.randint(-1000, 1000)])
+    if kind == 3:
+        return rng.choice([0.0, 1.0, -0.5, 1e300, rng.uniform(-1e6, 1e6)])
+    if kind == 4:
+        return "".join(rng.choices(TEXT, k=rng.randint(0, 40)))
+    if kind == 5:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return rng.choice(SPECIAL)
+
+
+def corpus(name: str, count: int) -> list[Any]:
+    """`count` values for one schema, the same on every run (seeded by the schema's name)."""
+    rng = random.Random(f"validator-corpus {name}")
+    return [arbitrary_json(rng, [12]) for _ in range(count)]
 
 
 @pytest.mark.parametrize(("name", "schema"), REQUEST_SCHEMAS, ids=[n for n, _ in REQUEST_SCHEMAS])
-@given(value=JSON)
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_arbitrary_json_against_request_schemas(
-    name: str, schema: dict[str, Any], value: Any
-) -> None:
-    _agree_cached(schema, value)
+def test_arbitrary_json_against_request_schemas(name: str, schema: dict[str, Any]) -> None:
+    for value in corpus(name, 30):
+        _agree_cached(schema, value)
 
 
 @pytest.mark.parametrize(("name", "schema"), RESPONSE_SCHEMAS, ids=[n for n, _ in RESPONSE_SCHEMAS])
-@given(value=JSON)
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
-def test_arbitrary_json_against_response_schemas(
-    name: str, schema: dict[str, Any], value: Any
-) -> None:
-    _agree_cached(schema, value, response=True)
+def test_arbitrary_json_against_response_schemas(name: str, schema: dict[str, Any]) -> None:
+    for value in corpus(name, 15):
+        _agree_cached(schema, value, response=True)
+
+
+def test_the_corpus_holds_every_kind_of_json() -> None:
+    values = corpus("kinds", 400)
+    kinds = {type(v) for v in values}
+    assert kinds == {type(None), bool, int, float, str, list, dict}
+    assert any(isinstance(v, str) and "\x00" in v for v in values)
+    assert corpus("kinds", 400) == values  # the same on every run
 
 
 EDGES: list[tuple[dict[str, Any], Any]] = [
