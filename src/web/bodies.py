@@ -1,16 +1,27 @@
-"""One operation's request body, compiled: media type, strict decoding, JSON, the schema.
+"""One operation's request body, compiled: media type, strict decoding, the schema.
 
-The outer layer has already bounded the body's size. Here a body is refused with 415 when its
-media type is not one the operation declares, with 400 when it is not text in its charset or
-not JSON, and with 422 listing every field that breaks the schema — and any string or key
-holding U+0000, which PostgreSQL's text cannot store.
+The outer layer has already bounded the body's size (`x-max-body-bytes` raises the bound for
+one operation). Three kinds of body, by the media types an operation declares:
+
+- **JSON**: refused with 415 when its media type is not one the operation declares, with 400
+  when it is not text in its charset or not JSON, and with 422 listing every field that breaks
+  the schema — and any string or key holding U+0000, which PostgreSQL's text cannot store.
+- **multipart/form-data** (a file upload): parsed by Starlette's parser (python-multipart);
+  the text fields are checked against the schema like JSON strings, and each property the
+  schema declares `format: binary` must be a file part, the others text.
+- **application/octet-stream** (raw bytes): handed over as they came.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Receive
 
 from carebase.errors import (
@@ -71,6 +82,14 @@ def nul_characters(value: Any, pointer: str) -> list[FieldError]:
     return []
 
 
+MULTIPART = "multipart/form-data"
+OCTET_STREAM = "application/octet-stream"
+
+
+def is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
 class JsonBody:
     """`parse` turns the bytes of a request into the checked JSON document (or None)."""
 
@@ -78,8 +97,8 @@ class JsonBody:
 
     def __init__(self, body: RequestBody) -> None:
         for media in body.content:
-            if media != "application/json" and not media.endswith("+json"):
-                raise ValueError(f"request body {media}: the pipeline reads JSON bodies only")
+            if not is_json(media):
+                raise ValueError(f"request body {media}: mixed with JSON, the pipeline reads JSON")
         self.required = body.required
         self.media_types = tuple(body.content)
         self._validators = {
@@ -113,3 +132,132 @@ class JsonBody:
         if found:
             raise ValidationFailed(sorted(found, key=lambda e: (e.pointer, e.code)))
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """One uploaded file: the bytes, and what the client said of them (metadata only)."""
+
+    filename: str
+    content_type: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A multipart body: its text fields (checked by the schema) and its file parts."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FilePart] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What an idempotency key remembers of it: the fields, and each file's name and hash."""
+        return {
+            "fields": self.fields,
+            "files": {
+                name: [part.filename, hashlib.sha256(part.data).hexdigest()]
+                for name, part in self.files.items()
+            },
+        }
+
+
+class MultipartBody:
+    """A `multipart/form-data` body: one file part per binary property, text for the rest."""
+
+    __slots__ = ("_binary", "_validator", "max_files", "required")
+
+    def __init__(self, body: RequestBody) -> None:
+        if set(body.content) != {MULTIPART}:
+            raise ValueError("a multipart body is declared alone")
+        schema = body.content[MULTIPART]
+        properties = schema.get("properties", {})
+        self._binary = frozenset(
+            name for name, spec in properties.items() if spec.get("format") == "binary"
+        )
+        # A few more file parts than declared, so a file sent in a text field's place gets a
+        # pointer; the edge bounds the body's size anyway.
+        self.max_files = len(self._binary) + 4
+        self.required = body.required
+        self._validator = SchemaValidator(schema)
+
+    async def read(self, content_type: str | None, raw: bytes) -> Upload | None:
+        kind, _ = media_type(content_type)
+        if kind != MULTIPART:
+            raise UnsupportedMediaType(f"Send the body as {MULTIPART}.")
+        if not raw:
+            if self.required:
+                raise MalformedRequest("A multipart body is required.")
+            return None
+
+        async def stream() -> AsyncGenerator[bytes, None]:
+            yield raw
+
+        parser = MultiPartParser(
+            Headers({"content-type": content_type or ""}),
+            stream(),
+            max_files=self.max_files,
+            max_fields=50,
+        )
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise MalformedRequest(f"The multipart body cannot be read: {exc.message}") from None
+        fields: dict[str, str] = {}
+        files: dict[str, FilePart] = {}
+        found: list[FieldError] = []
+        try:
+            for name, value in form.multi_items():
+                pointer = f"/body/{pointer_token(name)}"
+                if name in fields or name in files:
+                    found.append(FieldError(pointer, "Send each field once.", "duplicate"))
+                elif isinstance(value, UploadFile):
+                    if name not in self._binary:
+                        found.append(FieldError(pointer, "Send this field as text.", "type"))
+                        continue
+                    files[name] = FilePart(
+                        filename=(value.filename or "")[:255],
+                        content_type=value.content_type,
+                        data=await value.read(),
+                    )
+                elif name in self._binary:
+                    found.append(FieldError(pointer, "Send this field as a file.", "type"))
+                else:
+                    fields[name] = value
+        finally:
+            await form.close()
+        # The schema sees the file parts as strings: it checks that they are there.
+        document: dict[str, Any] = {**fields, **dict.fromkeys(files, "")}
+        found += self._validator.errors(document, "/body")
+        found += nul_characters(fields, "/body")
+        if found:
+            raise ValidationFailed(sorted(set(found), key=lambda e: (e.pointer, e.code)))
+        return Upload(fields, files)
+
+
+class RawBody:
+    """An `application/octet-stream` body: the bytes as they came."""
+
+    __slots__ = ("required",)
+
+    def __init__(self, body: RequestBody) -> None:
+        if set(body.content) != {OCTET_STREAM}:
+            raise ValueError("a raw body is declared alone")
+        self.required = body.required
+
+    async def read(self, content_type: str | None, raw: bytes) -> bytes | None:
+        kind, _ = media_type(content_type)
+        if kind != OCTET_STREAM:
+            raise UnsupportedMediaType(f"Send the body as {OCTET_STREAM}.")
+        if not raw and self.required:
+            raise MalformedRequest("A body is required.")
+        return raw
+
+
+def body_reader(body: RequestBody) -> JsonBody | MultipartBody | RawBody:
+    """The reader for the media types an operation declares (JSON's `parse` is synchronous,
+    the others' `read` is not: the JSON path, every request's, stays one call)."""
+    if MULTIPART in body.content:
+        return MultipartBody(body)
+    if OCTET_STREAM in body.content:
+        return RawBody(body)
+    return JsonBody(body)

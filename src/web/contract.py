@@ -56,6 +56,8 @@ class Operation:
     """It takes an `Idempotency-Key` header."""
     audit: str | None = None
     """The `x-audit` action a successful call records."""
+    max_body_bytes: int | None = None
+    """`x-max-body-bytes`: a larger body bound than the service's for this operation (uploads)."""
     parameters: tuple[Parameter, ...] = ()
     body: RequestBody | None = None
     responses: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
@@ -102,6 +104,7 @@ class Contract:
                     rate_limit=spec.get("x-rate-limit"),
                     idempotent=any(_names_idempotency_key(p) for p in declared),
                     audit=spec.get("x-audit"),
+                    max_body_bytes=spec.get("x-max-body-bytes"),
                     parameters=self._parameters(declared),
                     body=self._body(spec.get("requestBody")),
                     responses=self._responses(spec.get("responses", {})),
@@ -113,6 +116,11 @@ class Contract:
         # (`/v1/patients/{patient_id}`): the router would otherwise hand it to the template.
         self._routes = tuple(sorted(routes, key=lambda r: "{" in r.template))
         self._literal = {r.template: r.methods for r in routes if "{" not in r.template}
+        self._body_limits = tuple(
+            (_template_pattern(op.path), op.method, op.max_body_bytes)
+            for op in self.operations.values()
+            if op.max_body_bytes is not None
+        )
 
     @classmethod
     def for_service(cls, service: str) -> Contract:
@@ -132,6 +140,13 @@ class Contract:
     def literal_methods(self, path: str) -> tuple[str, ...] | None:
         """The methods of a route without parameters at exactly this path, if there is one."""
         return self._literal.get(path)
+
+    def body_limit(self, method: str, path: str) -> int | None:
+        """The operation's own body bound (`x-max-body-bytes`) at this path, if it has one."""
+        for pattern, declared_method, limit in self._body_limits:
+            if declared_method == method and pattern.fullmatch(path):
+                return limit
+        return None
 
     def template_for(self, operation_id: str | None) -> str | None:
         operation = self.operations.get(operation_id or "")

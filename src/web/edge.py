@@ -14,10 +14,11 @@ once, when the answer is sent.
   own), and `Cache-Control: no-store` unless the answer chose a policy.
 - **Attack blocker**: scanner probes (`/.env`, `/.git`, `/wp-admin`, traversal) get a fast 404
   and a security event, and never reach the router.
-- **Body limit**: a declared `Content-Length` over `MAX_BODY_BYTES` gets 413 at once; a chunked
-  body is read within the limit. The refused body is drained (up to `DRAIN_BYTES`, for at
-  most `DRAIN_S`) while the 413 is already on its way, so a client that sends the whole body
-  before reading reads the 413 instead of a connection reset.
+- **Body limit**: a declared `Content-Length` over `MAX_BODY_BYTES` (or over the operation's
+  own `x-max-body-bytes`, an upload's) gets 413 at once; a chunked body is read within it.
+  The refused body is drained (up to `DRAIN_BYTES`, for at most `DRAIN_S`) while the 413 is
+  already on its way, so a client that sends the whole body before reading reads the 413
+  instead of a connection reset.
 - **Access log**: one JSON line per request — method, route template, status, duration,
   request id, actor — rendered by orjson and written with one `write`.
 """
@@ -185,12 +186,17 @@ class Edge:
                 self._attack(scope, path)
                 raise RouteNotFound("No operation is served at this path.")
             if declared is not None and int(declared) > self.max_body_bytes:
-                await self._refuse_body(exchange, receive, path, drain=not expect_continue)
-                return
+                limit = self._limit(scope["method"], path)
+                if int(declared) > limit:
+                    await self._refuse_body(
+                        exchange, receive, path, limit, drain=not expect_continue
+                    )
+                    return
             if declared is None and chunked:
-                body = await self._read_chunked(receive)
+                limit = self._limit(scope["method"], path)
+                body = await self._read_chunked(receive, limit)
                 if body is None:
-                    await self._refuse_body(exchange, receive, path, drain=True)
+                    await self._refuse_body(exchange, receive, path, limit, drain=True)
                     return
                 receive = _replay(body, receive)
             await self._route(scope, receive, exchange, path)
@@ -215,6 +221,10 @@ class Edge:
                 request_id=request_id,
                 actor=current_actor(),
             )
+
+    def _limit(self, method: str, path: str) -> int:
+        """The body bound at this path: the operation's own when it declares a larger one."""
+        return max(self.contract.body_limit(method, path) or 0, self.max_body_bytes)
 
     async def _route(self, scope: Scope, receive: Receive, exchange: Exchange, path: str) -> None:
         document = self.documents.get(path)
@@ -257,11 +267,12 @@ class Edge:
             user_agent=agent.decode("latin-1")[:256],
         )
 
+    @staticmethod
     async def _refuse_body(
-        self, exchange: Exchange, receive: Receive, path: str, *, drain: bool
+        exchange: Exchange, receive: Receive, path: str, limit: int, *, drain: bool
     ) -> None:
         """413, with the rest of the body drained so the client reads it (not a reset)."""
-        rendered = problem_of(PayloadTooLarge(self.max_body_bytes), path)
+        rendered = problem_of(PayloadTooLarge(limit), path)
         if not drain:  # `Expect: 100-continue`: the client waits for us before sending it
             await exchange.respond(rendered)
             return
@@ -280,7 +291,8 @@ class Edge:
             pass
         await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _read_chunked(self, receive: Receive) -> bytes | None:
+    @staticmethod
+    async def _read_chunked(receive: Receive, limit: int) -> bytes | None:
         """A body without `Content-Length`, read within the limit; None when it is over."""
         chunks: list[bytes] = []
         size = 0
@@ -291,7 +303,7 @@ class Edge:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             more = message.get("more_body", False)

@@ -11,6 +11,7 @@ says, and the body model the contract names.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import ipaddress
 import typing
@@ -30,7 +31,7 @@ from carebase.security import permissions
 from carebase.security.auth import Authenticator
 from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.web import etags, render
-from carebase.web.bodies import JsonBody, read_body
+from carebase.web.bodies import JsonBody, Upload, body_reader, read_body
 from carebase.web.conformance import ResponseCheck
 from carebase.web.contract import Contract, Operation
 from carebase.web.idempotency import IdempotencyKeys
@@ -124,7 +125,7 @@ class Plan:
         else:
             self.rule = Rule.from_extension(operation.rate_limit)
         self.bucket = operation.operation_id if operation.rate_limit else "default"
-        self.body = JsonBody(operation.body) if operation.body is not None else None
+        self.body = body_reader(operation.body) if operation.body is not None else None
         accepted = self._accepted(handler)
         self.wants_principal = "principal" in accepted
         self.wants_body = "body" in accepted
@@ -209,9 +210,21 @@ class Plan:
             scope.get("path_params") or {}, scope["query_string"], headers
         )
         document: Any = None
-        if self.body is not None:
-            document = self.body.parse(headers.get("content-type"), await read_body(receive))
-            kwargs["body"] = self._model(document) if self.body_model else document
+        body = self.body
+        if body is not None:
+            raw = await read_body(receive)
+            if isinstance(body, JsonBody):
+                document = body.parse(headers.get("content-type"), raw)
+                kwargs["body"] = self._model(document) if self.body_model else document
+            else:
+                read = await body.read(headers.get("content-type"), raw)
+                kwargs["body"] = read
+                # An idempotency key remembers a digest of bytes, never the bytes.
+                document = (
+                    read.fingerprint()
+                    if isinstance(read, Upload)
+                    else {"sha256": hashlib.sha256(read or b"").hexdigest()}
+                )
         if self.if_match and kwargs["if_match"] is not None:
             kwargs["if_match"] = etags.expected_version(kwargs["if_match"])
         if self.wants_principal or self.operation.idempotent:
