@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     jitsi_app_id: str | None = None
     jitsi_app_secret: str | None = None
     jitsi_base_url: str | None = None
+    blob_store_url: str | None = None
+    """Where attachments are kept: `s3://bucket?region=…&endpoint_url=…` (credentials from the
+    AWS environment), or `file:///abs/dir`; unset, <DATA_DIR>/blobs."""
+    blob_signing_key: str | None = None
+    """The HMAC key of the filesystem store's upload and download URLs (≥ 32 characters);
+    without it, <DATA_DIR>/blob-signing-key, generated on first run."""
+    blob_url_ttl_s: Annotated[int, Field(ge=10, le=300)] = 300
+    """How long an upload or download URL works."""
+    blob_reaper: bool = True
+    """Run the blob store's outbox worker (deleting removed attachments' objects) inside each
+    API process; tests turn it off and drive it step by step."""
     scheduling_worker: bool = True
     """Run the scheduling worker (video rooms, reminders) inside each API process; tests turn it
     off and drive it step by step."""
@@ -140,6 +151,20 @@ class Settings(BaseSettings):
     @property
     def mailbox_dir(self) -> Path:
         return self.data_dir / "mailbox"
+
+    @field_validator("blob_store_url")
+    @classmethod
+    def _blob_store_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("s3://", "file:///")):
+            raise ValueError("BLOB_STORE_URL is s3://bucket?… or file:///absolute/dir")
+        return value
+
+    @field_validator("blob_signing_key")
+    @classmethod
+    def _blob_signing_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("BLOB_SIGNING_KEY needs at least 32 characters")
+        return value
 
     def server_urls(self) -> ServerUrls:
         """The three server URLs, or a `ConfigError` naming each one that is missing."""

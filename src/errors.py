@@ -53,6 +53,10 @@ class Forbidden(CarebaseError):
     """The caller is known but may not do this."""
 
 
+class LinkExpired(Forbidden):
+    """A signed URL whose time is up."""
+
+
 class NotFound(CarebaseError):
     """No such resource, or one the caller's organization cannot see: indistinguishable."""
 
@@ -97,6 +101,10 @@ class FormLocked(Conflict):
 
 class VideoNotReady(Conflict):
     """The appointment has no video room to join (yet, or at all)."""
+
+
+class UploadIncomplete(Conflict):
+    """An attachment is completed before its bytes arrived, or read before it is complete."""
 
 
 class PreconditionFailed(CarebaseError):

@@ -100,6 +100,8 @@ def settings(
             "RATE_LIMIT_DEFAULT_LIMIT": "20000",
             # Tests run the scheduling worker's rounds themselves (app.scheduling.run_once()).
             "SCHEDULING_WORKER": "false",
+            # Tests run the blob store's outbox rounds themselves (app.reaper.run_once()).
+            "BLOB_REAPER": "false",
         }
     )
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, RootModel
+from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, RootModel
 from typing_extensions import TypeAliasType
 
 
@@ -160,6 +160,35 @@ class AppointmentUpdate(BaseModel):
         extra="forbid",
     )
     title: Annotated[str, Field(max_length=200, min_length=1, pattern="\\S")]
+
+
+class MediaTypeEnum(StrEnum):
+    """
+    What the bytes are (sniffed), once available.
+    """
+
+    application_pdf = "application/pdf"
+    image_png = "image/png"
+    image_jpeg = "image/jpeg"
+    image_heic = "image/heic"
+    application_dicom = "application/dicom"
+    text_plain = "text/plain"
+
+
+class MediaType(RootModel[MediaTypeEnum | None]):
+    root: MediaTypeEnum | None = None
+    """
+    What the bytes are (sniffed), once available.
+    """
+
+
+class AttachmentStatus(StrEnum):
+    """
+    `pending` until an announced upload is completed.
+    """
+
+    pending = "pending"
+    available = "available"
 
 
 class ChangedField(RootModel[str]):
@@ -438,6 +467,17 @@ class MeUpdate(BaseModel):
     ] = None
 
 
+class OwnerType(StrEnum):
+    """
+    What the file is attached to.
+    """
+
+    patient = "patient"
+    report = "report"
+    prescription = "prescription"
+    form = "form"
+
+
 class PageMeta(BaseModel):
     """
     Where a page sits in its list.
@@ -633,6 +673,29 @@ class SignatureMeaning(StrEnum):
     approved = "approved"
     consented = "consented"
     witnessed = "witnessed"
+
+
+class Method(StrEnum):
+    GET = "GET"
+    PUT = "PUT"
+
+
+HeadersAdditionalProperty = TypeAliasType(
+    "HeadersAdditionalProperty", Annotated[str, Field(max_length=200)]
+)
+
+
+class SignedRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    method: Method
+    url: AnyUrl
+    headers: dict[str, HeadersAdditionalProperty]
+    """
+    Headers to send with the request.
+    """
+    expires_at: AwareDatetime
 
 
 class Slot(BaseModel):
@@ -921,6 +984,67 @@ class AppointmentTemplateUpdate(BaseModel):
     Form templates (existing ones) whose forms are attached to appointments made from this template when they are booked (templates without a published version are skipped).
     """
     active: bool | None = None
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    owner_type: OwnerType
+    owner_id: UUID
+    patient_id: UUID
+    """
+    Whose file it is.
+    """
+    link_id: Annotated[str | None, Field(max_length=64)]
+    filename: Annotated[str, Field(max_length=255, min_length=1)]
+    """
+    As the client named it (metadata only).
+    """
+    media_type: Annotated[MediaType | None, Field(...)]
+    """
+    What the bytes are (sniffed), once available.
+    """
+    size_bytes: Annotated[int, Field(ge=1, le=20971520)]
+    sha256: Annotated[str, Field(max_length=64, pattern="^[0-9a-f]{64}$")]
+    status: AttachmentStatus
+    uploaded_by: Annotated[UUID | None, Field(...)]
+    created_at: AwareDatetime
+    completed_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class AttachmentPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[Attachment], Field(max_length=100)]
+    meta: PageMeta
+
+
+class AttachmentUpload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    attachment: Attachment
+    upload: SignedRequest
+
+
+class AttachmentUploadCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    owner_type: OwnerType
+    owner_id: UUID
+    link_id: Annotated[
+        str | None, Field(max_length=64, min_length=1, pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ] = None
+    filename: Annotated[str, Field(max_length=255, min_length=1)]
+    size_bytes: Annotated[int, Field(ge=1, le=20971520)]
+    sha256: Annotated[str, Field(max_length=64, pattern="^[0-9A-Fa-f]{64}$")]
+    """
+    The file's SHA-256, hex; checked when the upload is completed.
+    """
 
 
 class AuditEventPage(BaseModel):

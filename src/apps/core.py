@@ -8,12 +8,15 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from carebase.apps import common
 from carebase.config import Environment, Settings, VideoProvider
 from carebase.handlers.core.appointment_templates import AppointmentTemplateHandlers
 from carebase.handlers.core.appointments import AppointmentHandlers
+from carebase.handlers.core.attachments import AttachmentHandlers
 from carebase.handlers.core.audit import AuditHandlers
 from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.availability import AvailabilityHandlers
@@ -28,6 +31,8 @@ from carebase.handlers.core.reports import ReportHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.integrations import video
+from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
+from carebase.integrations.blobs.s3 import S3BlobStore
 from carebase.integrations.mail import OutboxRelay
 from carebase.integrations.pdf import PdfRenderer
 from carebase.integrations.video.daily import DailyVideo
@@ -42,6 +47,7 @@ from carebase.security.passwords import HashCost, Passwords
 from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.services.appointment_templates import AppointmentTemplateService
 from carebase.services.appointments import AppointmentService
+from carebase.services.attachments import AttachmentService, BlobReaper
 from carebase.services.audit import AuditService
 from carebase.services.availability import AvailabilityService
 from carebase.services.calendar import CalendarService
@@ -78,8 +84,12 @@ class CoreApp(Application):
         authenticator: Authenticator,
         scheduling: SchedulingWorker,
         video: video.VideoProvider,
+        blobs: BlobStore,
+        reaper: BlobReaper,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
+        self.blobs = blobs
+        self.reaper = reaper
         self.contract = contract
         self.dependencies = dependencies
         self.relay = relay
@@ -92,14 +102,15 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     """Build the core service.
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
-    `sealer` (Dependencies), `video` (a `VideoProvider`), `contract` (another bundled spec) and
-    `extra_handlers` (handler objects for its operations).
+    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `contract`
+    (another bundled spec) and `extra_handlers` (handler objects for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
     contract: Contract = given.pop("contract", None) or Contract.for_service("core")
     extra_handlers: list[object] = given.pop("extra_handlers", [])
     rooms: video.VideoProvider = given.pop("video", None) or video_provider(settings)
+    blobs: BlobStore = given.pop("blobs", None) or blob_store(settings)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     links = Links(settings.app_base_url)
@@ -125,6 +136,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     )
     relay = OutboxRelay(database, dependencies.mail)
     scheduling = SchedulingWorker(database, rooms)
+    reaper = BlobReaper(database, blobs)
     sealer = dependencies.sealer
     pdf = PdfRenderer()
     patients = PatientService(
@@ -137,6 +149,12 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     handlers = handler_registry(
         [
             AppointmentHandlers(appointments=AppointmentService(db=database, video=rooms)),
+            AttachmentHandlers(
+                attachments=AttachmentService(
+                    db=database, blobs=blobs, url_ttl_s=settings.blob_url_ttl_s
+                ),
+                files=blobs if isinstance(blobs, FileBlobStore) else None,
+            ),
             AppointmentTemplateHandlers(templates=AppointmentTemplateService(db=database)),
             AuditHandlers(audit=AuditService(db=database)),
             AuthHandlers(tokens=dependencies.tokens, identity=identity),
@@ -206,6 +224,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         ]
         if settings.scheduling_worker:
             tasks.append(asyncio.create_task(scheduling.run(), name="scheduling-worker"))
+        if settings.blob_reaper:
+            tasks.append(asyncio.create_task(reaper.run(), name="blob-reaper"))
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
@@ -231,7 +251,19 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         authenticator=authenticator,
         scheduling=scheduling,
         video=rooms,
+        blobs=blobs,
+        reaper=reaper,
     )
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store BLOB_STORE_URL names: S3, or a directory (by default <DATA_DIR>/blobs)."""
+    url = settings.blob_store_url
+    if url and url.startswith("s3://"):
+        return S3BlobStore.from_url(url)
+    root = Path(urlsplit(url).path) if url else settings.data_dir / "blobs"
+    key = load_signing_key(settings.data_dir / "blob-signing-key", settings.blob_signing_key)
+    return FileBlobStore(root, UrlSigner(key), public_base_url=settings.public_base_url)
 
 
 def video_provider(settings: Settings) -> video.VideoProvider:

@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "scheduling",
     "forms",
     "documents",
+    "attachments",
 )
 
 # Migrations grant table rights to this group role, never to a deployment's login role,

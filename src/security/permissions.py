@@ -30,6 +30,9 @@ _FORMS = {"form_templates:read", "forms:read", "forms:write", "forms:sign"}
 _CLINIC_FORMS = {*_FORMS, "form_templates:write"}
 # Reports and prescriptions: the clinic reads them (row-level security shows a patient their
 # own final ones); clinicians write them; an admin withdraws one entered in error.
+# Attachments: everyone reads and uploads; row-level security narrows a patient to the files
+# of their own record, forms and final documents, and their uploads to their record and forms.
+_ATTACHMENTS = {"attachments:read", "attachments:write"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -57,6 +60,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_ATTACHMENTS,
         }
     ),
     # A specialist joins their own video sessions and subscribes to their own calendar.
@@ -72,6 +76,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_ATTACHMENTS,
         }
     ),
     "staff": frozenset(
@@ -84,6 +89,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_ATTACHMENTS,
         }
     ),
     # Row-level security narrows a patient to their own record: they read and edit it (not
@@ -100,6 +106,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_BOOKING,
             *_FORMS,
             "documents:read",
+            *_ATTACHMENTS,
         }
     ),
 }

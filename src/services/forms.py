@@ -26,11 +26,12 @@ from carebase.errors import (
     NotFound,
     PreconditionFailed,
     ValidationFailed,
+    pointer_token,
 )
 from carebase.integrations.pdf import PdfRenderer
 from carebase.pages import Page, PageRequest
+from carebase.persistence import attachments, documents, patients
 from carebase.persistence import custom_fields as cf
-from carebase.persistence import documents, patients
 from carebase.persistence import forms as repo
 from carebase.persistence.db import Database, Querier, search_term
 from carebase.principal import Principal, organization_of
@@ -304,6 +305,8 @@ class FormService:
                     prefilled[item["link_id"]] = available[key]
                     sources[item["link_id"]] = str(key)
         _raise_on(schema.check_answers(pinned.items, given, at="/body/values"))
+        # A new form has no files yet: upload them to it, then answer with their ids.
+        _raise_on(_unknown_files(pinned.items, given, {}, at="/body/values"))
         answers = {**prefilled, **{k: v for k, v in given.items() if v is not None}}
         for link in given:
             sources.pop(link, None)
@@ -440,6 +443,9 @@ class FormService:
             if current.status not in EDITABLE:
                 raise FormLocked(f"The form is {current.status}: its answers no longer change.")
             _raise_on(schema.check_answers(pinned.items, values, at="/body/values"))
+            if any(schema.by_link(pinned.items)[link]["type"] == "attachment" for link in values):
+                files = await attachments.of_form(q, organization_id, form_id)
+                _raise_on(_unknown_files(pinned.items, values, files, at="/body/values"))
             answers = self._answers(current)
             for link, value in values.items():
                 if value is None:
@@ -788,6 +794,28 @@ def _merged(row: repo.FormRow, opener: Callable[[bytes, bytes], bytes]) -> dict[
         opened = opener(row.sealed_answers, answers_aad(row.organization_id, row.id))
         answers.update(json.loads(opened))
     return answers
+
+
+def _unknown_files(
+    items: Sequence[Mapping[str, Any]],
+    values: Mapping[str, Any],
+    files: Mapping[UUID, str],
+    *,
+    at: str,
+) -> list[FieldError]:
+    """An `attachment` answer names a complete file uploaded to this form for that item."""
+    by_link = schema.by_link(items)
+    return [
+        FieldError(
+            f"{at}/{pointer_token(link)}",
+            "Upload the file to this form item first (POST /v1/attachments), then give its id.",
+            "unknown_attachment",
+        )
+        for link, value in values.items()
+        if value is not None
+        and by_link[link]["type"] == "attachment"
+        and files.get(UUID(str(value))) != link
+    ]
 
 
 def _raise_on(errors: Sequence[FieldError], *, detail: str | None = None) -> None:

@@ -31,6 +31,7 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.MalformedRequest: ProblemType(400, "bad-request", "Bad request"),
     errors.Unauthenticated: ProblemType(401, "unauthenticated", "Authentication required"),
     errors.Forbidden: ProblemType(403, "forbidden", "Forbidden"),
+    errors.LinkExpired: ProblemType(403, "link-expired", "The link has expired"),
     errors.NotFound: ProblemType(404, "not-found", "Not found"),
     errors.MethodNotAllowed: ProblemType(405, "method-not-allowed", "Method not allowed"),
     errors.Conflict: ProblemType(409, "conflict", "Conflict"),
@@ -44,6 +45,7 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.NoDraft: ProblemType(409, "no-draft", "No draft to publish"),
     errors.FormLocked: ProblemType(409, "form-locked", "Not allowed in the form's state"),
     errors.VideoNotReady: ProblemType(409, "video-not-ready", "No video room to join"),
+    errors.UploadIncomplete: ProblemType(409, "upload-incomplete", "The upload is not complete"),
     errors.PreconditionFailed: ProblemType(412, "precondition-failed", "Precondition failed"),
     errors.PayloadTooLarge: ProblemType(413, "payload-too-large", "Payload too large"),
     errors.UnsupportedMediaType: ProblemType(

@@ -180,6 +180,7 @@ STATEFUL_GROUPS = {
     "appointments": r"^/v1/appointments",
     "forms": r"^/v1/(form-templates|forms)",
     "documents": r"^/v1/(reports|prescriptions)",
+    "attachments": r"^/v1/attachments",
 }
 # For the appointments' run: starts drawn from free future hours and a plain reason, so the
 # scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz
