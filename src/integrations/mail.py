@@ -26,6 +26,9 @@ _log = structlog.get_logger("carebase.integrations.mail")
 
 MAX_ATTEMPTS = 8
 BATCH = 20
+# A claim's lease: a batch of 20 at the default 10 s SMTP timeout fits in it. A mail whose
+# lease runs out before it is marked may be sent twice: at least once, never lost.
+LEASE_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +133,23 @@ class OutboxRelay:
                 _log.warning("mail_relay_failed", error=type(exc).__name__, detail=str(exc))
 
     async def deliver_batch(self) -> int:
-        """Send what is due; the number of mails tried (0 when the outbox is drained)."""
+        """Send what is due; the number of mails tried (0 when the outbox is drained).
+
+        The claim commits before any mail is sent, and each mail is marked in its own
+        transaction after its send: no transaction is open while SMTP is talked to."""
         async with self._db.admin_transaction() as q:
-            batch = await identity.claim_mail(q, limit=BATCH, max_attempts=MAX_ATTEMPTS)
-            for row in batch:
-                try:
-                    await self._sender.send(Mail(row.recipient, row.subject, row.body))
-                except (OSError, smtplib.SMTPException) as exc:
-                    delay = min(2 ** (row.attempts + 1) * 5, 3600)
+            batch = await identity.claim_mail(
+                q, limit=BATCH, max_attempts=MAX_ATTEMPTS, lease_s=LEASE_S
+            )
+        for row in batch:
+            try:
+                await self._sender.send(Mail(row.recipient, row.subject, row.body))
+            except (OSError, smtplib.SMTPException) as exc:
+                delay = min(2 ** (row.attempts + 1) * 5, 3600)
+                async with self._db.admin_transaction() as q:
                     await identity.mark_mail_failed(q, row.id, error=repr(exc), delay_s=delay)
-                    _log.warning(
-                        "mail_send_failed", mail_id=row.id, retry_in_s=delay, error=repr(exc)
-                    )
-                else:
+                _log.warning("mail_send_failed", mail_id=row.id, retry_in_s=delay, error=repr(exc))
+            else:
+                async with self._db.admin_transaction() as q:
                     await identity.mark_mail_sent(q, row.id)
-            return len(batch)
+        return len(batch)

@@ -379,18 +379,23 @@ VALUES (%(user_id)s, %(recipient)s, %(subject)s, %(body)s)
 """
 # SKIP LOCKED: several senders (processes) share the outbox without sending a mail twice.
 CLAIM_MAIL = """
-SELECT id, recipient, subject, body, attempts FROM identity.email_outbox
- WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < %s
- ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+UPDATE identity.email_outbox m
+   SET claimed_until = now() + make_interval(secs => %(lease_s)s)
+ WHERE m.id IN (SELECT id FROM identity.email_outbox
+                 WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < %(max)s
+                   AND (claimed_until IS NULL OR claimed_until < now())
+                 ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING m.id, m.recipient, m.subject, m.body, m.attempts
 """
 MARK_MAIL_SENT = """
 UPDATE identity.email_outbox
-   SET sent_at = now(), body = NULL, attempts = attempts + 1, last_error = NULL
+   SET sent_at = now(), body = NULL, attempts = attempts + 1, last_error = NULL,
+       claimed_until = NULL
  WHERE id = %s
 """
 MARK_MAIL_FAILED = """
 UPDATE identity.email_outbox
-   SET attempts = attempts + 1, last_error = %(error)s,
+   SET attempts = attempts + 1, last_error = %(error)s, claimed_until = NULL,
        next_attempt_at = now() + make_interval(secs => %(delay_s)s)
  WHERE id = %(id)s
 """
@@ -404,8 +409,10 @@ async def enqueue_mail(
     )
 
 
-async def claim_mail(q: Querier, *, limit: int, max_attempts: int) -> list[MailRow]:
-    return await q.fetch_all(CLAIM_MAIL, (max_attempts, limit), row=MailRow)
+async def claim_mail(q: Querier, *, limit: int, max_attempts: int, lease_s: float) -> list[MailRow]:
+    """Due mail, leased to the caller for `lease_s` (the claim commits with its transaction)."""
+    params = {"limit": limit, "max": max_attempts, "lease_s": lease_s}
+    return await q.fetch_all(CLAIM_MAIL, params, row=MailRow)
 
 
 async def mark_mail_sent(q: Querier, mail_id: int) -> None:
