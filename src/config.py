@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     without it, <DATA_DIR>/blob-signing-key, generated on first run."""
     blob_url_ttl_s: Annotated[int, Field(ge=10, le=300)] = 300
     """How long an upload or download URL works."""
+    run_workers: bool = True
+    """Run the background work (mail relay, scheduling worker, blob worker, housekeeping)
+    inside each API process. Set false when `carebase worker` runs beside the API (as
+    `make dev` does); the API never delivers anything in a request either way."""
     blob_reaper: bool = True
     """Run the blob store's outbox worker (deleting removed attachments' objects) inside each
     API process; tests turn it off and drive it step by step."""

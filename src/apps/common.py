@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from carebase.config import Settings
-from carebase.integrations.mail import MailboxSender, MailSender, SmtpSender
+from carebase.config import Settings, VideoProvider
+from carebase.integrations import video
+from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
+from carebase.integrations.blobs.s3 import S3BlobStore
+from carebase.integrations.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
 from carebase.integrations.redis_pipe import RedisPipe
+from carebase.integrations.video.daily import DailyVideo
+from carebase.integrations.video.jitsi import JitsiVideo
+from carebase.integrations.video.local import LocalVideo
+from carebase.operations.housekeeping import housekeeping
 from carebase.persistence.db import Database
 from carebase.persistence.pools import make_pool
 from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.tokens import TokenService, load_keyring
+from carebase.services.attachments import BlobReaper
+from carebase.services.scheduling_worker import SchedulingWorker
 
 
 @dataclass(frozen=True)
@@ -143,3 +155,62 @@ def dependencies(
             for name, build in builders.items()
         }
     )
+
+
+def video_provider(settings: Settings) -> video.VideoProvider:
+    """The provider VIDEO_PROVIDER names (configuration checks made sure it has its keys)."""
+    if settings.video_provider == VideoProvider.DAILY:
+        return DailyVideo(
+            api_key=settings.daily_api_key or "",
+            api_url=settings.daily_api_url,
+            domain_id=settings.daily_domain_id,
+            timeout_s=settings.daily_timeout_s,
+        )
+    if settings.video_provider == VideoProvider.JITSI:
+        return JitsiVideo(
+            base_url=settings.jitsi_base_url or "",
+            app_id=settings.jitsi_app_id or "",
+            app_secret=settings.jitsi_app_secret or "",
+        )
+    return LocalVideo(settings.video_local_base_url)
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store BLOB_STORE_URL names: S3, or a directory (by default <DATA_DIR>/blobs)."""
+    url = settings.blob_store_url
+    if url and url.startswith("s3://"):
+        return S3BlobStore.from_url(url)
+    root = Path(urlsplit(url).path) if url else settings.data_dir / "blobs"
+    key = load_signing_key(settings.data_dir / "blob-signing-key", settings.blob_signing_key)
+    return FileBlobStore(root, UrlSigner(key), public_base_url=settings.public_base_url)
+
+
+@dataclass(frozen=True)
+class Background:
+    """The work no request waits for: the mail relay, the scheduling worker (video rooms,
+    reminders, expired holds), the blob worker and housekeeping. `carebase worker` runs it;
+    an API process runs it too unless RUN_WORKERS=false."""
+
+    database: Database
+    relay: OutboxRelay
+    scheduling: SchedulingWorker
+    reaper: BlobReaper
+
+    def start(self, settings: Settings) -> list[asyncio.Task[None]]:
+        tasks = [
+            asyncio.create_task(self.relay.run(), name="mail-relay"),
+            asyncio.create_task(housekeeping(self.database), name="housekeeping"),
+        ]
+        if settings.scheduling_worker:
+            tasks.append(asyncio.create_task(self.scheduling.run(), name="scheduling-worker"))
+        if settings.blob_reaper:
+            tasks.append(asyncio.create_task(self.reaper.run(), name="blob-reaper"))
+        return tasks
+
+
+async def stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

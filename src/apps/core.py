@@ -3,17 +3,13 @@ handlers and the compiled pipeline."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from carebase.apps import common
-from carebase.config import Environment, Settings, VideoProvider
+from carebase.config import Environment, Settings
 from carebase.handlers.core.appointment_templates import AppointmentTemplateHandlers
 from carebase.handlers.core.appointments import AppointmentHandlers
 from carebase.handlers.core.attachments import AttachmentHandlers
@@ -31,16 +27,12 @@ from carebase.handlers.core.reports import ReportHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
 from carebase.integrations import video
-from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
-from carebase.integrations.blobs.s3 import S3BlobStore
+from carebase.integrations.blobs import BlobStore, FileBlobStore
 from carebase.integrations.mail import OutboxRelay
 from carebase.integrations.pdf import PdfRenderer
 from carebase.integrations.video.daily import DailyVideo
-from carebase.integrations.video.jitsi import JitsiVideo
-from carebase.integrations.video.local import LocalVideo
 from carebase.logging import configure_logging
 from carebase.operations import migrations
-from carebase.operations.housekeeping import housekeeping
 from carebase.security.auth import Authenticator
 from carebase.security.lockout import Lockout
 from carebase.security.passwords import HashCost, Passwords
@@ -109,8 +101,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     given = dict(overrides or {})
     contract: Contract = given.pop("contract", None) or Contract.for_service("core")
     extra_handlers: list[object] = given.pop("extra_handlers", [])
-    rooms: video.VideoProvider = given.pop("video", None) or video_provider(settings)
-    blobs: BlobStore = given.pop("blobs", None) or blob_store(settings)
+    rooms: video.VideoProvider = given.pop("video", None) or common.video_provider(settings)
+    blobs: BlobStore = given.pop("blobs", None) or common.blob_store(settings)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     links = Links(settings.app_base_url)
@@ -218,24 +210,14 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await database.open(wait=False)
-        tasks = [
-            asyncio.create_task(relay.run(), name="mail-relay"),
-            asyncio.create_task(housekeeping(database), name="housekeeping"),
-        ]
-        if settings.scheduling_worker:
-            tasks.append(asyncio.create_task(scheduling.run(), name="scheduling-worker"))
-        if settings.blob_reaper:
-            tasks.append(asyncio.create_task(reaper.run(), name="blob-reaper"))
+        background = common.Background(database, relay, scheduling, reaper)
+        tasks = background.start(settings) if settings.run_workers else []
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await common.stop(tasks)
             await database.close()
             await dependencies.redis.aclose()
             await dependencies.redis_pipe.close()
@@ -254,34 +236,6 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         blobs=blobs,
         reaper=reaper,
     )
-
-
-def blob_store(settings: Settings) -> BlobStore:
-    """The store BLOB_STORE_URL names: S3, or a directory (by default <DATA_DIR>/blobs)."""
-    url = settings.blob_store_url
-    if url and url.startswith("s3://"):
-        return S3BlobStore.from_url(url)
-    root = Path(urlsplit(url).path) if url else settings.data_dir / "blobs"
-    key = load_signing_key(settings.data_dir / "blob-signing-key", settings.blob_signing_key)
-    return FileBlobStore(root, UrlSigner(key), public_base_url=settings.public_base_url)
-
-
-def video_provider(settings: Settings) -> video.VideoProvider:
-    """The provider VIDEO_PROVIDER names (configuration checks made sure it has its keys)."""
-    if settings.video_provider == VideoProvider.DAILY:
-        return DailyVideo(
-            api_key=settings.daily_api_key or "",
-            api_url=settings.daily_api_url,
-            domain_id=settings.daily_domain_id,
-            timeout_s=settings.daily_timeout_s,
-        )
-    if settings.video_provider == VideoProvider.JITSI:
-        return JitsiVideo(
-            base_url=settings.jitsi_base_url or "",
-            app_id=settings.jitsi_app_id or "",
-            app_secret=settings.jitsi_app_secret or "",
-        )
-    return LocalVideo(settings.video_local_base_url)
 
 
 def tune_garbage_collector() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -95,10 +98,13 @@ def cmd_dev(_: argparse.Namespace) -> int:
     from carebase.apps.core import create_app
 
     settings, stack, superuser = _with_stack(_settings(require=()))
+    worker: subprocess.Popen[bytes] | None = None
     try:
         _prepare(settings, superuser)
         accounts, password = _seed(settings)
-        app = create_app(settings)
+        # The background work runs beside the API in its own process, as in production.
+        worker = _start_worker(settings)
+        app = create_app(settings.model_copy(update={"run_workers": False}))
         base = f"http://{settings.host}:{settings.core_port}"
         print(
             "\nCarebase core is starting (Ctrl-C stops everything):\n"
@@ -106,6 +112,7 @@ def cmd_dev(_: argparse.Namespace) -> int:
             f"  OpenAPI spec   {base}/openapi.yaml\n"
             f"  Swagger UI     {base}/ui/\n"
             f"  Readiness      {base}/health/ready\n"
+            f"  Worker         pid {worker.pid} (mail, video rooms, reminders, blobs)\n"
             f"  Data           {settings.data_dir}\n"
             f"  Mail           {settings.mailbox_dir} (and the log)\n\n"
             f"Demo accounts, all with the password {password}:\n"
@@ -131,9 +138,32 @@ def cmd_dev(_: argparse.Namespace) -> int:
             )
         ).run()
     finally:
+        if worker is not None:
+            _stop_worker(worker, settings.graceful_shutdown_s)
         if stack:
             stack.stop()
     return 0
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """`carebase worker` against the same servers and data directory."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "DATABASE_ADMIN_URL": settings.database_admin_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "DATA_DIR": str(settings.data_dir),
+    }
+    return subprocess.Popen([sys.executable, "-m", "carebase.operations.cli", "worker"], env=env)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes], grace_s: float) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=grace_s + 5)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -159,6 +189,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    """The background work (mail, video rooms, reminders, blob deletions, housekeeping) in
+    this process, until SIGTERM or SIGINT; run the API with RUN_WORKERS=false beside it."""
+    from carebase.apps.worker import run_worker
+
+    settings = _settings(require=("database_url", "database_admin_url", "redis_url"))
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_worker(settings, stopping)
+
+    asyncio.run(main())
     return 0
 
 
@@ -325,6 +373,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(run=cmd_serve)
+
+    commands.add_parser(
+        "worker",
+        help="the background work (mail, video rooms, reminders, blobs) outside the API",
+    ).set_defaults(run=cmd_worker)
 
     db = commands.add_parser("db", help="database chores")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -1,0 +1,43 @@
+"""The worker's composition root: `carebase worker` runs the background work outside the API
+processes (which then run with RUN_WORKERS=false). Several workers may run at once: every
+queue is claimed with SKIP LOCKED and a lease."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from carebase.apps import common
+from carebase.config import Settings
+from carebase.integrations.mail import OutboxRelay
+from carebase.integrations.video.daily import DailyVideo
+from carebase.logging import configure_logging
+from carebase.services.attachments import BlobReaper
+from carebase.services.scheduling_worker import SchedulingWorker
+
+_log = structlog.get_logger("carebase.worker")
+
+
+async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
+    """Run the background work until `stopping` is set, then finish cleanly."""
+    configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
+    database = common.build_database(settings, service="worker")
+    rooms = common.video_provider(settings)
+    background = common.Background(
+        database,
+        OutboxRelay(database, common.build_mail(settings)),
+        SchedulingWorker(database, rooms),
+        BlobReaper(database, common.blob_store(settings)),
+    )
+    await database.open(wait=False)
+    tasks = background.start(settings)
+    _log.info("worker_started", tasks=[task.get_name() for task in tasks])
+    try:
+        await stopping.wait()
+    finally:
+        await common.stop(tasks)
+        await database.close()
+        if isinstance(rooms, DailyVideo):
+            await rooms.close()
+        _log.info("worker_stopped")

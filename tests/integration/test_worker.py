@@ -1,0 +1,168 @@
+"""`carebase worker` as its own process, and the mail outbox claimed with a lease: competing
+relays never send one mail twice, and no transaction is open while SMTP is talked to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from support import Inbox
+
+from carebase.config import Settings
+from carebase.integrations.mail import Mail, OutboxRelay
+from carebase.persistence.db import Database
+
+
+def _queue(conn: psycopg.Connection[Any], recipients: list[str]) -> None:
+    for recipient in recipients:
+        conn.execute(
+            "INSERT INTO identity.email_outbox (recipient, subject, body) VALUES (%s, 'Hi', 'x')",
+            (recipient,),
+        )
+
+
+class _Counting:
+    """A sender that counts, and holds each send a moment so the relays overlap."""
+
+    def __init__(self, sent: list[str], seen_open: list[int], conn: psycopg.Connection[Any]):
+        self.sent = sent
+        self.seen_open = seen_open
+        self.conn = conn
+
+    async def send(self, mail: Mail) -> None:
+        # The mail's row is not locked while it is sent: the claim committed before (a relay
+        # that sent inside its claiming transaction would hold it: LockNotAvailable here).
+        self.conn.execute(
+            "SELECT 1 FROM identity.email_outbox WHERE recipient = %s FOR UPDATE NOWAIT",
+            (mail.recipient,),
+        )
+        self.seen_open.append(0)
+        await asyncio.sleep(0.01)
+        self.sent.append(mail.recipient)
+
+
+async def test_competing_relays_send_each_mail_once(
+    app: Any, admin_conn: psycopg.Connection[Any], inbox: Inbox
+) -> None:
+    recipients = [f"lease-{uuid.uuid4().hex[:8]}@example.com" for _ in range(30)]
+    _queue(admin_conn, recipients)
+    database: Database = app.dependencies.database
+    sent: list[str] = []
+    seen_open: list[int] = []
+    relays = [OutboxRelay(database, _Counting(sent, seen_open, admin_conn)) for _ in range(3)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.deliver_batch():
+            pass
+
+    await asyncio.gather(*(drain(relay) for relay in relays))
+    # The app's own relay may have taken some: together, every mail went out exactly once.
+    by_app = [m["To"] for m in inbox.messages if m["To"] in recipients]
+    assert sorted(sent + by_app) == sorted(recipients)
+    assert len(seen_open) == len(sent)
+    left = admin_conn.execute(
+        "SELECT count(*) FROM identity.email_outbox WHERE recipient = ANY(%s)"
+        " AND (sent_at IS NULL OR claimed_until IS NOT NULL)",
+        (recipients,),
+    ).fetchone()
+    assert left == (0,)
+
+
+async def test_a_claimed_mail_is_not_claimed_again_while_its_lease_holds(
+    app: Any, admin_conn: psycopg.Connection[Any]
+) -> None:
+    recipient = f"held-{uuid.uuid4().hex[:8]}@example.com"
+    _queue(admin_conn, [recipient])
+    admin_conn.execute(
+        "UPDATE identity.email_outbox SET claimed_until = now() + interval '1 minute'"
+        " WHERE recipient = %s",
+        (recipient,),
+    )
+    sent: list[str] = []
+    relay = OutboxRelay(app.dependencies.database, _Counting(sent, [], admin_conn))
+    while await relay.deliver_batch():
+        pass
+    assert recipient not in sent  # a relay holds it (or died holding it: see below)
+    admin_conn.execute(
+        "UPDATE identity.email_outbox SET claimed_until = now() - interval '1 second'"
+        " WHERE recipient = %s",
+        (recipient,),
+    )
+    while await relay.deliver_batch():
+        pass
+    assert sent.count(recipient) == 1  # the lease ran out: sent again, at least once
+
+
+def _worker_env(settings: Settings, data_dir: Path, smtp_port: int) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", ""),
+        "ENVIRONMENT": "test",
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": settings.database_url or "",
+        "DATABASE_ADMIN_URL": settings.database_admin_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_STARTTLS": "false",
+        "LOG_FORMAT": "json",
+        "DB_POOL_MIN_SIZE": "0",
+        "DB_POOL_MAX_SIZE": "2",
+    }
+
+
+async def test_the_worker_process_does_the_background_work_and_stops_cleanly(
+    settings: Settings,
+    admin_conn: psycopg.Connection[Any],
+    smtp: tuple[Inbox, int],
+    new_org: Any,
+    tmp_path: Path,
+) -> None:
+    inbox, port = smtp
+    org = new_org()
+    # An object whose attachment is gone: only a worker deletes it (the test app's blob
+    # worker is off), so its disappearance is the worker's doing.
+    key = f"{org}/{uuid.uuid4()}"
+    blob = tmp_path / "blobs" / key
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"%PDF-1.7")
+    admin_conn.execute(
+        "INSERT INTO attachments.blob_deletions (organization_id, storage_key) VALUES (%s, %s)",
+        (org, key),
+    )
+    recipient = f"worker-{uuid.uuid4().hex[:8]}@example.com"
+    _queue(admin_conn, [recipient])
+
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "carebase.operations.cli",
+        "worker",
+        env=_worker_env(settings, tmp_path, port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while blob.exists() or not inbox.to(recipient):
+            assert worker.returncode is None, "the worker stopped on its own"
+            assert time.monotonic() < deadline, "the worker did not do its work in 30 s"
+            await asyncio.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(worker.communicate(), timeout=30)
+    assert worker.returncode == 0, output
+    assert b'"worker_started"' in output
+    assert b'"worker_stopped"' in output
+    queued = admin_conn.execute(
+        "SELECT count(*) FROM attachments.blob_deletions WHERE storage_key = %s", (key,)
+    ).fetchone()
+    assert queued == (0,)
