@@ -493,6 +493,7 @@ async def test_the_s3_store_uploads_and_downloads_through_presigned_urls(
     query = parse_qs(urlsplit(upload_to["url"]).query)
     assert query["X-Amz-Expires"] == ["300"]  # moto accepts expired URLs: read the expiry
     async with httpx.AsyncClient() as outside:
+        assert upload_to["headers"] == {"If-None-Match": "*"}  # signed in: S3 only creates
         put = await outside.put(upload_to["url"], content=PNG, headers=upload_to["headers"])
         assert put.status_code == 200, put.text
         attachment_id = started.json()["attachment"]["id"]
@@ -501,6 +502,8 @@ async def test_the_s3_store_uploads_and_downloads_through_presigned_urls(
         )
         assert done.status_code == 200, done.text
         assert done.json()["media_type"] == "image/png"
+        swap = await outside.put(upload_to["url"], content=PDF, headers=upload_to["headers"])
+        assert swap.status_code == 412  # the checked bytes stay
         link = await s3_client.get(
             f"/v1/attachments/{attachment_id}/download", headers=c.staff.auth
         )

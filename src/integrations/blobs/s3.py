@@ -49,6 +49,7 @@ class S3BlobStore:
             Key=key,
             Body=data,
             ContentType=media_type,
+            IfNoneMatch="*",  # an object is written once, as on the filesystem
         )
 
     async def get(self, key: str, *, max_bytes: int) -> bytes | None:
@@ -71,13 +72,15 @@ class S3BlobStore:
         await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
 
     def upload_url(self, key: str, *, ttl_s: int) -> SignedUrl:
+        """A presigned PUT that only creates: `If-None-Match: *` is signed into it (S3's
+        conditional write), so the bytes cannot be replaced after `complete` checked them."""
         url = self._client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": key},
+            Params={"Bucket": self.bucket, "Key": key, "IfNoneMatch": "*"},
             ExpiresIn=ttl_s,
             HttpMethod="PUT",
         )
-        return SignedUrl("PUT", url, _expiry(ttl_s))
+        return SignedUrl("PUT", url, _expiry(ttl_s), {"If-None-Match": "*"})
 
     def download_url(self, key: str, *, filename: str, media_type: str, ttl_s: int) -> SignedUrl:
         url = self._client.generate_presigned_url(
