@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,11 +66,20 @@ def _seed(settings: Settings) -> tuple[list[seed.Account], str]:
         memory_cost=settings.password_hash_memory_kib,
         parallelism=4,
     )
+    from carebase.apps.common import blob_store
+
+    blobs = blob_store(settings)
+
+    def store_blob(key: str, data: bytes, media_type: str) -> None:
+        with contextlib.suppress(FileExistsError):  # kept from a run that was rolled back
+            asyncio.run(blobs.put(key, data, media_type))
+
     return seed.seed_demo(
         settings.server_urls().database_admin,
         password=password,
         hasher=hasher,
         keyring=_data_keyring(settings),
+        store_blob=store_blob,
     ), password
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import psycopg
 from argon2 import PasswordHasher
 
 from carebase.operations.seed_clinical import seed_clinic
-from carebase.operations.seed_forms import seed_documents, seed_forms
+from carebase.operations.seed_forms import seed_attachments, seed_documents, seed_forms
 from carebase.operations.seed_scheduling import seed_schedule
 from carebase.security.encryption import DataKeyring
 
@@ -60,8 +61,10 @@ def seed_demo(
     hasher: PasswordHasher,
     keyring: DataKeyring,
     patients_per_clinic: int = DEMO_PATIENTS,
+    store_blob: Callable[[str, bytes, str], None] | None = None,
 ) -> list[Account]:
-    """Owner connection: demo rows are a platform job, not a tenant's request."""
+    """Owner connection: demo rows are a platform job, not a tenant's request. With
+    `store_blob` (the blob store), each clinic's demo patient gets an attachment too."""
     password_hash = hasher.hash(password)
     accounts = [Account(f"superadmin@{DOMAIN}", None, "superadmin")]
     with psycopg.connect(admin_url, autocommit=False) as conn, conn.transaction():
@@ -96,7 +99,7 @@ def seed_demo(
                 patient_user=users["patient"],
             )
             _seed_schedule(conn, row[0], zone, users)
-            _seed_forms(conn, row[0], keyring, users)
+            _seed_forms(conn, row[0], keyring, users, store_blob)
     return accounts
 
 
@@ -131,6 +134,7 @@ def _seed_forms(
     organization_id: object,
     keyring: DataKeyring,
     users: dict[str, object],
+    store_blob: Callable[[str, bytes, str], None] | None,
 ) -> None:
     patients = conn.execute(
         "SELECT id, user_id FROM patients.patients WHERE organization_id = %s ORDER BY id",
@@ -153,6 +157,14 @@ def _seed_forms(
         specialist_user=uuid.UUID(str(users["specialist"])),
         own_patient_id=uuid.UUID(str(own)) if own else None,
     )
+    if store_blob is not None:
+        seed_attachments(
+            conn,
+            uuid.UUID(str(organization_id)),
+            own_patient_id=uuid.UUID(str(own)) if own else None,
+            uploaded_by=uuid.UUID(str(users["specialist"])),
+            store=store_blob,
+        )
 
 
 def _user(

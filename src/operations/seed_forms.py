@@ -13,8 +13,9 @@ API verifies, sensitive answers sealed under the row's identity.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -373,4 +374,52 @@ def seed_documents(
                 content_sha256(identity, body),
             ),
         )
+    return True
+
+
+REFERRAL = (
+    b"Referral letter\n\n"
+    b"Dear colleague,\n\n"
+    b"please see this patient for rehabilitation of the right knee after an arthroscopic\n"
+    b"meniscectomy. Full weight bearing is allowed; no restrictions on range of motion.\n\n"
+    b"Kind regards,\nDr. Ana Novak, orthopaedics\n"
+)
+
+
+def seed_attachments(
+    conn: Conn,
+    organization_id: uuid.UUID,
+    *,
+    own_patient_id: uuid.UUID | None,
+    uploaded_by: uuid.UUID,
+    store: Callable[[str, bytes, str], None],
+) -> bool:
+    """A referral letter on the demo patient's record, stored through `store`; once."""
+    if (
+        own_patient_id is None
+        or conn.execute(
+            "SELECT 1 FROM attachments.attachments WHERE organization_id = %s LIMIT 1",
+            (organization_id,),
+        ).fetchone()
+    ):
+        return False
+    attachment_id = uuid.uuid4()
+    key = f"{organization_id}/{attachment_id}"
+    # The object first: if storing fails, the transaction (and the row) is rolled back.
+    store(key, REFERRAL, "text/plain")
+    conn.execute(
+        "INSERT INTO attachments.attachments (organization_id, id, owner_type, patient_id,"
+        " filename, media_type, size_bytes, sha256, storage_key, status, uploaded_by,"
+        " completed_at) VALUES (%s, %s, 'patient', %s, 'referral-letter.txt', 'text/plain',"
+        " %s, %s, %s, 'available', %s, now())",
+        (
+            organization_id,
+            attachment_id,
+            own_patient_id,
+            len(REFERRAL),
+            hashlib.sha256(REFERRAL).hexdigest(),
+            key,
+            uploaded_by,
+        ),
+    )
     return True

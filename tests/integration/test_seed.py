@@ -21,6 +21,7 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
 ) -> None:
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=4)
     keyring = app.dependencies.sealer.keyring
+    stored: dict[str, tuple[bytes, str]] = {}
     for _ in range(2):  # the second run finds everything in place
         accounts = seed.seed_demo(
             stack.database_admin_url,
@@ -28,7 +29,17 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
             hasher=hasher,
             keyring=keyring,
             patients_per_clinic=12,
+            store_blob=lambda key, data, media: stored.setdefault(key, (data, media)),
         )
+    files = admin_conn.execute(
+        "SELECT a.storage_key, a.size_bytes, a.media_type FROM attachments.attachments a"
+        " JOIN platform.organizations o ON o.id = a.organization_id"
+        " WHERE o.slug IN ('north-clinic', 'south-clinic')"
+    ).fetchall()
+    assert len(files) == 2  # a referral letter per clinic, made once
+    for key, size, media_type in files:
+        assert stored[key] == (stored[key][0], media_type)
+        assert len(stored[key][0]) == size
     rows = admin_conn.execute(
         "SELECT o.slug, o.time_zone, a.status, count(*) FROM scheduling.appointments a"
         " JOIN platform.organizations o ON o.id = a.organization_id"
