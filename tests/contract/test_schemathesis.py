@@ -221,6 +221,20 @@ def test_stateful_links_conform(
     state machine in-process raises FlakyStrategyDefinition instead; schemathesis#4132).
     """
     token = tokens_by_caller["admin"]["Authorization"]
+    # Every run must pass. A run whose random scenarios all stopped at their first step
+    # (each generated create refused: a taken time, a rule a schema cannot state) follows no
+    # link; then a fresh seed gets two more tries before the coverage check fails (CI once
+    # met 0 of 10 appointment links in 11 scenarios).
+    for _ in range(3):
+        output = _stateful_run(group, live_server, token, tmp_path)
+        covered = re.search(r"API Links:\s+(\d+) covered", output)
+        assert covered is not None, output[-2000:]
+        if int(covered.group(1)) > 0:
+            break
+    assert int(covered.group(1)) > 0, output[-2000:]
+
+
+def _stateful_run(group: str, live_server: str, token: str, tmp_path: Path) -> str:
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
@@ -250,6 +264,4 @@ def test_stateful_links_conform(
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
-    covered = re.search(r"API Links:\s+(\d+) covered", output)
-    assert covered is not None, output[-2000:]
-    assert int(covered.group(1)) > 0, output[-2000:]
+    return output

@@ -29,34 +29,39 @@ def _queue(conn: psycopg.Connection[Any], recipients: list[str]) -> None:
 
 
 class _Counting:
-    """A sender that counts, and holds each send a moment so the relays overlap."""
+    """A sender that counts, and checks that the mail's row is not locked while it is sent."""
 
-    def __init__(self, sent: list[str], seen_open: list[int], conn: psycopg.Connection[Any]):
+    def __init__(self, sent: list[str], probes: list[str], admin_url: str) -> None:
         self.sent = sent
-        self.seen_open = seen_open
-        self.conn = conn
+        self.probes = probes
+        self.admin_url = admin_url
+
+    def _probe(self, recipient: str) -> None:
+        # Waits out another relay's claim (milliseconds); a relay that sent inside its own
+        # claiming transaction would hold the lock until this send returned: LockNotAvailable.
+        with psycopg.connect(self.admin_url) as conn, conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '3s'")
+            conn.execute(
+                "SELECT 1 FROM identity.email_outbox WHERE recipient = %s FOR UPDATE",
+                (recipient,),
+            )
+        self.probes.append(recipient)
 
     async def send(self, mail: Mail) -> None:
-        # The mail's row is not locked while it is sent: the claim committed before (a relay
-        # that sent inside its claiming transaction would hold it: LockNotAvailable here).
-        self.conn.execute(
-            "SELECT 1 FROM identity.email_outbox WHERE recipient = %s FOR UPDATE NOWAIT",
-            (mail.recipient,),
-        )
-        self.seen_open.append(0)
-        await asyncio.sleep(0.01)
+        await asyncio.to_thread(self._probe, mail.recipient)
         self.sent.append(mail.recipient)
 
 
 async def test_competing_relays_send_each_mail_once(
-    app: Any, admin_conn: psycopg.Connection[Any], inbox: Inbox
+    app: Any, admin_conn: psycopg.Connection[Any], inbox: Inbox, settings: Settings
 ) -> None:
     recipients = [f"lease-{uuid.uuid4().hex[:8]}@example.com" for _ in range(30)]
     _queue(admin_conn, recipients)
     database: Database = app.dependencies.database
     sent: list[str] = []
-    seen_open: list[int] = []
-    relays = [OutboxRelay(database, _Counting(sent, seen_open, admin_conn)) for _ in range(3)]
+    probes: list[str] = []
+    admin_url = settings.database_admin_url or ""
+    relays = [OutboxRelay(database, _Counting(sent, probes, admin_url)) for _ in range(3)]
 
     async def drain(relay: OutboxRelay) -> None:
         while await relay.deliver_batch():
@@ -66,7 +71,7 @@ async def test_competing_relays_send_each_mail_once(
     # The app's own relay may have taken some: together, every mail went out exactly once.
     by_app = [m["To"] for m in inbox.messages if m["To"] in recipients]
     assert sorted(sent + by_app) == sorted(recipients)
-    assert len(seen_open) == len(sent)
+    assert sorted(probes) == sorted(sent)
     left = admin_conn.execute(
         "SELECT count(*) FROM identity.email_outbox WHERE recipient = ANY(%s)"
         " AND (sent_at IS NULL OR claimed_until IS NOT NULL)",
@@ -76,7 +81,7 @@ async def test_competing_relays_send_each_mail_once(
 
 
 async def test_a_claimed_mail_is_not_claimed_again_while_its_lease_holds(
-    app: Any, admin_conn: psycopg.Connection[Any]
+    app: Any, admin_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
     recipient = f"held-{uuid.uuid4().hex[:8]}@example.com"
     _queue(admin_conn, [recipient])
@@ -86,7 +91,9 @@ async def test_a_claimed_mail_is_not_claimed_again_while_its_lease_holds(
         (recipient,),
     )
     sent: list[str] = []
-    relay = OutboxRelay(app.dependencies.database, _Counting(sent, [], admin_conn))
+    relay = OutboxRelay(
+        app.dependencies.database, _Counting(sent, [], settings.database_admin_url or "")
+    )
     while await relay.deliver_batch():
         pass
     assert recipient not in sent  # a relay holds it (or died holding it: see below)
