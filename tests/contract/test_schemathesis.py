@@ -151,7 +151,7 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms(
     case: schemathesis.Case, live_server: str, tokens_by_caller: dict[str, dict[str, str]]
 ) -> None:

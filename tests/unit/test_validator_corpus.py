@@ -104,7 +104,7 @@ def test_schemathesis_cases_are_judged_alike(operation: Any, mode: GenerationMod
         pytest.skip("no parameter and no body: nothing a negative case could break")
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case: schemathesis.Case) -> None:
         for location, values in (
             ("path", case.path_parameters),
