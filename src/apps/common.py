@@ -24,6 +24,7 @@ from carebase.integrations.video.daily import DailyVideo
 from carebase.integrations.video.jitsi import JitsiVideo
 from carebase.integrations.video.local import LocalVideo
 from carebase.operations.housekeeping import housekeeping
+from carebase.persistence import work_queue
 from carebase.persistence.db import Database
 from carebase.persistence.pools import make_pool
 from carebase.security.encryption import Sealer, load_data_keyring
@@ -196,10 +197,24 @@ class Background:
     scheduling: SchedulingWorker
     reaper: BlobReaper
 
+    def wake(self, table: str) -> None:
+        """A queue announced new rows (`work_queue.listen`): its worker starts now."""
+        nudge = {
+            "identity.email_outbox": self.relay.nudge,
+            "scheduling.video_tasks": self.scheduling.nudge,
+            "attachments.blob_deletions": self.reaper.nudge,
+        }.get(table)
+        if nudge is not None:
+            nudge()
+
     def start(self, settings: Settings) -> list[asyncio.Task[None]]:
         tasks = [
             asyncio.create_task(self.relay.run(), name="mail-relay"),
             asyncio.create_task(housekeeping(self.database), name="housekeeping"),
+            asyncio.create_task(
+                work_queue.listen(settings.server_urls().database_admin, self.wake),
+                name="work-listener",
+            ),
         ]
         if settings.scheduling_worker:
             tasks.append(asyncio.create_task(self.scheduling.run(), name="scheduling-worker"))

@@ -374,14 +374,21 @@ class BlobReaper:
         self._db = db
         self._blobs = blobs
         self._interval_s = interval_s
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Work now rather than at the next interval (a deletion was just queued)."""
+        self._wake.set()
 
     async def run(self) -> None:
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+            self._wake.clear()
             try:
                 await self.run_once()
             except Exception as exc:  # the worker must outlive a database or store outage
                 _log.warning("blob_reaper_failed", error=type(exc).__name__, detail=str(exc))
-            await asyncio.sleep(self._interval_s)
 
     async def run_once(self) -> int:
         """Delete what is due; the number of objects deleted."""

@@ -4,6 +4,7 @@ relays never send one mail twice, and no transaction is open while SMTP is talke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -15,8 +16,10 @@ from typing import Any
 import psycopg
 from support import Inbox
 
+from carebase.apps.common import Background
 from carebase.config import Settings
 from carebase.integrations.mail import Mail, OutboxRelay
+from carebase.persistence import work_queue
 from carebase.persistence.db import Database
 
 
@@ -173,3 +176,63 @@ async def test_the_worker_process_does_the_background_work_and_stops_cleanly(
         "SELECT count(*) FROM attachments.blob_deletions WHERE storage_key = %s", (key,)
     ).fetchone()
     assert queued == (0,)
+
+
+async def test_queues_announce_new_work_when_it_commits(
+    app: Any, admin_conn: psycopg.Connection[Any], settings: Settings, new_org: Any
+) -> None:
+    seen: list[str] = []
+    arrived = asyncio.Event()
+
+    def on_work(table: str) -> None:
+        seen.append(table)
+        if table == "attachments.blob_deletions":
+            arrived.set()
+
+    listener = asyncio.create_task(work_queue.listen(settings.database_admin_url or "", on_work))
+    try:
+        while not seen:  # LISTEN is in place once a first announcement comes through
+            _queue(admin_conn, [f"probe-{uuid.uuid4().hex[:8]}@example.com"])
+            await asyncio.sleep(0.05)
+        seen.clear()
+        try:
+            with admin_conn.transaction():
+                _queue(admin_conn, ["never@example.com"])
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        admin_conn.execute(
+            "INSERT INTO scheduling.video_tasks (organization_id, appointment_id, action,"
+            " room_name, done_at) VALUES (%s, %s, 'delete', 'r', now())",
+            (new_org(), uuid.uuid4()),
+        )
+        admin_conn.execute(
+            "INSERT INTO attachments.blob_deletions (organization_id, storage_key)"
+            " VALUES (%s, 'x/y')",
+            (new_org(),),
+        )
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        admin_conn.execute("DELETE FROM attachments.blob_deletions WHERE storage_key = 'x/y'")
+    # Notifications come in commit order: the rolled-back mail announced nothing.
+    assert [t for t in seen if t != "identity.email_outbox"] == [
+        "scheduling.video_tasks",
+        "attachments.blob_deletions",
+    ]
+    assert "identity.email_outbox" not in seen[: seen.index("scheduling.video_tasks")]
+
+
+async def test_an_announcement_wakes_the_queues_worker(app: Any, settings: Settings) -> None:
+    background = Background(app.dependencies.database, app.relay, app.scheduling, app.reaper)
+    for table, worker in (
+        ("identity.email_outbox", app.relay),
+        ("scheduling.video_tasks", app.scheduling),
+        ("attachments.blob_deletions", app.reaper),
+    ):
+        worker._wake.clear()
+        background.wake(table)
+        assert worker._wake.is_set()
+    background.wake("some.other_table")  # unknown tables are ignored
