@@ -71,7 +71,7 @@ async def test_competing_relays_send_each_mail_once(
             pass
 
     await asyncio.gather(*(drain(relay) for relay in relays))
-    # The app's own relay may have taken some: together, every mail went out exactly once.
+    # Together (and with any other relay at work on the database), every mail went out once.
     by_app = [m["To"] for m in inbox.messages if m["To"] in recipients]
     assert sorted(sent + by_app) == sorted(recipients)
     assert sorted(probes) == sorted(sent)
