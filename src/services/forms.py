@@ -306,7 +306,7 @@ class FormService:
                     sources[item["link_id"]] = str(key)
         _raise_on(schema.check_answers(pinned.items, given, at="/body/values"))
         # A new form has no files yet: upload them to it, then answer with their ids.
-        _raise_on(_unknown_files(pinned.items, given, {}, at="/body/values"))
+        _raise_on(_unknown_files(_file_answers(pinned.items, given), {}, at="/body/values"))
         answers = {**prefilled, **{k: v for k, v in given.items() if v is not None}}
         for link in given:
             sources.pop(link, None)
@@ -443,9 +443,10 @@ class FormService:
             if current.status not in EDITABLE:
                 raise FormLocked(f"The form is {current.status}: its answers no longer change.")
             _raise_on(schema.check_answers(pinned.items, values, at="/body/values"))
-            if any(schema.by_link(pinned.items)[link]["type"] == "attachment" for link in values):
+            named = _file_answers(pinned.items, values)
+            if named:
                 files = await attachments.of_form(q, organization_id, form_id)
-                _raise_on(_unknown_files(pinned.items, values, files, at="/body/values"))
+                _raise_on(_unknown_files(named, files, at="/body/values"))
             answers = self._answers(current)
             for link, value in values.items():
                 if value is None:
@@ -796,25 +797,30 @@ def _merged(row: repo.FormRow, opener: Callable[[bytes, bytes], bytes]) -> dict[
     return answers
 
 
+def _file_answers(
+    items: Sequence[Mapping[str, Any]], values: Mapping[str, Any]
+) -> dict[str, UUID]:
+    """The answers given to `attachment` items: link_id → the attachment id it names."""
+    by_link = schema.by_link(items)
+    return {
+        link: UUID(str(value))
+        for link, value in values.items()
+        if value is not None and by_link[link]["type"] == "attachment"
+    }
+
+
 def _unknown_files(
-    items: Sequence[Mapping[str, Any]],
-    values: Mapping[str, Any],
-    files: Mapping[UUID, str],
-    *,
-    at: str,
+    named: Mapping[str, UUID], files: Mapping[UUID, str], *, at: str
 ) -> list[FieldError]:
     """An `attachment` answer names a complete file uploaded to this form for that item."""
-    by_link = schema.by_link(items)
     return [
         FieldError(
             f"{at}/{pointer_token(link)}",
             "Upload the file to this form item first (POST /v1/attachments), then give its id.",
             "unknown_attachment",
         )
-        for link, value in values.items()
-        if value is not None
-        and by_link[link]["type"] == "attachment"
-        and files.get(UUID(str(value))) != link
+        for link, attachment_id in named.items()
+        if files.get(attachment_id) != link
     ]
 
 
