@@ -8,7 +8,6 @@ and a crash loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import structlog
 
 from carebase.persistence import identity
 from carebase.persistence.db import Database
+from carebase.persistence.work_queue import Rounds
 
 _log = structlog.get_logger("carebase.integrations.mail")
 
@@ -112,25 +112,15 @@ class OutboxRelay:
     def __init__(self, db: Database, sender: MailSender, *, interval_s: float = 1.0) -> None:
         self._db = db
         self._sender = sender
-        self._interval_s = interval_s
-        self._wake = asyncio.Event()
-
-    def nudge(self) -> None:
-        """Deliver now rather than at the next interval (a request just queued mail)."""
-        self._wake.set()
+        self.rounds = Rounds("mail_relay", interval_s, _log)
+        self.nudge = self.rounds.nudge
 
     async def run(self) -> None:
-        while True:
-            # Waiting first lets the pools open before the first claim, and keeps a process
-            # that stops right after starting from cancelling a connection attempt mid-way.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            self._wake.clear()
-            try:
-                while await self.deliver_batch():
-                    pass
-            except Exception as exc:  # the relay must outlive a database outage
-                _log.warning("mail_relay_failed", error=type(exc).__name__, detail=str(exc))
+        await self.rounds.run(self._drain)
+
+    async def _drain(self) -> None:
+        while await self.deliver_batch():
+            pass
 
     async def deliver_batch(self) -> int:
         """Send what is due; the number of mails tried (0 when the outbox is drained).

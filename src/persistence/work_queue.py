@@ -1,12 +1,15 @@
-"""Announcements of new work: queue tables NOTIFY `carebase_work` with their name when rows
-arrive (sql/platform/0005_work_notifications.sql), and workers LISTEN, so they start at once
-rather than at their next poll. The polls stay: a notification lost while a listener
-reconnects only delays the work until then."""
+"""Work queues: the rhythm of the workers that drain them, and announcements of new work.
+
+Every worker runs `Rounds`: a round each interval, or at once when nudged. Queue tables NOTIFY
+`carebase_work` with their name when rows arrive (sql/platform/0005_work_notifications.sql);
+`listen` turns those into nudges. The polls stay: a notification lost while a listener
+reconnects only delays the work until the next round."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import structlog
@@ -14,6 +17,37 @@ import structlog
 CHANNEL = "carebase_work"
 
 _log = structlog.get_logger("carebase.work_queue")
+
+
+class Rounds:
+    """A worker's rhythm: one round every `interval_s`, or at once when nudged. A round that
+    fails is logged as `<name>_failed` and the next one comes: a worker outlives an outage."""
+
+    def __init__(self, name: str, interval_s: float, log: structlog.typing.FilteringBoundLogger):
+        self._name = name
+        self._interval_s = interval_s
+        self._log = log
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Work now rather than at the next interval (something was just queued)."""
+        self._wake.set()
+
+    @property
+    def nudged(self) -> bool:
+        return self._wake.is_set()
+
+    async def run(self, round_: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            # Waiting first lets the pools open before the first round, and keeps a process
+            # that stops right after starting from cancelling a connection attempt mid-way.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+            self._wake.clear()
+            try:
+                await round_()
+            except Exception as exc:
+                self._log.warning(f"{self._name}_failed", error=type(exc).__name__, detail=str(exc))
 
 
 async def listen(url: str, on_work: Callable[[str], None], *, retry_s: float = 1.0) -> None:

@@ -14,7 +14,6 @@ a signed form; a form file must answer one of the form's `attachment` items.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from carebase.pages import Page, PageRequest
 from carebase.persistence import attachments as repo
 from carebase.persistence import documents, forms, patients
 from carebase.persistence.db import Database, Querier
+from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal, organization_of
 from carebase.services import file_types
 from carebase.services.audit import record
@@ -373,22 +373,11 @@ class BlobReaper:
     def __init__(self, db: Database, blobs: BlobStore, *, interval_s: float = 5.0) -> None:
         self._db = db
         self._blobs = blobs
-        self._interval_s = interval_s
-        self._wake = asyncio.Event()
-
-    def nudge(self) -> None:
-        """Work now rather than at the next interval (a deletion was just queued)."""
-        self._wake.set()
+        self.rounds = Rounds("blob_reaper", interval_s, _log)
+        self.nudge = self.rounds.nudge
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception as exc:  # the worker must outlive a database or store outage
-                _log.warning("blob_reaper_failed", error=type(exc).__name__, detail=str(exc))
+        await self.rounds.run(self.run_once)
 
     async def run_once(self) -> int:
         """Delete what is due; the number of objects deleted."""

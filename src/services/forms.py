@@ -797,9 +797,7 @@ def _merged(row: repo.FormRow, opener: Callable[[bytes, bytes], bytes]) -> dict[
     return answers
 
 
-def _file_answers(
-    items: Sequence[Mapping[str, Any]], values: Mapping[str, Any]
-) -> dict[str, UUID]:
+def _file_answers(items: Sequence[Mapping[str, Any]], values: Mapping[str, Any]) -> dict[str, UUID]:
     """The answers given to `attachment` items: link_id → the attachment id it names."""
     by_link = schema.by_link(items)
     return {

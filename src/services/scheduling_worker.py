@@ -11,8 +11,6 @@ mail outbox, in the same transaction that marks it sent, so it goes out once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
@@ -23,6 +21,7 @@ from carebase.integrations.video import VideoProvider, VideoRefused, VideoUnavai
 from carebase.persistence import identity
 from carebase.persistence import scheduling_jobs as jobs
 from carebase.persistence.db import Database
+from carebase.persistence.work_queue import Rounds
 
 _log = structlog.get_logger("carebase.scheduling.worker")
 
@@ -58,22 +57,12 @@ class SchedulingWorker:
     ) -> None:
         self._db = db
         self._video = video
-        self._interval_s = interval_s
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
-        self._wake = asyncio.Event()
-
-    def nudge(self) -> None:
-        self._wake.set()
+        self.rounds = Rounds("scheduling_worker", interval_s, _log)
+        self.nudge = self.rounds.nudge
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception as exc:  # the worker must outlive a database outage
-                _log.warning("scheduling_worker_failed", error=type(exc).__name__, detail=str(exc))
+        await self.rounds.run(self.run_once)
 
     async def run_once(self) -> tuple[int, int]:
         """Work off what is due now: (video tasks tried, reminders sent); and drop the holds

@@ -21,6 +21,8 @@ from carebase.config import Settings
 from carebase.integrations.mail import Mail, OutboxRelay
 from carebase.persistence import work_queue
 from carebase.persistence.db import Database
+from carebase.services.attachments import BlobReaper
+from carebase.services.scheduling_worker import SchedulingWorker
 
 
 def _queue(conn: psycopg.Connection[Any], recipients: list[str]) -> None:
@@ -225,14 +227,20 @@ async def test_queues_announce_new_work_when_it_commits(
     assert "identity.email_outbox" not in seen[: seen.index("scheduling.video_tasks")]
 
 
-async def test_an_announcement_wakes_the_queues_worker(app: Any, settings: Settings) -> None:
-    background = Background(app.dependencies.database, app.relay, app.scheduling, app.reaper)
+async def test_an_announcement_wakes_the_queues_worker(app: Any) -> None:
+    database = app.dependencies.database
+    background = Background(
+        database,
+        OutboxRelay(database, app.dependencies.mail),
+        SchedulingWorker(database, app.video),
+        BlobReaper(database, app.blobs),
+    )
     for table, worker in (
-        ("identity.email_outbox", app.relay),
-        ("scheduling.video_tasks", app.scheduling),
-        ("attachments.blob_deletions", app.reaper),
+        ("identity.email_outbox", background.relay),
+        ("scheduling.video_tasks", background.scheduling),
+        ("attachments.blob_deletions", background.reaper),
     ):
-        worker._wake.clear()
+        assert not worker.rounds.nudged
         background.wake(table)
-        assert worker._wake.is_set()
+        assert worker.rounds.nudged
     background.wake("some.other_table")  # unknown tables are ignored

@@ -1,0 +1,46 @@
+"""A worker's rounds: at once when nudged, and a failing round never stops the next."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from structlog.testing import capture_logs
+
+from carebase.persistence.work_queue import Rounds
+
+
+async def test_a_nudge_starts_a_round_at_once_and_a_failure_is_survived() -> None:
+    calls: list[int] = []
+    first, second = asyncio.Event(), asyncio.Event()
+
+    async def round_() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            first.set()
+            raise OSError("the database is down")
+        second.set()
+
+    rounds = Rounds("test_worker", 3600.0, structlog.get_logger("test"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(rounds.run(round_))
+        rounds.nudge()
+        assert rounds.nudged
+        await asyncio.wait_for(first.wait(), timeout=5)
+        assert not rounds.nudged  # taken: the round cleared it
+        rounds.nudge()  # an hour-long interval: only the nudge can start the second round
+        await asyncio.wait_for(second.wait(), timeout=5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert calls == [0, 1]
+    failed = [entry for entry in logs if entry["event"] == "test_worker_failed"]
+    assert failed == [
+        {
+            "event": "test_worker_failed",
+            "log_level": "warning",
+            "error": "OSError",
+            "detail": "the database is down",
+        }
+    ]
