@@ -60,6 +60,7 @@ TABLE: Mapping[type[errors.CarebaseError], ProblemType] = {
     errors.DependencyUnavailable: ProblemType(503, "service-unavailable", "Service unavailable"),
 }
 INTERNAL = ProblemType(500, "internal", "Internal server error")
+MAX_FIELD_ERRORS = 100  # Problem.errors' maxItems in openapi/common.yaml
 NOT_READY = ProblemType(503, "not-ready", "Service not ready")
 
 _log = structlog.get_logger("carebase.web.problems")
@@ -102,8 +103,11 @@ def render(
     document["code"] = kind.code
     document["request_id"] = current_request_id()
     if field_errors:
+        # The contract bounds `errors` (maxItems): a body wrong in hundreds of places gets the
+        # first MAX_FIELD_ERRORS, and `detail` still counts them all.
         document["errors"] = [
-            {"pointer": e.pointer, "message": e.message, "code": e.code} for e in field_errors
+            {"pointer": e.pointer, "message": e.message, "code": e.code}
+            for e in field_errors[:MAX_FIELD_ERRORS]
         ]
     if extra:
         document.update(extra)

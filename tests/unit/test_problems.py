@@ -40,6 +40,16 @@ def test_rendered_document_shape() -> None:
     }
 
 
+def test_a_body_wrong_everywhere_lists_the_first_hundred_and_counts_all() -> None:
+    failure = errors.ValidationFailed(
+        [errors.FieldError(f"/body/items/{i}", "Bad.", "type") for i in range(250)]
+    )
+    document = json.loads(problems.from_error(failure, instance="/v1/things").body)
+    assert len(document["errors"]) == 100  # Problem.errors' maxItems
+    assert document["errors"][0]["pointer"] == "/body/items/0"
+    assert document["detail"] == "250 fields failed validation."
+
+
 def test_rate_limited_carries_retry_headers() -> None:
     rendered = problems.from_error(errors.RateLimited(limit=100, retry_after=7), instance="/x")
     assert rendered.status == 429
