@@ -76,7 +76,7 @@ def literal_address(host: str) -> Address | None:
         pass
     try:
         return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
 
 
@@ -93,8 +93,12 @@ async def check_destination(
     resolver: Resolver = system_resolver,
     allow_http: bool = False,
     ports: Iterable[int] = DEFAULT_PORTS,
+    trusted_hosts: Iterable[str] = (),
 ) -> Destination:
-    """The destination `url` names, once every check passed; `EgressRefused` otherwise."""
+    """The destination `url` names, once every check passed; `EgressRefused` otherwise.
+
+    A host in `trusted_hosts` (the operator's own receivers) may use any port and resolve to
+    non-public addresses; scheme and user info are checked all the same."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -109,7 +113,8 @@ async def check_destination(
     if not host:
         raise EgressRefused("The URL has no host.")
     port = port if port is not None else (443 if scheme == "https" else 80)
-    if port not in frozenset(ports):
+    trusted = host.lower() in frozenset(trusted_hosts)
+    if not trusted and port not in frozenset(ports):
         raise EgressRefused(f"Port {port} is not allowed.")
     literal = literal_address(host)
     if literal is not None:
@@ -117,7 +122,7 @@ async def check_destination(
     else:
         try:
             resolved = await resolver(host, port)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: IDNA refuses the name (`a..b`, long labels)
             raise EgressRefused("The host does not resolve.") from None
         answers = []
         for text in resolved:
@@ -127,6 +132,25 @@ async def check_destination(
                 raise EgressRefused("The host resolves to something that is no address.") from None
         if not answers:
             raise EgressRefused("The host does not resolve.")
-    if not all(is_public(address) for address in answers):
+    if not trusted and not all(is_public(address) for address in answers):
         raise EgressRefused("The host is not a public internet address.")
     return Destination(url, scheme, host, port, tuple(dict.fromkeys(answers)))
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """One deployment's rules for outgoing calls, checked by `check` (see `check_destination`)."""
+
+    allow_http: bool = False
+    ports: frozenset[int] = DEFAULT_PORTS
+    trusted_hosts: frozenset[str] = frozenset()
+    resolver: Resolver = system_resolver
+
+    async def check(self, url: str) -> Destination:
+        return await check_destination(
+            url,
+            resolver=self.resolver,
+            allow_http=self.allow_http,
+            ports=self.ports,
+            trusted_hosts=self.trusted_hosts,
+        )

@@ -11,6 +11,8 @@ from carebase.security.egress import (
     check_destination,
     embedded_ipv4,
     is_public,
+    literal_address,
+    system_resolver,
 )
 
 INTERNAL = [
@@ -103,3 +105,14 @@ def test_embedded_ipv4_forms_are_unwrapped() -> None:
     assert ipaddress.ip_address("64:ff9b::a00:1").is_global
     assert not is_public(ipaddress.ip_address("64:ff9b::a00:1"))
     assert is_public(ipaddress.ip_address("8.8.8.8"))
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 300, "é..com"])
+async def test_names_the_system_resolver_cannot_read_are_refused_not_raised(host: str) -> None:
+    # IDNA refuses these before any lookup: no query leaves the machine.
+    with pytest.raises(EgressRefused):
+        await check_destination(f"https://{host}/hook", resolver=system_resolver)
+
+
+def test_a_host_with_an_embedded_nul_is_no_address() -> None:
+    assert literal_address("127.0.0.1\x00.evil") is None
