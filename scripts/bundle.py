@@ -104,6 +104,7 @@ def bundle(service: str, spec_dir: Path = SPEC_DIR) -> dict[str, Any]:
                 raise BundleError(f"{path}: path {route} is already defined by another module")
             paths[route] = item
 
+    fill_event_types(components["schemas"], paths, localised.values())
     bundled: dict[str, Any] = {
         key: root[key] for key in ("openapi", "info", "servers", "tags", "security") if key in root
     }
@@ -114,6 +115,26 @@ def bundle(service: str, spec_dir: Path = SPEC_DIR) -> dict[str, Any]:
     check_refs(bundled)
     check_valid(bundled, f"bundle of {service}")
     return bundled
+
+
+def fill_event_types(schemas: dict[str, Any], paths: dict[str, Any], documents: Any) -> None:
+    """The schema marked `x-generated: event-types` becomes the catalogue of events: every
+    operation's `x-audit` action (described by its summary) and the modules' `x-event-types`.
+    Its `enum` types the filters; `x-catalogue` carries the descriptions."""
+    target = next((s for s in schemas.values() if s.get("x-generated") == "event-types"), None)
+    if target is None:
+        return
+    catalogue: dict[str, str] = {}
+    for document in documents:
+        for name, description in (document.get("x-event-types") or {}).items():
+            catalogue[name] = " ".join(str(description).split())
+    for item in paths.values():
+        for method in METHODS:
+            action = (item.get(method) or {}).get("x-audit")
+            if action and action not in catalogue:
+                catalogue[action] = item[method].get("summary", action)
+    target["enum"] = sorted(catalogue)
+    target["x-catalogue"] = dict(sorted(catalogue.items()))
 
 
 def check_valid(document: dict[str, Any], where: str) -> None:
