@@ -131,6 +131,23 @@ class Settings(BaseSettings):
     """Run the scheduling worker (video rooms, reminders) inside each API process; tests turn it
     off and drive it step by step."""
 
+    webhook_trusted_hosts: str = ""
+    """Comma-separated host names webhook endpoints may use although they resolve to
+    non-public addresses or use other ports (receivers inside your own network). Each name is
+    a deliberate hole in the SSRF guard; `localhost` in development when unset."""
+    webhook_allowed_ports: str = "443,80,8443"
+    """The ports webhook URLs may name (trusted hosts may use any)."""
+    webhook_secret_overlap_s: Annotated[int, Field(ge=0, le=7 * 86_400)] = 86_400
+    """After a secret rotation, how long the previous secret still signs deliveries."""
+    webhooks_worker: bool = True
+    """Dispatch events to webhook endpoints and send the deliveries wherever the background
+    work runs; tests turn it off and drive it step by step."""
+    telemetry_internal_url: str | None = None
+    """Telemetry's base URL for core's relay (`…/v1/audit/events`); unset, events are not
+    forwarded."""
+    telemetry_service_token: str | None = None
+    """The service credential core presents to telemetry's ingest (Bearer)."""
+
     rate_limit_default_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 600
     rate_limit_default_window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
 
@@ -155,6 +172,35 @@ class Settings(BaseSettings):
     @property
     def mailbox_dir(self) -> Path:
         return self.data_dir / "mailbox"
+
+    @property
+    def webhook_trusted_host_names(self) -> frozenset[str]:
+        given = {name.strip().lower() for name in self.webhook_trusted_hosts.split(",")}
+        names = frozenset(name for name in given if name)
+        if not names and self.environment == Environment.DEVELOPMENT:
+            return frozenset({"localhost"})
+        return names
+
+    @property
+    def webhook_ports(self) -> frozenset[int]:
+        return frozenset(
+            int(port) for port in self.webhook_allowed_ports.split(",") if port.strip()
+        )
+
+    @field_validator("webhook_allowed_ports")
+    @classmethod
+    def _webhook_allowed_ports(cls, value: str) -> str:
+        ports = [part.strip() for part in value.split(",") if part.strip()]
+        if not ports or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in ports):
+            raise ValueError("a comma-separated list of ports (1–65535)")
+        return value
+
+    @field_validator("telemetry_internal_url")
+    @classmethod
+    def _telemetry_internal_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/") if value else value
 
     @field_validator("blob_store_url")
     @classmethod
@@ -251,11 +297,20 @@ def load_settings(
         problems.append(
             "JITSI_APP_ID, JITSI_APP_SECRET, JITSI_BASE_URL: required with VIDEO_PROVIDER=jitsi"
         )
-    if settings.db_pool_min_size > settings.db_pool_max_size:
-        problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    problems += _pairing_problems(settings)
     if problems:
         raise ConfigError(_message(problems))
     return settings
+
+
+def _pairing_problems(settings: Settings) -> list[str]:
+    """Settings that only make sense together."""
+    problems = []
+    if settings.telemetry_internal_url and not settings.telemetry_service_token:
+        problems.append("TELEMETRY_SERVICE_TOKEN: required with TELEMETRY_INTERNAL_URL")
+    if settings.db_pool_min_size > settings.db_pool_max_size:
+        problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    return problems
 
 
 def _from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Settings:

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
 from support import ALL_WEEK, PASSWORD, Clinic, Inbox, Person, fresh_ip
+from webhook_support import REGISTRATION_DNS
 
 from carebase.apps.core import CoreApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
@@ -105,13 +106,16 @@ def settings(
             "SCHEDULING_WORKER": "false",
             # Tests run the blob store's outbox rounds themselves (app.reaper.run_once()).
             "BLOB_REAPER": "false",
+            "WEBHOOKS_WORKER": "false",
+            # The loopback receiver of the webhook tests (tests/webhook_support.py).
+            "WEBHOOK_TRUSTED_HOSTS": "receiver.carebase.test",
         }
     )
 
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[CoreApp]:
-    application = create_app(settings)
+    application = create_app(settings, overrides={"resolver": REGISTRATION_DNS.resolve})
     async with LifespanManager(application):
         yield application
 
@@ -135,7 +139,7 @@ def live_server(settings: Settings) -> Iterator[str]:
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, overrides={"resolver": REGISTRATION_DNS.resolve}),
             host="127.0.0.1",
             port=port,
             loop="asyncio",

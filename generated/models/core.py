@@ -777,6 +777,189 @@ class VideoToken(BaseModel):
     is_owner: bool
 
 
+class Outcome(StrEnum):
+    """
+    `blocked`: the URL failed the SSRF guard and nothing was sent.
+    """
+
+    succeeded = "succeeded"
+    failed = "failed"
+    blocked = "blocked"
+
+
+class WebhookAttempt(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    number: Annotated[int, Field(ge=1)]
+    attempted_at: AwareDatetime
+    duration_ms: Annotated[int, Field(ge=0)]
+    outcome: Outcome
+    """
+    `blocked`: the URL failed the SSRF guard and nothing was sent.
+    """
+    status_code: Annotated[int | None, Field(...)]
+    error: Annotated[str | None, Field(max_length=500)]
+    response_excerpt: Annotated[str | None, Field(max_length=1024)]
+    """
+    The response body's first kilobyte.
+    """
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """
+    `failed` after the last scheduled attempt (the dead letter).
+    """
+
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class DisabledReasonEnum(StrEnum):
+    manual = "manual"
+    gone = "gone"
+    failing = "failing"
+
+
+class DisabledReason(RootModel[DisabledReasonEnum | None]):
+    root: DisabledReasonEnum | None = None
+
+
+class WebhookEndpointStatus(StrEnum):
+    """
+    `disabled` by an admin (takes no events); `disabled_auto` by the platform (410 Gone, or 5 days of failures), keeping its events pending until enabled again.
+    """
+
+    enabled = "enabled"
+    disabled = "disabled"
+    disabled_auto = "disabled_auto"
+
+
+class Status2(StrEnum):
+    enabled = "enabled"
+    disabled = "disabled"
+
+
+class WebhookEventType(StrEnum):
+    """
+    An event type (the catalogue; generated from the contract's audit actions).
+    """
+
+    api_key_created = "api_key.created"
+    api_key_revoked = "api_key.revoked"
+    appointment_accepted = "appointment.accepted"
+    appointment_booked = "appointment.booked"
+    appointment_cancelled = "appointment.cancelled"
+    appointment_completed = "appointment.completed"
+    appointment_confirmed = "appointment.confirmed"
+    appointment_created = "appointment.created"
+    appointment_deleted = "appointment.deleted"
+    appointment_entered_in_error = "appointment.entered_in_error"
+    appointment_forms_attached = "appointment.forms_attached"
+    appointment_no_show = "appointment.no_show"
+    appointment_rescheduled = "appointment.rescheduled"
+    appointment_started = "appointment.started"
+    appointment_updated = "appointment.updated"
+    appointment_template_created = "appointment_template.created"
+    appointment_template_deleted = "appointment_template.deleted"
+    appointment_template_updated = "appointment_template.updated"
+    attachment_completed = "attachment.completed"
+    attachment_created = "attachment.created"
+    attachment_deleted = "attachment.deleted"
+    attachment_downloaded = "attachment.downloaded"
+    attachment_upload_started = "attachment.upload_started"
+    availability_updated = "availability.updated"
+    calendar_feed_created = "calendar_feed.created"
+    calendar_feed_revoked = "calendar_feed.revoked"
+    custom_field_archived = "custom_field.archived"
+    custom_field_created = "custom_field.created"
+    custom_field_updated = "custom_field.updated"
+    form_amended = "form.amended"
+    form_created = "form.created"
+    form_deleted = "form.deleted"
+    form_signed = "form.signed"
+    form_submitted = "form.submitted"
+    form_updated = "form.updated"
+    form_template_created = "form_template.created"
+    form_template_deleted = "form_template.deleted"
+    form_template_published = "form_template.published"
+    form_template_updated = "form_template.updated"
+    member_added = "member.added"
+    member_removed = "member.removed"
+    member_updated = "member.updated"
+    organization_created = "organization.created"
+    organization_updated = "organization.updated"
+    patient_created = "patient.created"
+    patient_deleted = "patient.deleted"
+    patient_impersonated = "patient.impersonated"
+    patient_onboarded = "patient.onboarded"
+    patient_profile_updated = "patient.profile_updated"
+    patient_updated = "patient.updated"
+    prescription_amended = "prescription.amended"
+    prescription_created = "prescription.created"
+    prescription_deleted = "prescription.deleted"
+    prescription_entered_in_error = "prescription.entered_in_error"
+    prescription_finalized = "prescription.finalized"
+    prescription_updated = "prescription.updated"
+    report_amended = "report.amended"
+    report_created = "report.created"
+    report_deleted = "report.deleted"
+    report_entered_in_error = "report.entered_in_error"
+    report_finalized = "report.finalized"
+    report_updated = "report.updated"
+    security_form_signature_mismatch = "security.form_signature_mismatch"
+    security_webhook_blocked = "security.webhook_blocked"
+    specialist_created = "specialist.created"
+    specialist_deleted = "specialist.deleted"
+    specialist_profile_updated = "specialist.profile_updated"
+    specialist_updated = "specialist.updated"
+    specialty_created = "specialty.created"
+    specialty_deleted = "specialty.deleted"
+    specialty_updated = "specialty.updated"
+    user_updated = "user.updated"
+    webhook_delivery_exhausted = "webhook.delivery.exhausted"
+    webhook_test = "webhook.test"
+    webhook_delivery_redelivered = "webhook_delivery.redelivered"
+    webhook_endpoint_auto_disabled = "webhook_endpoint.auto_disabled"
+    webhook_endpoint_created = "webhook_endpoint.created"
+    webhook_endpoint_deleted = "webhook_endpoint.deleted"
+    webhook_endpoint_enabled = "webhook_endpoint.enabled"
+    webhook_endpoint_recovered = "webhook_endpoint.recovered"
+    webhook_endpoint_secret_rotated = "webhook_endpoint.secret_rotated"
+    webhook_endpoint_tested = "webhook_endpoint.tested"
+    webhook_endpoint_updated = "webhook_endpoint.updated"
+
+
+class WebhookEventTypeInfo(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: WebhookEventType
+    description: Annotated[str, Field(max_length=500)]
+
+
+class WebhookEventTypeList(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[WebhookEventTypeInfo], Field(max_length=1000)]
+
+
+class WebhookRecover(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    since: AwareDatetime
+
+
+class WebhookRecovery(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    requeued: Annotated[int, Field(ge=0)]
+
+
 class Weekday(StrEnum):
     monday = "monday"
     tuesday = "tuesday"
@@ -1836,6 +2019,114 @@ class SpecialtyCreate(BaseModel):
 class SpecialtyPage(BaseModel):
     data: Annotated[list[Specialty], Field(max_length=100)]
     meta: PageMeta
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    endpoint_id: UUID
+    event_id: UUID
+    """
+    The `webhook-id` header: the same on every attempt.
+    """
+    event_type: Annotated[str, Field(max_length=100)]
+    status: WebhookDeliveryStatus
+    attempts: Annotated[int, Field(ge=0)]
+    next_attempt_at: Annotated[AwareDatetime | None, Field(...)]
+    last_status_code: Annotated[int | None, Field(...)]
+    last_error: Annotated[str | None, Field(max_length=500)]
+    created_at: AwareDatetime
+    finished_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class WebhookDeliveryDetail(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    delivery: WebhookDelivery
+    attempts: Annotated[list[WebhookAttempt], Field(max_length=1000)]
+
+
+class WebhookDeliveryPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[WebhookDelivery], Field(max_length=100)]
+    meta: PageMeta
+
+
+class WebhookEndpoint(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    url: Annotated[str, Field(max_length=2048)]
+    description: Annotated[str, Field(max_length=500)]
+    event_types: Annotated[list[WebhookEventType], Field(max_length=200)]
+    """
+    The types delivered; empty means every type.
+    """
+    status: WebhookEndpointStatus
+    disabled_reason: Annotated[DisabledReason | None, Field(...)]
+    previous_secret_expires_at: Annotated[AwareDatetime | None, Field(...)]
+    """
+    During a rotation, until when the previous secret signs too.
+    """
+    failing_since: Annotated[AwareDatetime | None, Field(...)]
+    """
+    Since when every attempt has failed (none since the last success).
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[str, Field(max_length=2048, min_length=1, pattern="^[Hh][Tt][Tt][Pp][Ss]?://")]
+    """
+    An http(s) URL that passes the SSRF guard.
+    """
+    description: Annotated[str, Field(max_length=500)] = ""
+    event_types: Annotated[list[WebhookEventType], Field(max_length=200)] = []
+
+
+class WebhookEndpointPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[WebhookEndpoint], Field(max_length=100)]
+    meta: PageMeta
+
+
+class WebhookEndpointSecret(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    endpoint: WebhookEndpoint
+    secret: Annotated[str, Field(max_length=64, pattern="^whsec_[A-Za-z0-9+/]{43}=$")]
+    """
+    Verifies deliveries' `webhook-signature`; not shown again.
+    """
+
+
+class WebhookEndpointUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[
+        str | None, Field(max_length=2048, min_length=1, pattern="^[Hh][Tt][Tt][Pp][Ss]?://")
+    ] = None
+    """
+    An http(s) URL that passes the SSRF guard.
+    """
+    description: Annotated[str | None, Field(max_length=500)] = None
+    event_types: Annotated[list[WebhookEventType] | None, Field(max_length=200)] = None
+    status: Status2 | None = None
 
 
 class Availability(BaseModel):

@@ -14,7 +14,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from carebase.config import Settings, VideoProvider
+from carebase.config import Environment, Settings, VideoProvider
 from carebase.integrations import video
 from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
 from carebase.integrations.blobs.s3 import S3BlobStore
@@ -27,10 +27,12 @@ from carebase.operations.housekeeping import housekeeping
 from carebase.persistence import work_queue
 from carebase.persistence.db import Database
 from carebase.persistence.pools import make_pool
+from carebase.security.egress import EgressPolicy, Resolver, system_resolver
 from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.tokens import TokenService, load_keyring
 from carebase.services.attachments import BlobReaper
 from carebase.services.scheduling_worker import SchedulingWorker
+from carebase.services.webhook_delivery import EventDispatcher, TelemetryForwarder, WebhookSender
 
 
 @dataclass(frozen=True)
@@ -186,23 +188,65 @@ def blob_store(settings: Settings) -> BlobStore:
     return FileBlobStore(root, UrlSigner(key), public_base_url=settings.public_base_url)
 
 
+def egress_policy(settings: Settings, resolver: Resolver | None = None) -> EgressPolicy:
+    """Where webhooks may go: https only in production, the configured ports, public
+    addresses (or the operator's trusted hosts)."""
+    return EgressPolicy(
+        allow_http=settings.environment != Environment.PRODUCTION,
+        ports=settings.webhook_ports,
+        trusted_hosts=settings.webhook_trusted_host_names,
+        resolver=resolver or system_resolver,
+    )
+
+
+@dataclass(frozen=True)
+class EventRelays:
+    """The outbox's consumers: webhook dispatch and delivery, and the telemetry forward."""
+
+    dispatcher: EventDispatcher
+    sender: WebhookSender
+    forwarder: TelemetryForwarder | None
+
+
+def event_relays(
+    settings: Settings, database: Database, sealer: Sealer, resolver: Resolver | None = None
+) -> EventRelays:
+    sender = WebhookSender(database, sealer=sealer, egress=egress_policy(settings, resolver))
+    forwarder = None
+    if settings.telemetry_internal_url and settings.telemetry_service_token:
+        forwarder = TelemetryForwarder(
+            database,
+            base_url=settings.telemetry_internal_url,
+            token=settings.telemetry_service_token,
+        )
+    return EventRelays(EventDispatcher(database, on_deliveries=sender.nudge), sender, forwarder)
+
+
 @dataclass(frozen=True)
 class Background:
     """The work no request waits for: the mail relay, the scheduling worker (video rooms,
-    reminders, expired holds), the blob worker and housekeeping. `carebase worker` runs it;
+    reminders, expired holds), the blob worker, the event relays (webhooks, telemetry) and
+    housekeeping. `carebase worker` runs it;
     an API process runs it too unless RUN_WORKERS=false."""
 
     database: Database
     relay: OutboxRelay
     scheduling: SchedulingWorker
     reaper: BlobReaper
+    events: EventRelays
 
     def wake(self, table: str) -> None:
         """A queue announced new rows (`work_queue.listen`): its worker starts now."""
+        if table == "audit.outbox":
+            self.events.dispatcher.nudge()
+            if self.events.forwarder is not None:
+                self.events.forwarder.nudge()
+            return
         nudge = {
             "identity.email_outbox": self.relay.nudge,
             "scheduling.video_tasks": self.scheduling.nudge,
             "attachments.blob_deletions": self.reaper.nudge,
+            "webhooks.deliveries": self.events.sender.nudge,
         }.get(table)
         if nudge is not None:
             nudge()
@@ -210,7 +254,10 @@ class Background:
     def start(self, settings: Settings) -> list[asyncio.Task[None]]:
         tasks = [
             asyncio.create_task(self.relay.run(), name="mail-relay"),
-            asyncio.create_task(housekeeping(self.database), name="housekeeping"),
+            asyncio.create_task(
+                housekeeping(self.database, forwarding=self.events.forwarder is not None),
+                name="housekeeping",
+            ),
             asyncio.create_task(
                 work_queue.listen(settings.server_urls().database_admin, self.wake),
                 name="work-listener",
@@ -220,6 +267,14 @@ class Background:
             tasks.append(asyncio.create_task(self.scheduling.run(), name="scheduling-worker"))
         if settings.blob_reaper:
             tasks.append(asyncio.create_task(self.reaper.run(), name="blob-reaper"))
+        if settings.webhooks_worker:
+            events = self.events
+            tasks.append(asyncio.create_task(events.dispatcher.run(), name="webhook-dispatcher"))
+            tasks.append(asyncio.create_task(events.sender.run(), name="webhook-sender"))
+            if events.forwarder is not None:
+                tasks.append(
+                    asyncio.create_task(events.forwarder.run(), name="telemetry-forwarder")
+                )
         return tasks
 
 

@@ -26,6 +26,7 @@ from carebase.handlers.core.prescriptions import PrescriptionHandlers
 from carebase.handlers.core.reports import ReportHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.system import SystemHandlers
+from carebase.handlers.core.webhooks import WebhookHandlers
 from carebase.integrations import video
 from carebase.integrations.blobs import BlobStore, FileBlobStore
 from carebase.integrations.mail import OutboxRelay
@@ -52,6 +53,7 @@ from carebase.services.patients import PatientService
 from carebase.services.scheduling_worker import SchedulingWorker
 from carebase.services.specialists import SpecialistService
 from carebase.services.system import HealthService
+from carebase.services.webhooks import WebhookService
 from carebase.web import routing
 from carebase.web.accesslog import AccessLog
 from carebase.web.application import Application
@@ -78,8 +80,10 @@ class CoreApp(Application):
         video: video.VideoProvider,
         blobs: BlobStore,
         reaper: BlobReaper,
+        events: common.EventRelays,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
+        self.events = events
         self.blobs = blobs
         self.reaper = reaper
         self.contract = contract
@@ -94,8 +98,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     """Build the core service.
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
-    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `contract`
-    (another bundled spec) and `extra_handlers` (handler objects for its operations).
+    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `resolver`
+    (the SSRF guard's name resolver), `contract` (another bundled spec) and `extra_handlers`
+    (handler objects for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
@@ -103,6 +108,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     extra_handlers: list[object] = given.pop("extra_handlers", [])
     rooms: video.VideoProvider = given.pop("video", None) or common.video_provider(settings)
     blobs: BlobStore = given.pop("blobs", None) or common.blob_store(settings)
+    resolver = given.pop("resolver", None)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     links = Links(settings.app_base_url)
@@ -130,6 +136,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     scheduling = SchedulingWorker(database, rooms)
     reaper = BlobReaper(database, blobs)
     sealer = dependencies.sealer
+    events = common.event_relays(settings, database, sealer, resolver)
     pdf = PdfRenderer()
     patients = PatientService(
         db=database,
@@ -179,6 +186,15 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
                     expected_migrations=migrations.expected_versions(settings.migrations_dir),
                 )
             ),
+            WebhookHandlers(
+                webhooks=WebhookService(
+                    db=database,
+                    sealer=sealer,
+                    egress=common.egress_policy(settings, resolver),
+                    catalogue=contract.event_types,
+                    overlap_s=settings.webhook_secret_overlap_s,
+                )
+            ),
             *extra_handlers,
         ]
     )
@@ -210,7 +226,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await database.open(wait=False)
-        background = common.Background(database, relay, scheduling, reaper)
+        background = common.Background(database, relay, scheduling, reaper, events)
         tasks = background.start(settings) if settings.run_workers else []
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
@@ -235,6 +251,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         video=rooms,
         blobs=blobs,
         reaper=reaper,
+        events=events,
     )
 
 

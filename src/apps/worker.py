@@ -29,6 +29,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         OutboxRelay(database, common.build_mail(settings)),
         SchedulingWorker(database, rooms),
         BlobReaper(database, common.blob_store(settings)),
+        common.event_relays(settings, database, common.build_sealer(settings)),
     )
     await database.open(wait=False)
     tasks = background.start(settings)

@@ -203,8 +203,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
-    """The background work (mail, video rooms, reminders, blob deletions, housekeeping) in
-    this process, until SIGTERM or SIGINT; run the API with RUN_WORKERS=false beside it."""
+    """The background work (mail, webhooks and the telemetry forward, video rooms, reminders,
+    blob deletions, housekeeping) in this process, until SIGTERM or SIGINT; run the API with
+    RUN_WORKERS=false beside it."""
     from carebase.apps.worker import run_worker
 
     settings = _settings(require=("database_url", "database_admin_url", "redis_url"))
@@ -217,6 +218,30 @@ def cmd_worker(_: argparse.Namespace) -> int:
         await run_worker(settings, stopping)
 
     asyncio.run(main())
+    return 0
+
+
+def cmd_events_status(_: argparse.Namespace) -> int:
+    """The event relays' numbers as JSON: outbox backlogs and their oldest event's age,
+    deliveries by status, those due now and the oldest due, endpoints by status."""
+    import dataclasses
+    import json
+
+    from carebase.apps import common
+    from carebase.persistence import webhooks
+
+    settings = _settings(require=("database_url", "database_admin_url"))
+
+    async def main() -> webhooks.Metrics:
+        database = common.build_database(settings, service="cli")
+        await database.open()
+        try:
+            async with database.admin_transaction() as q:
+                return await webhooks.metrics(q)
+        finally:
+            await database.close()
+
+    print(json.dumps(dataclasses.asdict(asyncio.run(main())), indent=2))
     return 0
 
 
@@ -386,8 +411,14 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "worker",
-        help="the background work (mail, video rooms, reminders, blobs) outside the API",
+        help="the background work (mail, webhooks, video rooms, reminders, blobs) off the API",
     ).set_defaults(run=cmd_worker)
+
+    events = commands.add_parser("events", help="the event relays (webhooks, telemetry)")
+    events_commands = events.add_subparsers(dest="events_command", required=True)
+    events_commands.add_parser(
+        "status", help="outbox backlog, deliveries by outcome and endpoint states, as JSON"
+    ).set_defaults(run=cmd_events_status)
 
     db = commands.add_parser("db", help="database chores")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "forms",
     "documents",
     "attachments",
+    "webhooks",
 )
 
 # Migrations grant table rights to this group role, never to a deployment's login role,

@@ -57,6 +57,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "documents:admin",
             "appointments:join",
             "calendar_feeds:write",
+            "webhooks:read",
+            "webhooks:write",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,

@@ -131,6 +131,15 @@ class Contract:
     def json(self) -> bytes:
         return json.dumps(self.document, ensure_ascii=False, separators=(",", ":")).encode()
 
+    @cached_property
+    def event_types(self) -> dict[str, str]:
+        """The event catalogue the bundle generated (`WebhookEventType`): type → description."""
+        schemas = self.document.get("components", {}).get("schemas", {})
+        found: dict[str, Any] = next(
+            (s for s in schemas.values() if s.get("x-generated") == "event-types"), {}
+        )
+        return dict(found.get("x-catalogue", {}))
+
     def allowed_methods(self, path: str) -> tuple[str, ...] | None:
         """The methods served at a concrete path, or None when no route matches it."""
         for route in self._routes:

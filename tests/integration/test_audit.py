@@ -122,6 +122,34 @@ def _document_recipes(base: str) -> dict[str, Recipe]:
     }
 
 
+def _webhook_recipes() -> dict[str, Recipe]:
+    def endpoint(w: World, tail: str = "") -> str:
+        return f"/v1/webhooks/endpoints/{w.ids['endpoint_id']}{tail}"
+
+    return {
+        "createWebhookEndpoint": lambda w: (
+            "POST",
+            "/v1/webhooks/endpoints",
+            {"url": "https://hooks.audit.example.com/in", "event_types": ["patient.created"]},
+        ),
+        "updateWebhookEndpoint": lambda w: ("PATCH", endpoint(w), {"description": "Sync"}),
+        "deleteWebhookEndpoint": lambda w: ("DELETE", endpoint(w), None),
+        "rotateWebhookEndpointSecret": lambda w: ("POST", endpoint(w, "/rotate-secret"), None),
+        "enableWebhookEndpoint": lambda w: ("POST", endpoint(w, "/enable"), None),
+        "testWebhookEndpoint": lambda w: ("POST", endpoint(w, "/test"), None),
+        "recoverWebhookEndpoint": lambda w: (
+            "POST",
+            endpoint(w, "/recover"),
+            {"since": "2026-01-01T00:00:00Z"},
+        ),
+        "redeliverWebhookDelivery": lambda w: (
+            "POST",
+            endpoint(w, f"/deliveries/{w.ids['delivery_id']}/redeliver"),
+            None,
+        ),
+    }
+
+
 RECIPES: dict[str, Recipe] = {
     "createOrganization": lambda w: (
         "POST",
@@ -351,6 +379,7 @@ RECIPES: dict[str, Recipe] = {
         None,
     ),
     "deleteAttachment": lambda w: ("DELETE", f"/v1/attachments/{w.ids['attachment_id']}", None),
+    **_webhook_recipes(),
 }
 
 
@@ -422,7 +451,17 @@ async def world(
     await _forms(world, made)
     await _documents(world, made)
     await _attachments(world, made, client)
+    await _webhooks(world)
     return world
+
+
+async def _webhooks(w: World) -> None:
+    made = await w.call("POST", "/v1/webhooks/endpoints", {"url": "https://hooks.example.com/a"})
+    assert made.status_code == 201, made.text
+    w.ids["endpoint_id"] = str(made.json()["endpoint"]["id"])
+    tested = await w.call("POST", f"/v1/webhooks/endpoints/{w.ids['endpoint_id']}/test")
+    assert tested.status_code == 202, tested.text
+    w.ids["delivery_id"] = str(tested.json()["id"])
 
 
 async def _attachments(

@@ -182,6 +182,17 @@ def _clinical_rows(
         " 'available', now())",
         (org, ids["attachment_id"], ids["patient_id"], f"{org}/{ids['attachment_id']}"),
     )
+    conn.execute(
+        "INSERT INTO webhooks.endpoints (organization_id, id, url, secret_sealed)"
+        " VALUES (%s, %s, 'https://hooks.example.com/b', '\\x00')",
+        (org, ids["endpoint_id"]),
+    )
+    conn.execute(
+        "INSERT INTO webhooks.deliveries (organization_id, id, endpoint_id, event_id, event_type,"
+        " body, status, finished_at) VALUES (%s, %s, %s, gen_random_uuid(), 'webhook.test',"
+        " '{}', 'failed', now())",
+        (org, ids["delivery_id"], ids["endpoint_id"]),
+    )
     return ids
 
 
@@ -274,6 +285,8 @@ NEW_IDS = (
     "report_id",
     "prescription_id",
     "attachment_id",
+    "endpoint_id",
+    "delivery_id",
 )
 
 

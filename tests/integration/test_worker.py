@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
-from support import Inbox
+import pytest
+from support import Clinic, Inbox
+from webhook_support import Receiver, running_receiver
 
 from carebase.apps.common import Background
 from carebase.config import Settings
@@ -128,6 +134,9 @@ def _worker_env(settings: Settings, data_dir: Path, smtp_port: int) -> dict[str,
         "LOG_FORMAT": "json",
         "DB_POOL_MIN_SIZE": "0",
         "DB_POOL_MAX_SIZE": "2",
+        # Other tests' endpoints name example hosts: a worker with the system's resolver must
+        # not try them. The webhook test below turns it on after isolating its own delivery.
+        "WEBHOOKS_WORKER": "false",
     }
 
 
@@ -234,13 +243,125 @@ async def test_an_announcement_wakes_the_queues_worker(app: Any) -> None:
         OutboxRelay(database, app.dependencies.mail),
         SchedulingWorker(database, app.video),
         BlobReaper(database, app.blobs),
+        app.events,
     )
     for table, worker in (
         ("identity.email_outbox", background.relay),
         ("scheduling.video_tasks", background.scheduling),
         ("attachments.blob_deletions", background.reaper),
+        ("audit.outbox", background.events.dispatcher),
+        ("webhooks.deliveries", background.events.sender),
     ):
         assert not worker.rounds.nudged
         background.wake(table)
         assert worker.rounds.nudged
     background.wake("some.other_table")  # unknown tables are ignored
+
+
+@pytest.fixture
+async def webhook_endpoint(
+    client: httpx.AsyncClient, clinic: Callable[..., Clinic], admin_conn: psycopg.Connection[Any]
+) -> AsyncIterator[tuple[Receiver, str, str]]:
+    """An endpoint at a loopback receiver with one `webhook.test` delivery due, and nothing
+    else for a worker to send: the rest of the suite's pending deliveries are set aside and
+    every event so far counts as dispatched."""
+    c = clinic()
+    with running_receiver() as receiver:
+        made = await client.post(
+            "/v1/webhooks/endpoints",
+            headers=c.admin.auth,
+            json={"url": receiver.url(), "event_types": ["webhook.test"]},
+        )
+        endpoint_id = made.json()["endpoint"]["id"]
+        tested = await client.post(
+            f"/v1/webhooks/endpoints/{endpoint_id}/test", headers=c.admin.auth
+        )
+        delivery_id = tested.json()["id"]
+        # The worker process resolves names itself: it gets the address, trusted by its settings.
+        admin_conn.execute(
+            "UPDATE webhooks.endpoints SET url = %s WHERE id = %s",
+            (f"http://127.0.0.1:{receiver.port}/hook", endpoint_id),
+        )
+        admin_conn.execute(
+            "UPDATE webhooks.deliveries SET status = 'failed', finished_at = now()"
+            " WHERE status = 'pending' AND id <> %s",
+            (delivery_id,),
+        )
+        admin_conn.execute(
+            "UPDATE audit.outbox SET dispatched_at = now() WHERE dispatched_at IS NULL"
+        )
+        yield receiver, endpoint_id, delivery_id
+
+
+async def _start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "carebase.operations.cli",
+            "worker",
+            env=env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def test_a_worker_killed_between_sending_and_marking_causes_a_redelivery_with_the_same_id(
+    settings: Settings,
+    admin_conn: psycopg.Connection[Any],
+    smtp: tuple[Inbox, int],
+    tmp_path: Path,
+    webhook_endpoint: tuple[Receiver, str, str],
+) -> None:
+    receiver, _, delivery_id = webhook_endpoint
+    env = {
+        **_worker_env(settings, tmp_path, smtp[1]),
+        "WEBHOOKS_WORKER": "true",
+        "WEBHOOK_TRUSTED_HOSTS": "127.0.0.1",
+        "SCHEDULING_WORKER": "false",
+        "BLOB_REAPER": "false",
+    }
+    # The worker opens endpoint secrets with the keyring the API sealed them with.
+    shutil.copy(settings.data_dir / "data-keys.json", tmp_path / "data-keys.json")
+    hold = threading.Event()
+    receiver.hold = hold  # the receiver has the request and has not answered yet
+    log = tmp_path / "worker.log"
+    first = await _start_worker(env, log)
+    try:
+        arrived = await asyncio.to_thread(receiver.arrived.wait, 30)
+        assert arrived, f"no delivery in 30 s: {log.read_text()[-3000:]}"
+        first.kill()  # SIGKILL: no handler runs, nothing is marked
+        await first.wait()
+    finally:
+        hold.set()
+        if first.returncode is None:
+            first.kill()
+    row = admin_conn.execute(
+        "SELECT status, attempts, claimed_until > now() FROM webhooks.deliveries WHERE id = %s",
+        (delivery_id,),
+    ).fetchone()
+    assert row == ("pending", 1, True)  # claimed, sent, never marked
+    # The lease runs out (60 s; moved here instead of waited for); another worker sends it again.
+    admin_conn.execute(
+        "UPDATE webhooks.deliveries SET claimed_until = now() - interval '1 s' WHERE id = %s",
+        (delivery_id,),
+    )
+    receiver.arrived.clear()
+    receiver.hold = None
+    second = await _start_worker(env, log)
+    try:
+        arrived = await asyncio.to_thread(receiver.arrived.wait, 30)
+        assert arrived, f"no redelivery in 30 s: {log.read_text()[-3000:]}"
+        deadline = time.monotonic() + 30
+        while admin_conn.execute(
+            "SELECT status FROM webhooks.deliveries WHERE id = %s", (delivery_id,)
+        ).fetchone() != ("succeeded",):
+            assert time.monotonic() < deadline, "the redelivery was not marked"
+            await asyncio.sleep(0.05)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), timeout=30)
+    ids = receiver.ids()
+    assert len(ids) == 2  # sent twice: at least once
+    assert len(set(ids)) == 1  # under the same event id: deduplicable
+    assert second.returncode == 0
