@@ -41,8 +41,11 @@ class Rounds:
         while True:
             # Waiting first lets the pools open before the first round, and keeps a process
             # that stops right after starting from cancelling a connection attempt mid-way.
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
+            # that arrives as the wait ends (cpython#86296), and the worker would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await round_()

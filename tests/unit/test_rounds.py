@@ -44,3 +44,22 @@ async def test_a_nudge_starts_a_round_at_once_and_a_failure_is_survived() -> Non
             "detail": "the database is down",
         }
     ]
+
+
+async def test_a_busy_worker_still_stops_when_cancelled() -> None:
+    """Cancelled as its wait ends (it is nudged all the time), a worker stops every time:
+    asyncio.wait_for lost such a cancellation on Python 3.11 and the worker ran on."""
+    log = structlog.get_logger("test")
+    for _ in range(200):
+        rounds = Rounds("busy", 60.0, log)
+
+        async def round_(rounds: Rounds = rounds) -> None:
+            rounds.nudge()
+
+        task = asyncio.create_task(rounds.run(round_))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        rounds.nudge()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done == {task}
