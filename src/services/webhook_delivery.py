@@ -231,7 +231,7 @@ class WebhookSender:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self.rounds.nudge()  # a slot is free: claim again
+        self.rounds.nudge()  # a slot is free (the endpoint's lease goes when it is marked)
 
     async def _attempt_and_queue(self, delivery: repo.ClaimedDelivery) -> None:
         self._done.append(await self._attempt(delivery))
@@ -245,6 +245,8 @@ class WebhookSender:
                 batch, self._done = self._done[:500], self._done[500:]
                 try:
                     await self._mark(batch)
+                    # Marked, their leases are gone: the endpoints have room for more now.
+                    self.rounds.nudge()
                 except Exception as exc:
                     # Kept for the next try; meanwhile leases may run out and the deliveries
                     # be sent again: at least once, never lost.
