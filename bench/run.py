@@ -19,7 +19,8 @@ Absolute figures move ±25 % between runs; the report gives medians and the rati
 stacks measured in the same run. Server CPU per request is the server processes'
 user+system CPU over the run divided by the requests wrk completed.
 
-Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+Then the event relay is measured (bench/webhooks.py; BENCH_WEBHOOKS=0 skips it): deliveries/s
+from one worker and outbox → first attempt latency. Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
 (BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
 
 BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
@@ -57,6 +58,7 @@ import forms
 import psutil
 import psycopg
 import scheduling
+import webhooks
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -646,6 +648,11 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
     history = HISTORY.read_text() if HISTORY.exists() else ""
     recorded_plan = scheduling.load_plan(PLAN)
     plan = scheduling.plan_markdown(recorded_plan) if recorded_plan else ""
+    hooks = (
+        webhooks.markdown(json.loads(webhooks.RESULTS.read_text()))
+        if webhooks.RESULTS.exists()
+        else ""
+    )
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -702,6 +709,7 @@ patient and visit read, the read audited).
 |---|---|---:|---|
 {target_rows}
 
+{hooks}
 {plan}
 {history}"""
     )
@@ -730,6 +738,7 @@ def main() -> None:
     stack = prepared_stack()
     records: list[Record] = []
     plan = None
+    hooks = None
     try:
         token, clinic = _seeded(stack)
         for round_ in range(1, ROUNDS + 1):
@@ -739,6 +748,8 @@ def main() -> None:
                     records += measure(wrk, stack, kind, workers, round_, token)
         if os.environ.get("BENCH_PLAN", "1") != "0":
             plan = scheduling.calendar_plan(stack, clinic)
+        if os.environ.get("BENCH_WEBHOOKS", "1") != "0":
+            hooks = webhooks.measure(stack, BENCH_DIR)
     finally:
         stack.stop()
     if plan is not None:
@@ -748,9 +759,17 @@ def main() -> None:
     for what, wanted, value, met in targets(records):
         print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
     if os.environ.get("BENCH_WRITE", "1") != "0":
-        if plan is not None:
-            PLAN.write_text(json.dumps(plan, indent=1) + "\n")
-        write_report(records, wrk)
+        save(records, wrk, plan=plan, hooks=hooks)
+
+
+def save(
+    records: list[Record], wrk: str, *, plan: dict[str, object] | None, hooks: object | None
+) -> None:
+    if plan is not None:
+        PLAN.write_text(json.dumps(plan, indent=1) + "\n")
+    if hooks is not None:
+        webhooks.RESULTS.write_text(json.dumps(hooks, indent=1) + "\n")
+    write_report(records, wrk)
 
 
 if __name__ == "__main__":
