@@ -299,10 +299,7 @@ bench/webhook_receiver.py (uvicorn, its own process) on the same two cores as Po
 | deliveries/s, {t["deliveries"]:,} events queued at once, {t["endpoints"]} endpoint(s) | ≥ 1,000 | {t["deliveries_per_s"]:,.0f} | {met_rate} |
 | outbox → first attempt, p95 ({lat["events"]:,} events at {lat["rate_per_s"]}/s, one per transaction) | < 2 s | {lat["p95_ms"]:,.0f} ms | {met_latency} |
 
-Throughput run: {t["seconds"]} s until every delivery was received and marked (received at
-{t["received_per_s"]:,.0f}/s), {t["worker_cpu_us_per_delivery"]:,.0f} µs of worker CPU per
-delivery, {t["duplicates"]} duplicates. Latency: p50 {lat["p50_ms"]:,.0f} ms, p99
-{lat["p99_ms"]:,.0f} ms, max {lat["max_ms"]:,.0f} ms.
+Throughput run: {t["seconds"]} s from the queued events to every delivery received and marked (received at {t["received_per_s"]:,.0f}/s); {t["worker_cpu_us_per_delivery"]:,.0f} µs of worker CPU per delivery; {t["duplicates"]} duplicates. Latency: p50 {lat["p50_ms"]:,.0f} ms, p99 {lat["p99_ms"]:,.0f} ms, max {lat["max_ms"]:,.0f} ms. The HTTP client was chosen here: httpx cost ~890 µs of CPU a request and aiohttp ~90 µs (100 concurrent POSTs to this receiver), and marking attempts one at a time capped one endpoint at ~300/s.
 """
 
 
