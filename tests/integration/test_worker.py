@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -22,7 +21,7 @@ import pytest
 from support import Clinic, Inbox
 from webhook_support import Receiver, running_receiver
 
-from carebase.apps.common import Background
+from carebase.apps.common import Background, event_relays
 from carebase.config import Settings
 from carebase.integrations.mail import Mail, OutboxRelay
 from carebase.persistence import work_queue
@@ -236,14 +235,14 @@ async def test_queues_announce_new_work_when_it_commits(
     assert "identity.email_outbox" not in seen[: seen.index("scheduling.video_tasks")]
 
 
-async def test_an_announcement_wakes_the_queues_worker(app: Any) -> None:
+async def test_an_announcement_wakes_the_queues_worker(app: Any, settings: Settings) -> None:
     database = app.dependencies.database
     background = Background(
         database,
         OutboxRelay(database, app.dependencies.mail),
         SchedulingWorker(database, app.video),
         BlobReaper(database, app.blobs),
-        app.events,
+        event_relays(settings, database, app.dependencies.sealer),
     )
     for table, worker in (
         ("identity.email_outbox", background.relay),
@@ -260,12 +259,18 @@ async def test_an_announcement_wakes_the_queues_worker(app: Any) -> None:
 
 @pytest.fixture
 async def webhook_endpoint(
-    client: httpx.AsyncClient, clinic: Callable[..., Clinic], admin_conn: psycopg.Connection[Any]
+    app: Any,
+    client: httpx.AsyncClient,
+    clinic: Callable[..., Clinic],
+    admin_conn: psycopg.Connection[Any],
+    tmp_path: Path,
 ) -> AsyncIterator[tuple[Receiver, str, str]]:
     """An endpoint at a loopback receiver with one `webhook.test` delivery due, and nothing
     else for a worker to send: the rest of the suite's pending deliveries are set aside and
     every event so far counts as dispatched."""
     c = clinic()
+    # The worker's data directory (tmp_path) holds the keyring the API sealed the secret with.
+    (tmp_path / "data-keys.json").write_text(app.dependencies.sealer.keyring.dumps())
     with running_receiver() as receiver:
         made = await client.post(
             "/v1/webhooks/endpoints",
@@ -321,8 +326,6 @@ async def test_a_worker_killed_between_sending_and_marking_causes_a_redelivery_w
         "SCHEDULING_WORKER": "false",
         "BLOB_REAPER": "false",
     }
-    # The worker opens endpoint secrets with the keyring the API sealed them with.
-    shutil.copy(settings.data_dir / "data-keys.json", tmp_path / "data-keys.json")
     hold = threading.Event()
     receiver.hold = hold  # the receiver has the request and has not answered yet
     log = tmp_path / "worker.log"
