@@ -641,3 +641,32 @@ SELECT (SELECT count(*) FROM audit.outbox WHERE dispatched_at IS NULL) AS dispat
 
 async def metrics(q: Querier) -> Metrics:
     return one(await q.fetch_one(METRICS, row=Metrics))
+
+
+# --- re-sealing secrets under the newest data key (owner pool) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecrets:
+    organization_id: UUID
+    id: UUID
+    secret_sealed: bytes
+    previous_secret_sealed: bytes | None
+
+
+SELECT_SEALED_BATCH = """
+SELECT organization_id, id, secret_sealed, previous_secret_sealed FROM webhooks.endpoints
+ WHERE (organization_id, id) > (%s, %s) ORDER BY organization_id, id LIMIT %s
+"""
+RESEAL_SECRETS = """
+UPDATE webhooks.endpoints SET secret_sealed = %s, previous_secret_sealed = %s
+ WHERE organization_id = %s AND id = %s
+"""
+
+
+async def sealed_batch(q: Querier, after: tuple[UUID, UUID], limit: int) -> list[SealedSecrets]:
+    return await q.fetch_all(SELECT_SEALED_BATCH, (*after, limit), row=SealedSecrets)
+
+
+async def reseal(q: Querier, row: SealedSecrets, secret: bytes, previous: bytes | None) -> None:
+    await q.execute(RESEAL_SECRETS, (secret, previous, row.organization_id, row.id))

@@ -15,13 +15,14 @@ from uuid import UUID
 
 import structlog
 
-from carebase.persistence import documents, forms, patients, specialists
+from carebase.persistence import documents, forms, patients, specialists, webhooks
 from carebase.persistence.db import Database, Querier
 from carebase.security.encryption import Sealer, UnsealError
 from carebase.services import documents as document_service
 from carebase.services import forms as form_service
 from carebase.services import patients as patient_service
 from carebase.services import specialists as specialist_service
+from carebase.services.webhooks import secret_aad
 
 BATCH = 500
 _log = structlog.get_logger("carebase.data_keys")
@@ -34,6 +35,7 @@ class Resealed:
     specialists: int
     forms: int
     documents: int
+    webhook_secrets: int
     unreadable: int
     """Values that failed authentication: left as they are, and logged (without content)."""
 
@@ -49,7 +51,15 @@ async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Res
     specialists_done = await _reseal_column(db, sealer, batch, counter, SPECIALISTS)
     forms_done = await _reseal_column(db, sealer, batch, counter, FORMS)
     documents_done = await _reseal_column(db, sealer, batch, counter, DOCUMENTS)
-    return Resealed(patients_done, specialists_done, forms_done, documents_done, counter.unreadable)
+    secrets_done = await _reseal_webhook_secrets(db, sealer, batch, counter)
+    return Resealed(
+        patients_done,
+        specialists_done,
+        forms_done,
+        documents_done,
+        secrets_done,
+        counter.unreadable,
+    )
 
 
 def _renewed(sealer: Sealer, sealed: bytes | None, aad: bytes, counter: _Counter) -> bytes | None:
@@ -135,6 +145,29 @@ async def _reseal_column(
                 if renewed is not None:
                     await table.reseal(q, row, renewed)
                     changed += 1
+        if len(rows) < batch:
+            return changed
+        after = (rows[-1].organization_id, rows[-1].id)
+
+
+async def _reseal_webhook_secrets(
+    db: Database, sealer: Sealer, batch: int, counter: _Counter
+) -> int:
+    """Endpoint signing secrets (and, during a rotation, the previous one)."""
+    after, changed = START, 0
+    while True:
+        async with db.admin_transaction() as q:
+            rows = await webhooks.sealed_batch(q, after, batch)
+            for row in rows:
+                aad = secret_aad(row.organization_id, row.id)
+                secret = _renewed(sealer, row.secret_sealed, aad, counter)
+                previous = _renewed(sealer, row.previous_secret_sealed, aad, counter)
+                if secret is None and previous is None:
+                    continue
+                await webhooks.reseal(
+                    q, row, secret or row.secret_sealed, previous or row.previous_secret_sealed
+                )
+                changed += (secret is not None) + (previous is not None)
         if len(rows) < batch:
             return changed
         after = (rows[-1].organization_id, rows[-1].id)

@@ -33,6 +33,7 @@ from carebase.apps.core import CoreApp
 from carebase.integrations.webhooks import WebhookPoster
 from carebase.persistence import webhooks as repo
 from carebase.security.egress import EgressPolicy
+from carebase.services.data_keys import reseal_all
 from carebase.services.webhook_delivery import (
     EventDispatcher,
     TelemetryForwarder,
@@ -818,3 +819,32 @@ async def test_metrics_count_backlog_deliveries_and_endpoint_states(
     assert after.dispatch_backlog == 0
     assert after.dispatch_oldest_s is None
     assert after.deliveries.get("pending", 0) >= 1
+
+
+async def test_a_data_key_rotation_reseals_endpoint_secrets(
+    kit: Kit, sender: WebhookSender, receiver: Receiver
+) -> None:
+    """`carebase keys rotate-data` re-seals signing secrets too, so an old key can retire;
+    the secret itself (what receivers verify with) does not change."""
+    c = kit.clinic()
+    endpoint, old = await register(kit.client, c.admin, receiver.url())
+    rotated = await kit.client.post(f"{BASE}/{endpoint['id']}/rotate-secret", headers=c.admin.auth)
+    new = rotated.json()["secret"]
+    sealer = kit.app.dependencies.sealer
+    before = sealer.keyring
+    newer = before.rotated(before.active.created_at + 1)
+    sealer._keyring = newer  # what `keys rotate-data` gives every process
+    done = await reseal_all(kit.app.dependencies.database, sealer)
+    assert done.webhook_secrets >= 2  # the current secret and the previous one
+    row = kit.conn.execute(
+        "SELECT secret_sealed, previous_secret_sealed FROM webhooks.endpoints WHERE id = %s",
+        (endpoint["id"],),
+    ).fetchone()
+    assert row is not None
+    assert newer.is_current(bytes(row[0]))
+    assert newer.is_current(bytes(row[1]))
+    await kit.client.post(f"{BASE}/{endpoint['id']}/test", headers=c.admin.auth)
+    await send(sender, {endpoint["id"]})
+    [got] = receiver.received
+    Webhook(new).verify(got.body, got.headers)
+    Webhook(old).verify(got.body, got.headers)
