@@ -15,6 +15,7 @@ from uuid import UUID
 
 from carebase.pages import PageRequest
 from carebase.persistence.db import Querier, fetch_page, one
+from carebase.persistence.work_queue import announce
 
 # --- endpoints ------------------------------------------------------------------------------
 
@@ -241,8 +242,7 @@ UPDATE webhooks.deliveries
    SET status = 'pending', step = 0, next_attempt_at = now(), finished_at = NULL
  WHERE organization_id = %s AND endpoint_id = %s AND status = 'failed' AND created_at >= %s
 """
-# Redeliveries are updates, which the insert trigger does not announce.
-ANNOUNCE_DELIVERIES = "SELECT pg_notify('carebase_work', 'webhooks.deliveries')"
+DELIVERIES_TABLE = "webhooks.deliveries"
 
 
 async def deliveries(
@@ -281,15 +281,15 @@ async def redeliver(
 ) -> DeliveryRow | None:
     params = (organization_id, endpoint_id, delivery_id)
     found = await q.fetch_one(REDELIVER, params, row=DeliveryRow)
-    if found is not None:
-        await q.execute(ANNOUNCE_DELIVERIES)
+    if found is not None:  # an update: the insert trigger does not announce it
+        await announce(q, DELIVERIES_TABLE)
     return found
 
 
 async def recover(q: Querier, organization_id: UUID, endpoint_id: UUID, since: datetime) -> int:
     count = await q.execute(RECOVER, (organization_id, endpoint_id, since))
     if count:
-        await q.execute(ANNOUNCE_DELIVERIES)
+        await announce(q, DELIVERIES_TABLE)
     return count
 
 
@@ -483,6 +483,11 @@ class Disabled:
     disabled_reason: str
 
 
+def _columns(rows: Sequence[Any], *names: str) -> tuple[list[Any], ...]:
+    """One array per field, in the order the `unnest(...)` of a statement takes them."""
+    return tuple([getattr(row, name) for row in rows] for name in names)
+
+
 async def claim_due(
     q: Querier, *, limit: int, per_endpoint: int, lease_s: float
 ) -> list[ClaimedDelivery]:
@@ -496,29 +501,31 @@ async def mark(
     """Record a batch of attempts and their consequences; answers the endpoints disabled."""
     await q.execute(
         MARK_DELIVERIES,
-        (
-            [o.organization_id for o in outcomes],
-            [o.delivery_id for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.status for o in outcomes],
-            [o.step for o in outcomes],
-            [o.next_attempt_at for o in outcomes],
-            [o.status_code for o in outcomes],
-            [o.error for o in outcomes],
+        _columns(
+            outcomes,
+            "organization_id",
+            "delivery_id",
+            "attempt",
+            "status",
+            "step",
+            "next_attempt_at",
+            "status_code",
+            "error",
         ),
     )
     await q.execute(
         INSERT_ATTEMPTS,
-        (
-            [o.organization_id for o in outcomes],
-            [o.delivery_id for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.attempted_at for o in outcomes],
-            [o.duration_ms for o in outcomes],
-            [o.outcome for o in outcomes],
-            [o.status_code for o in outcomes],
-            [o.error for o in outcomes],
-            [o.response_excerpt for o in outcomes],
+        _columns(
+            outcomes,
+            "organization_id",
+            "delivery_id",
+            "attempt",
+            "attempted_at",
+            "duration_ms",
+            "outcome",
+            "status_code",
+            "error",
+            "response_excerpt",
         ),
     )
     succeeded = sorted({o.endpoint_id for o in outcomes if o.outcome == "succeeded"})

@@ -14,9 +14,17 @@ from collections.abc import Awaitable, Callable
 import psycopg
 import structlog
 
+from carebase.persistence.db import Querier
+
 CHANNEL = "carebase_work"
 
 _log = structlog.get_logger("carebase.work_queue")
+
+
+async def announce(q: Querier, table: str) -> None:
+    """Announce work the insert triggers do not see (rows made due again by an update), in
+    the caller's transaction: sent at its commit, like the triggers' announcements."""
+    await q.execute("SELECT pg_notify(%s, %s)", (CHANNEL, table))
 
 
 class Rounds:

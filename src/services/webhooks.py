@@ -20,6 +20,7 @@ from carebase.integrations.webhooks import new_secret, sendable
 from carebase.pages import Page, PageRequest
 from carebase.persistence import webhooks as repo
 from carebase.persistence.db import Database, Querier
+from carebase.persistence.work_queue import announce
 from carebase.principal import Principal, organization_of
 from carebase.security.egress import EgressPolicy, EgressRefused
 from carebase.security.encryption import Sealer
@@ -184,8 +185,8 @@ class WebhookService:
             await self._check_url(current.url)
             row = await repo.enable_endpoint(q, organization_id, endpoint_id)
             await self._audit(q, principal, "webhook_endpoint.enabled", row.id, changed=["status"])
-            if current.status != "enabled":
-                await q.execute(repo.ANNOUNCE_DELIVERIES)
+            if current.status != "enabled":  # its pending deliveries are due again
+                await announce(q, repo.DELIVERIES_TABLE)
         return row
 
     async def send_test(self, principal: Principal, endpoint_id: UUID) -> repo.DeliveryRow:
