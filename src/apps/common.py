@@ -237,18 +237,19 @@ class Background:
 
     def wake(self, table: str) -> None:
         """A queue announced new rows (`work_queue.listen`): its worker starts now."""
-        if table == "audit.outbox":
-            self.events.dispatcher.nudge()
-            if self.events.forwarder is not None:
-                self.events.forwarder.nudge()
-            return
-        nudge = {
-            "identity.email_outbox": self.relay.nudge,
-            "scheduling.video_tasks": self.scheduling.nudge,
-            "attachments.blob_deletions": self.reaper.nudge,
-            "webhooks.deliveries": self.events.sender.nudge,
-        }.get(table)
-        if nudge is not None:
+        events = self.events
+        listeners = {
+            "identity.email_outbox": (self.relay.nudge,),
+            "scheduling.video_tasks": (self.scheduling.nudge,),
+            "attachments.blob_deletions": (self.reaper.nudge,),
+            # The outbox has two consumers; the forwarder only where telemetry is configured.
+            "audit.outbox": (
+                events.dispatcher.nudge,
+                *((events.forwarder.nudge,) if events.forwarder else ()),
+            ),
+            "webhooks.deliveries": (events.sender.nudge,),
+        }
+        for nudge in listeners.get(table, ()):
             nudge()
 
     def start(self, settings: Settings) -> list[asyncio.Task[None]]:
