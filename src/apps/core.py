@@ -25,8 +25,8 @@ from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.prescriptions import PrescriptionHandlers
 from carebase.handlers.core.reports import ReportHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
-from carebase.handlers.core.system import SystemHandlers
 from carebase.handlers.core.webhooks import WebhookHandlers
+from carebase.handlers.system import SystemHandlers
 from carebase.integrations import video
 from carebase.integrations.blobs import BlobStore, FileBlobStore
 from carebase.integrations.mail import OutboxRelay

@@ -31,11 +31,15 @@ class HealthService:
         db: Database,
         redis: Pingable,
         expected_migrations: Mapping[str, set[str]],
+        more: Mapping[str, Callable[[], Awaitable[str | None]]] | None = None,
         timeout_s: float = 2.0,
     ) -> None:
+        """`more`: a service's own checks by name (telemetry: ClickHouse), each answering
+        None when ready or what is wrong."""
         self._db = db
         self._redis = redis
         self._expected = expected_migrations
+        self._more = dict(more or {})
         self._timeout_s = timeout_s
 
     async def readiness(self) -> list[CheckResult]:
@@ -45,6 +49,7 @@ class HealthService:
             "database_admin": self._database_admin,
             "redis": self._redis_ping,
             "migrations": self._migrations,
+            **self._more,
         }
         return list(await asyncio.gather(*(self._run(n, c) for n, c in checks.items())))
 

@@ -1,4 +1,7 @@
-"""Handlers for openapi/core/system.yaml."""
+"""Handlers for the paths of openapi/common.yaml (liveness, readiness): every service's.
+
+The schemas live in common.yaml, so each service's generated models hold the same classes;
+these handlers render with core's, which serialize to the same JSON."""
 
 from __future__ import annotations
 
