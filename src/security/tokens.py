@@ -286,7 +286,7 @@ class TokenService:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
-        return _claims(claims), kid
+        return claims_of(claims), kid
 
 
 def _mtime(path: Path | None) -> int | None:
@@ -296,7 +296,7 @@ def _mtime(path: Path | None) -> int | None:
         return None
 
 
-def _claims(claims: Mapping[str, Any]) -> AccessClaims:
+def claims_of(claims: Mapping[str, Any]) -> AccessClaims:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("invalid token: sub")
