@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     host: str = "127.0.0.1"
     core_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    telemetry_port: Annotated[int, Field(ge=1, le=65535)] = 4000
     data_dir: Path = PROJECT_ROOT / ".data"
 
     database_url: str | None = None
@@ -146,7 +147,24 @@ class Settings(BaseSettings):
     """Telemetry's base URL for core's relay (`…/v1/audit/events`); unset, events are not
     forwarded."""
     telemetry_service_token: str | None = None
-    """The service credential core presents to telemetry's ingest (Bearer)."""
+    """The service credential core presents to telemetry's ingest (Bearer), and telemetry
+    accepts; at least 32 characters."""
+
+    telemetry_database_url: str | None = None
+    """Telemetry's own PostgreSQL database, app role (consents, security events, audit)."""
+    telemetry_database_admin_url: str | None = None
+    """Telemetry's database, owner role (its migrations and system jobs)."""
+    clickhouse_url: str | None = None
+    """A ClickHouse server (`http(s)://user:password@host:8123`); unset, the embedded engine
+    (chdb) under <DATA_DIR>/clickhouse, which one process alone may open."""
+    telemetry_flush_interval_s: Annotated[float, Field(gt=0, le=1.0)] = 1.0
+    """The ingest buffer is written to ClickHouse at least this often…"""
+    telemetry_flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    """…or as soon as it holds this many rows (one INSERT per table per flush)."""
+    telemetry_buffer_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
+    """Past this many unwritten rows, ingest answers 503 with Retry-After."""
+    telemetry_privacy_refresh_s: Annotated[float, Field(gt=0, le=60)] = 30.0
+    """How long ingest trusts the consent and exclusion state it read (withdrawal delay)."""
 
     rate_limit_default_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 600
     rate_limit_default_window_s: Annotated[int, Field(ge=1, le=86_400)] = 60
@@ -195,6 +213,20 @@ class Settings(BaseSettings):
             raise ValueError("a comma-separated list of ports (1–65535)")
         return value
 
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL of a ClickHouse server")
+        return value
+
+    @field_validator("telemetry_service_token")
+    @classmethod
+    def _service_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("needs at least 32 characters")
+        return value
+
     @field_validator("telemetry_internal_url")
     @classmethod
     def _telemetry_internal_url(cls, value: str | None) -> str | None:
@@ -216,6 +248,19 @@ class Settings(BaseSettings):
             raise ValueError("BLOB_SIGNING_KEY needs at least 32 characters")
         return value
 
+    def telemetry_urls(self) -> ServerUrls:
+        """Telemetry's database (app and owner roles) and Redis, or a `ConfigError`."""
+        missing = [
+            name.upper() for name in TELEMETRY_SERVER_SETTINGS if getattr(self, name) is None
+        ]
+        if missing or not (
+            self.telemetry_database_url and self.telemetry_database_admin_url and self.redis_url
+        ):
+            raise ConfigError(_message([f"{name}: required" for name in missing]))
+        return ServerUrls(
+            self.telemetry_database_url, self.telemetry_database_admin_url, self.redis_url
+        )
+
     def server_urls(self) -> ServerUrls:
         """The three server URLs, or a `ConfigError` naming each one that is missing."""
         missing = [name.upper() for name in SERVER_SETTINGS if getattr(self, name) is None]
@@ -235,7 +280,13 @@ class Settings(BaseSettings):
         # load_settings() reads the mapping it is given, so tests never leak the process's env.
         return (init_settings,)
 
-    @field_validator("database_url", "database_admin_url", "database_superuser_url")
+    @field_validator(
+        "database_url",
+        "database_admin_url",
+        "database_superuser_url",
+        "telemetry_database_url",
+        "telemetry_database_admin_url",
+    )
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgres://", "postgresql://")):
@@ -258,6 +309,7 @@ class Settings(BaseSettings):
 
 
 SERVER_SETTINGS = ("database_url", "database_admin_url", "redis_url")
+TELEMETRY_SERVER_SETTINGS = ("telemetry_database_url", "telemetry_database_admin_url", "redis_url")
 
 
 def load_settings(

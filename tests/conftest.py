@@ -25,9 +25,12 @@ from asgi_lifespan import LifespanManager
 from support import ALL_WEEK, PASSWORD, Clinic, Inbox, Person, fresh_ip
 from webhook_support import REGISTRATION_DNS
 
+from carebase.apps import telemetry as telemetry_service
 from carebase.apps.core import CoreApp, create_app
 from carebase.config import PROJECT_ROOT, Settings, load_settings
-from carebase.operations import devstack, migrations
+from carebase.operations import clickhouse_migrations, devstack, migrations
+from carebase.persistence import clickhouse
+from carebase.persistence.clickhouse import ClickHouse
 from carebase.web.contract import Contract
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -43,6 +46,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Embedde
         app_url=started.database_url,
     )
     migrations.up(started.database_admin_url, SQL_DIR)
+    migrations.bootstrap(
+        superuser_url=started.superuser_url,
+        admin_url=started.telemetry_database_admin_url,
+        app_url=started.telemetry_database_url,
+    )
+    migrations.up(
+        started.telemetry_database_admin_url, SQL_DIR / "telemetry", migrations.TELEMETRY_MODULES
+    )
     yield started
     started.stop()
 
@@ -124,6 +135,55 @@ async def app(settings: Settings) -> AsyncIterator[CoreApp]:
 async def client(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://carebase.test") as c:
+        yield c
+
+
+SERVICE_TOKEN = "test-service-credential-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouse]:
+    """The embedded ClickHouse engine in a directory of the session's own (one per process)."""
+    client = clickhouse.connect(None, tmp_path_factory.mktemp("clickhouse-data"))
+    clickhouse_migrations.up(client, SQL_DIR / "clickhouse")
+    store = ClickHouse(client)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def telemetry_settings(settings: Settings, stack: devstack.EmbeddedStack) -> Settings:
+    return settings.model_copy(
+        update={
+            "telemetry_database_url": stack.telemetry_database_url,
+            "telemetry_database_admin_url": stack.telemetry_database_admin_url,
+            "telemetry_service_token": SERVICE_TOKEN,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def telemetry_app(
+    telemetry_settings: Settings, clickhouse_store: ClickHouse, app: CoreApp
+) -> AsyncIterator[telemetry_service.TelemetryApp]:
+    """Telemetry, verifying core's tokens against core's JWKS (core served in process)."""
+    application = telemetry_service.create_app(
+        telemetry_settings,
+        overrides={
+            "clickhouse": clickhouse_store,
+            "jwks_transport": httpx.ASGITransport(app=app),
+        },
+    )
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def telemetry(
+    telemetry_app: telemetry_service.TelemetryApp,
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=telemetry_app, client=("203.0.113.77", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://telemetry.test") as c:
         yield c
 
 

@@ -49,7 +49,8 @@ class Dependencies:
 
 
 def build_database(settings: Settings, *, service: str) -> Database:
-    urls = settings.server_urls()
+    """The service's two pools: core's database, or telemetry's own."""
+    urls = settings.telemetry_urls() if service == "telemetry" else settings.server_urls()
     common = {
         "application_name": f"carebase-{service}",
         "statement_timeout_ms": settings.db_statement_timeout_ms,

@@ -139,6 +139,10 @@ class RedisPipe:
         Redis cannot be reached in time."""
         return await self.send(encode(args))
 
+    async def ping(self) -> Any:
+        """PING (readiness checks)."""
+        return await self.call("PING")
+
     async def send(self, payload: bytes) -> Any:
         """`call` for a command already encoded (hot paths encode their constant parts once)."""
         connection = self._connection

@@ -26,6 +26,16 @@ def core_app_factory() -> object:
     return create_app(load_settings())
 
 
+def telemetry_app_factory() -> object:
+    """What uvicorn imports for `carebase serve telemetry`: settings from the environment."""
+    from carebase.apps.telemetry import create_app
+
+    return create_app(load_settings(require=TELEMETRY_REQUIRED))
+
+
+TELEMETRY_REQUIRED = ("telemetry_database_url", "telemetry_database_admin_url", "redis_url")
+
+
 def _settings(*, require: tuple[str, ...]) -> Settings:
     try:
         return load_settings(require=require)
@@ -52,6 +62,8 @@ def _with_stack(settings: Settings) -> tuple[Settings, devstack.EmbeddedStack | 
             "database_url": stack.database_url,
             "database_admin_url": stack.database_admin_url,
             "redis_url": stack.redis_url,
+            "telemetry_database_url": stack.telemetry_database_url,
+            "telemetry_database_admin_url": stack.telemetry_database_admin_url,
         }
     )
     return updated, stack, stack.superuser_url
@@ -90,12 +102,42 @@ def _data_keyring(settings: Settings) -> DataKeyring:
 
 
 def _prepare(settings: Settings, superuser_url: str | None) -> None:
+    """Bootstrap (with a superuser) and migrate core's database, and telemetry's when set."""
     urls = settings.server_urls()
     if superuser_url:
         migrations.bootstrap(
             superuser_url=superuser_url, admin_url=urls.database_admin, app_url=urls.database
         )
     migrations.up(urls.database_admin, settings.migrations_dir)
+    if settings.telemetry_database_url and settings.telemetry_database_admin_url:
+        telemetry = settings.telemetry_urls()
+        if superuser_url:
+            migrations.bootstrap(
+                superuser_url=superuser_url,
+                admin_url=telemetry.database_admin,
+                app_url=telemetry.database,
+            )
+        migrations.up(
+            telemetry.database_admin,
+            settings.migrations_dir / "telemetry",
+            migrations.TELEMETRY_MODULES,
+        )
+
+
+def _clickhouse(settings: Settings, action: str) -> str:
+    """Apply (`up`) or list (`status`) the ClickHouse migrations. The embedded engine is
+    opened for the moment, so this fails clearly while a telemetry server holds it."""
+    from carebase.operations import clickhouse_migrations
+    from carebase.persistence import clickhouse
+
+    client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
+    try:
+        directory = settings.migrations_dir / "clickhouse"
+        if action == "up":
+            clickhouse_migrations.up(client, directory)
+        return clickhouse_migrations.status(client, directory)
+    finally:
+        client.close()
 
 
 def cmd_dev(_: argparse.Namespace) -> int:
@@ -108,21 +150,31 @@ def cmd_dev(_: argparse.Namespace) -> int:
     from carebase.apps.core import create_app
 
     settings, stack, superuser = _with_stack(_settings(require=()))
+    if not settings.telemetry_service_token:
+        token = devstack.service_token(settings.data_dir)
+        settings = settings.model_copy(update={"telemetry_service_token": token})
     worker: subprocess.Popen[bytes] | None = None
+    telemetry: subprocess.Popen[bytes] | None = None
     try:
         _prepare(settings, superuser)
         accounts, password = _seed(settings)
-        # The background work runs beside the API in its own process, as in production.
+        # Telemetry and the background work run beside the API in their own processes, as
+        # in production.
+        telemetry = _start_telemetry(settings)
         worker = _start_worker(settings)
         app = create_app(settings.model_copy(update={"run_workers": False}))
         base = f"http://{settings.host}:{settings.core_port}"
+        telemetry_base = f"http://{settings.host}:{settings.telemetry_port}"
         print(
             "\nCarebase core is starting (Ctrl-C stops everything):\n"
             f"  API            {base}\n"
             f"  OpenAPI spec   {base}/openapi.yaml\n"
             f"  Swagger UI     {base}/ui/\n"
             f"  Readiness      {base}/health/ready\n"
-            f"  Worker         pid {worker.pid} (mail, video rooms, reminders, blobs)\n"
+            f"  Telemetry      {telemetry_base} (spec {telemetry_base}/openapi.yaml,"
+            f" UI {telemetry_base}/ui/)\n"
+            f"  Worker         pid {worker.pid} (mail, webhooks, telemetry relay, video rooms,"
+            " reminders, blobs)\n"
             f"  Data           {settings.data_dir}\n"
             f"  Mail           {settings.mailbox_dir} (and the log)\n\n"
             f"Demo accounts, all with the password {password}:\n"
@@ -148,23 +200,50 @@ def cmd_dev(_: argparse.Namespace) -> int:
             )
         ).run()
     finally:
-        if worker is not None:
-            _stop_worker(worker, settings.graceful_shutdown_s)
+        for process in (worker, telemetry):
+            if process is not None:
+                _stop_worker(process, settings.graceful_shutdown_s)
         if stack:
             stack.stop()
     return 0
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """`carebase worker` against the same servers and data directory."""
-    env = {
+def _child_env(settings: Settings) -> dict[str, str]:
+    """The environment of `make dev`'s other processes: the same servers and data."""
+    base = f"http://{settings.host}:{settings.core_port}"
+    return {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
         "DATABASE_ADMIN_URL": settings.database_admin_url or "",
         "REDIS_URL": settings.redis_url or "",
+        "TELEMETRY_DATABASE_URL": settings.telemetry_database_url or "",
+        "TELEMETRY_DATABASE_ADMIN_URL": settings.telemetry_database_admin_url or "",
         "DATA_DIR": str(settings.data_dir),
+        "TELEMETRY_SERVICE_TOKEN": settings.telemetry_service_token or "",
+        "TELEMETRY_INTERNAL_URL": f"http://{settings.host}:{settings.telemetry_port}",
+        "AUTH_JWKS_URL": f"{base}/.well-known/jwks.json",
+        "AUTH_ISSUER": settings.jwt_issuer,
+        "AUTH_AUDIENCE": settings.jwt_audience,
     }
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """`carebase worker` against the same servers and data directory; it forwards events to
+    the telemetry service beside it."""
+    env = _child_env(settings)
+    for name in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):  # core's own tokens only
+        env.pop(name)
     return subprocess.Popen([sys.executable, "-m", "carebase.operations.cli", "worker"], env=env)
+
+
+def _start_telemetry(settings: Settings) -> subprocess.Popen[bytes]:
+    """`carebase serve telemetry` (one worker: it owns the embedded ClickHouse engine)."""
+    env = _child_env(settings)
+    env.pop("TELEMETRY_INTERNAL_URL")
+    return subprocess.Popen(
+        [sys.executable, "-m", "carebase.operations.cli", "serve", "telemetry", "--workers", "1"],
+        env=env,
+    )
 
 
 def _stop_worker(worker: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -179,15 +258,28 @@ def _stop_worker(worker: subprocess.Popen[bytes], grace_s: float) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings(require=("database_url", "database_admin_url", "redis_url"))
+    telemetry = args.service == "telemetry"
+    required = (
+        TELEMETRY_REQUIRED if telemetry else ("database_url", "database_admin_url", "redis_url")
+    )
+    settings = _settings(require=required)
+    workers = args.workers or settings.workers
+    if telemetry and workers > 1 and not settings.clickhouse_url:
+        print(
+            "carebase: the embedded ClickHouse engine can be opened by one process only, so "
+            f"`serve telemetry --workers {workers}` needs a ClickHouse server: set "
+            "CLICKHOUSE_URL, or serve with one worker",
+            file=sys.stderr,
+        )
+        return 2
     # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
     # every response stalls ~44 ms (GROUND.md).
     uvicorn.run(
-        "carebase.operations.cli:core_app_factory",
+        f"carebase.operations.cli:{'telemetry' if telemetry else 'core'}_app_factory",
         factory=True,
         host=args.host or settings.host,
-        port=args.port or settings.core_port,
-        workers=args.workers or settings.workers,
+        port=args.port or (settings.telemetry_port if telemetry else settings.core_port),
+        workers=workers,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -263,21 +355,35 @@ def cmd_bootstrap(_: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from carebase.operations.clickhouse_migrations import ClickHouseMigrationError
+    from carebase.persistence.clickhouse import StoreLocked
+
     settings, stack, superuser = _with_stack(_settings(require=()))
     try:
         admin_url = settings.server_urls().database_admin
+        telemetry = (
+            settings.telemetry_urls().database_admin if settings.telemetry_database_url else None
+        )
+        telemetry_dir = settings.migrations_dir / "telemetry"
+        modules = migrations.TELEMETRY_MODULES
+        if args.action == "down":
+            module = args.module or migrations.MODULES[-1]
+            print(migrations.down(admin_url, settings.migrations_dir, module), end="")
+            return 0
         if args.action == "up":
             if stack:  # the embedded stack is ours to bootstrap
                 _prepare(settings, superuser)
             else:
                 migrations.up(admin_url, settings.migrations_dir)
-            print(migrations.status(admin_url, settings.migrations_dir), end="")
-        elif args.action == "down":
-            module = args.module or migrations.MODULES[-1]
-            print(migrations.down(admin_url, settings.migrations_dir, module), end="")
-        else:
-            print(migrations.status(admin_url, settings.migrations_dir), end="")
-    except migrations.MigrationError as exc:
+                if telemetry:
+                    migrations.up(telemetry, telemetry_dir, modules)
+        print(migrations.status(admin_url, settings.migrations_dir), end="")
+        if telemetry:
+            print("== telemetry database")
+            print(migrations.status(telemetry, telemetry_dir, modules), end="")
+        print("== clickhouse")
+        print(_clickhouse(settings, args.action), end="")
+    except (migrations.MigrationError, ClickHouseMigrationError, StoreLocked) as exc:
         print(f"carebase: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -404,7 +510,7 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(run=cmd_dev)
 
     serve = commands.add_parser("serve", help="serve a service against real servers (production)")
-    serve.add_argument("service", choices=["core"])
+    serve.add_argument("service", choices=["core", "telemetry"])
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
@@ -451,7 +557,10 @@ def parser() -> argparse.ArgumentParser:
     seed_cmd.add_argument("--organizations", type=int, default=10, help="spread over (default 10)")
     seed_cmd.set_defaults(run=cmd_seed)
 
-    migrate = commands.add_parser("migrate", help="run dbmate for every module in dependency order")
+    migrate = commands.add_parser(
+        "migrate",
+        help="core's modules in dependency order, telemetry's database and ClickHouse",
+    )
     migrate.add_argument("action", choices=["up", "down", "status"])
     migrate.add_argument("module", nargs="?", choices=migrations.MODULES, help="for down")
     migrate.set_defaults(run=cmd_migrate)

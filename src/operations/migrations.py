@@ -30,6 +30,11 @@ MODULES: tuple[str, ...] = (
     "webhooks",
 )
 
+# Telemetry's own PostgreSQL database, migrated the same way from sql/telemetry/<module>.
+TELEMETRY_MODULES: tuple[str, ...] = ("platform", "privacy", "events")
+# Directories in sql/ beside core's modules: telemetry's database and ClickHouse.
+SERVICE_DIRS = frozenset({"telemetry", "clickhouse"})
+
 # Migrations grant table rights to this group role, never to a deployment's login role,
 # so the SQL stays the same whatever the app role is called.
 APP_ACCESS_ROLE = "carebase_app_access"
@@ -165,36 +170,41 @@ def _run(admin_url: str, migrations_dir: Path, module: str, *command: str) -> st
     return done.stdout
 
 
-def check_modules(migrations_dir: Path) -> None:
-    present = {p.name for p in migrations_dir.iterdir() if p.is_dir()}
-    if present != set(MODULES):
+def check_modules(migrations_dir: Path, modules: tuple[str, ...] = MODULES) -> None:
+    present = {p.name for p in migrations_dir.iterdir() if p.is_dir()} - SERVICE_DIRS
+    if present != set(modules):
         raise MigrationError(
-            f"sql/ has modules {sorted(present)} but MODULES lists {list(MODULES)}: keep them equal"
+            f"{migrations_dir} has modules {sorted(present)} but the code lists "
+            f"{list(modules)}: keep them equal"
         )
 
 
-def up(admin_url: str, migrations_dir: Path) -> list[str]:
-    check_modules(migrations_dir)
-    return [_run(admin_url, migrations_dir, module, "--migration-lock", "up") for module in MODULES]
+def up(admin_url: str, migrations_dir: Path, modules: tuple[str, ...] = MODULES) -> list[str]:
+    check_modules(migrations_dir, modules)
+    return [_run(admin_url, migrations_dir, module, "--migration-lock", "up") for module in modules]
 
 
-def down(admin_url: str, migrations_dir: Path, module: str) -> str:
-    if module not in MODULES:
-        raise MigrationError(f"unknown module {module!r}; modules: {', '.join(MODULES)}")
+def down(
+    admin_url: str, migrations_dir: Path, module: str, modules: tuple[str, ...] = MODULES
+) -> str:
+    if module not in modules:
+        raise MigrationError(f"unknown module {module!r}; modules: {', '.join(modules)}")
     return _run(admin_url, migrations_dir, module, "--migration-lock", "rollback")
 
 
-def status(admin_url: str, migrations_dir: Path) -> str:
-    check_modules(migrations_dir)
+def status(admin_url: str, migrations_dir: Path, modules: tuple[str, ...] = MODULES) -> str:
+    check_modules(migrations_dir, modules)
     return "".join(
-        f"== {module}\n{_run(admin_url, migrations_dir, module, 'status')}" for module in MODULES
+        f"== {module}\n{_run(admin_url, migrations_dir, module, 'status')}" for module in modules
     )
 
 
-def expected_versions(migrations_dir: Path) -> dict[str, set[str]]:
+def expected_versions(
+    migrations_dir: Path, modules: tuple[str, ...] = MODULES
+) -> dict[str, set[str]]:
     """The versions each module's files declare (the digits before the first underscore)."""
     versions: dict[str, set[str]] = {}
-    for module in MODULES:
+    for module in modules:
         found = set()
         for path in sorted((migrations_dir / module).glob("*.sql")):
             match = _VERSION.match(path.name)

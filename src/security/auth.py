@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -24,6 +24,7 @@ from carebase.persistence import identity
 from carebase.persistence.db import Database
 from carebase.principal import Principal
 from carebase.security import credentials
+from carebase.security.jwks import JwksClient
 from carebase.security.tokens import TokenService
 
 _log = structlog.get_logger("carebase.security.auth")
@@ -61,6 +62,16 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class Authenticates(Protocol):
+    """What the pipeline asks of a service's authenticator."""
+
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal: ...
+
+
+SERVICE_ROLE = "service"
+"""The role of core's relay calling telemetry (a service credential, no person)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,4 +176,46 @@ class Authenticator:
             raise Unauthenticated("The API key is invalid or revoked.")
         return Principal(
             user_id=None, organization_id=row.organization_id, role=row.role, api_key_id=row.id
+        )
+
+
+class TokenAuthenticator:
+    """Telemetry's callers: core's access tokens, verified against core's JWKS, or core's
+    service credential.
+
+    Telemetry has no membership table of its own, so the organization and role come from the
+    token, which core signed after reading them from its database: trusted for the token's
+    life (`ACCESS_TOKEN_TTL_S`, 15 minutes by default) — the delay after which a removed
+    member's telemetry calls stop.
+    """
+
+    def __init__(self, *, verifier: JwksClient, service_token: str | None) -> None:
+        self._verifier = verifier
+        self._service_token = service_token.encode() if service_token else None
+
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        del api_key  # telemetry takes no API keys
+        if authorization is None:
+            raise Unauthenticated("This operation needs an access token.", credentials_given=False)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
+        if self._service_token is not None and hmac.compare_digest(
+            token.encode(), self._service_token
+        ):
+            return Principal(user_id=None, organization_id=None, role=SERVICE_ROLE)
+        try:
+            claims = await self._verifier.verify(token)
+            user_id = UUID(claims.subject)
+            organization_id = UUID(claims.organization_id) if claims.organization_id else None
+            impersonator = UUID(claims.impersonator) if claims.impersonator else None
+        except (Unauthenticated, ValueError) as exc:
+            _log.info("token_refused", reason=str(exc))
+            raise Unauthenticated("The access token is invalid or expired.") from None
+        return Principal(
+            user_id=user_id,
+            organization_id=organization_id,
+            role=claims.role if organization_id else None,
+            impersonator_id=impersonator,
         )

@@ -33,6 +33,9 @@ _CLINIC_FORMS = {*_FORMS, "form_templates:write"}
 # Attachments: everyone reads and uploads; row-level security narrows a patient to the files
 # of their own record, forms and final documents, and their uploads to their record and forms.
 _ATTACHMENTS = {"attachments:read", "attachments:write"}
+# Telemetry: every member sends analytics and keeps their own consent (row-level security
+# shows a person only their own records; admins see the organization's).
+_TELEMETRY = {"analytics:write", "consents:read", "consents:write"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -63,6 +66,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
             *_ATTACHMENTS,
+            *_TELEMETRY,
         }
     ),
     # A specialist joins their own video sessions and subscribes to their own calendar.
@@ -79,6 +83,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
             *_ATTACHMENTS,
+            *_TELEMETRY,
         }
     ),
     "staff": frozenset(
@@ -92,6 +97,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
             *_ATTACHMENTS,
+            *_TELEMETRY,
         }
     ),
     # Row-level security narrows a patient to their own record: they read and edit it (not
@@ -109,8 +115,11 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_FORMS,
             "documents:read",
             *_ATTACHMENTS,
+            *_TELEMETRY,
         }
     ),
+    # Core's relay calling telemetry with the service credential: ingest only.
+    "service": frozenset({"audit:ingest"}),
 }
 
 KNOWN = frozenset().union(SELF, PLATFORM, *ROLE_PERMISSIONS.values())

@@ -28,7 +28,7 @@ from carebase.errors import FieldError, Forbidden, ValidationFailed, pointer_tok
 from carebase.logging import set_actor
 from carebase.principal import Origin, Principal
 from carebase.security import permissions
-from carebase.security.auth import Authenticator
+from carebase.security.auth import Authenticates
 from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.web import etags, render
 from carebase.web.bodies import JsonBody, Upload, body_reader, read_body
@@ -50,11 +50,14 @@ _log = structlog.get_logger("carebase.pipeline")
 class Runtime:
     """What every plan shares at run time."""
 
-    authenticator: Authenticator
+    authenticator: Authenticates
     limiter: RateLimiter
     default_rule: Rule
-    idempotency: IdempotencyKeys
+    idempotency: IdempotencyKeys | None
     validate_responses: bool = False
+    actors_in_logs: bool = True
+    """False: log lines name the kind of caller (`user`, `service`), never their id
+    (telemetry keeps actor ids out of every store and log)."""
 
 
 def compile_plans(
@@ -66,6 +69,10 @@ def compile_plans(
     unknown = sorted(set(handlers) - set(contract.operations))
     if unknown:
         raise RuntimeError(f"handler(s) for operationId(s) the contract lacks: {unknown}")
+    if runtime.idempotency is None:
+        idempotent = sorted(o.operation_id for o in contract.operations.values() if o.idempotent)
+        if idempotent:
+            raise RuntimeError(f"no idempotency store for idempotent operation(s) {idempotent}")
     return {
         op_id: Plan(operation, handlers[op_id], runtime)
         for op_id, operation in contract.operations.items()
@@ -198,7 +205,8 @@ class Plan:
             principal = await runtime.authenticator.authenticate(
                 headers.get("authorization"), headers.get("x-api-key")
             )
-            set_actor(principal.actor)  # in the access line and every log line from here on
+            # In the access line and every log line from here on.
+            set_actor(principal.actor if runtime.actors_in_logs else _kind(principal))
         else:
             principal = Principal.anonymous()
         limit_headers = await self._limit(scope, principal) if self.rule is not None else None
@@ -240,7 +248,7 @@ class Plan:
             if self.wants_principal:
                 kwargs["principal"] = principal
         key = headers.get("idempotency-key") if self.operation.idempotent else None
-        if key is None:
+        if key is None or runtime.idempotency is None:
             rendered = await self._answer(kwargs, scope, headers)
         else:
             rendered = await runtime.idempotency.run(
@@ -326,6 +334,12 @@ def _render(reply: Reply) -> Rendered:
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
         ]
     return Rendered(reply.status, out, payload)
+
+
+def _kind(principal: Principal) -> str:
+    if principal.user_id is not None:
+        return "user"
+    return principal.role or "anonymous"
 
 
 def _identity(scope: Scope, principal: Principal, rule: Rule) -> str:

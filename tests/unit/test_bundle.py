@@ -40,22 +40,25 @@ def edit(path: Path, change: Any) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def test_real_specs_bundle_and_lint_clean() -> None:
-    document = bundler.bundle("core")
+@pytest.mark.parametrize("service", ["core", "telemetry"])
+def test_real_specs_bundle_and_lint_clean(service: str) -> None:
+    document = bundler.bundle(service)
     assert bundler.lint(document) == []
     assert "$ref" in bundler.dump(document)
     assert "../common.yaml" not in bundler.dump(document)
+    assert {"/health/live", "/health/ready"} <= set(document["paths"])  # from common.yaml
 
 
-def test_bundle_is_deterministic() -> None:
-    assert bundler.dump(bundler.bundle("core")) == bundler.dump(bundler.bundle("core"))
+@pytest.mark.parametrize("service", ["core", "telemetry"])
+def test_bundle_is_deterministic(service: str) -> None:
+    assert bundler.dump(bundler.bundle(service)) == bundler.dump(bundler.bundle(service))
 
 
 def test_component_clash_fails(specs: Path) -> None:
     def clash(doc: dict[str, Any]) -> None:
         doc["components"]["schemas"]["Problem"] = {"type": "object"}
 
-    edit(specs / "core" / "system.yaml", clash)
+    edit(specs / "core" / "audit.yaml", clash)
     with pytest.raises(bundler.BundleError, match="Problem"):
         bundler.bundle("core", specs)
 
@@ -77,18 +80,18 @@ def test_duplicate_path_fails(specs: Path) -> None:
 
 def test_dangling_local_reference_fails(specs: Path) -> None:
     def dangling(doc: dict[str, Any]) -> None:
-        doc["components"]["schemas"]["Liveness"] = {"$ref": "#/components/schemas/Nope"}
+        doc["components"]["schemas"]["AuditEvent"] = {"$ref": "#/components/schemas/Nope"}
 
-    edit(specs / "core" / "system.yaml", dangling)
+    edit(specs / "core" / "audit.yaml", dangling)
     with pytest.raises(bundler.BundleError, match="Nope"):
         bundler.bundle("core", specs)
 
 
 def test_unknown_external_reference_fails(specs: Path) -> None:
     def external(doc: dict[str, Any]) -> None:
-        doc["components"]["schemas"]["Liveness"] = {"$ref": "https://example.com/x.yaml#/X"}
+        doc["components"]["schemas"]["AuditEvent"] = {"$ref": "https://example.com/x.yaml#/X"}
 
-    edit(specs / "core" / "system.yaml", external)
+    edit(specs / "core" / "audit.yaml", external)
     with pytest.raises(bundler.BundleError, match="unsupported reference"):
         bundler.bundle("core", specs)
 
@@ -103,7 +106,7 @@ def test_lint_finds_each_breach(specs: Path) -> None:
         doc["components"]["schemas"]["HealthCheck"]["properties"]["name"].pop("maxLength")
         doc["components"]["schemas"]["Readiness"]["properties"]["checks"].pop("maxItems")
 
-    edit(specs / "core" / "system.yaml", breach)
+    edit(specs / "common.yaml", breach)  # the shared paths are part of every service
     found = "\n".join(bundler.lint(bundler.bundle("core", specs)))
     for expected in (
         "GET /health/live: no summary",
@@ -124,6 +127,6 @@ def test_error_responses_must_be_problems(specs: Path) -> None:
             "text/plain": {"schema": {"type": "string", "maxLength": 10}}
         }
 
-    edit(specs / "core" / "system.yaml", plain)
+    edit(specs / "common.yaml", plain)
     found = bundler.lint(bundler.bundle("core", specs))
     assert "GET /health/ready: 503 must be application/problem+json only" in found

@@ -13,11 +13,14 @@ from carebase.config import PROJECT_ROOT
 from carebase.web.contract import METHODS, Contract
 from carebase.web.signatures import handler_registry, operation_id
 
-SPEC_DIR = PROJECT_ROOT / "openapi" / "core"
+SPEC_DIR = PROJECT_ROOT / "openapi"
+SERVICES = ("core", "telemetry")
 
 
 def _handler_classes(module_name: str) -> list[type]:
-    module = importlib.import_module(f"carebase.handlers.core.{module_name}")
+    """`core.patients` → the *Handlers classes of carebase.handlers.core.patients; `system`
+    (the paths of common.yaml, every service's) → carebase.handlers.system."""
+    module = importlib.import_module(f"carebase.handlers.{module_name}")
     return [
         cls
         for _, cls in inspect.getmembers(module, inspect.isclass)
@@ -43,22 +46,36 @@ def _module_operations(path: Path) -> set[str]:
     }
 
 
-def test_every_module_has_one_handler_class_with_exactly_its_operations() -> None:
-    modules = sorted(p for p in SPEC_DIR.glob("*.yaml") if p.name != "root.yaml")
-    assert modules
-    for path in modules:
-        classes = _handler_classes(path.stem)
-        assert len(classes) == 1, f"handlers/core/{path.stem}.py needs one *Handlers class"
-        assert _methods(classes[0]) == _module_operations(path), path.name
+def _modules(service: str) -> list[tuple[str, Path]]:
+    """(handler module, spec file) of a service, the shared paths included."""
+    found = [
+        (f"{service}.{path.stem}", path)
+        for path in sorted((SPEC_DIR / service).glob("*.yaml"))
+        if path.name != "root.yaml"
+    ]
+    return [*found, ("system", SPEC_DIR / "common.yaml")]
 
 
-def test_bundle_operations_equal_all_handler_methods() -> None:
-    spec_ids = set(Contract.for_service("core").operations)
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_module_has_one_handler_class_with_exactly_its_operations(service: str) -> None:
+    modules = _modules(service)
+    assert len(modules) > 1
+    for module, path in modules:
+        operations = _module_operations(path)
+        classes = _handler_classes(module)
+        if not operations and not classes:
+            continue  # a module of components only
+        assert len(classes) == 1, f"handlers/{module.replace('.', '/')}.py needs one *Handlers"
+        assert _methods(classes[0]) == operations, path.name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_bundle_operations_equal_all_handler_methods(service: str) -> None:
+    spec_ids = set(Contract.for_service(service).operations)
     handler_ids: set[str] = set()
-    for path in SPEC_DIR.glob("*.yaml"):
-        if path.name != "root.yaml":
-            for cls in _handler_classes(path.stem):
-                handler_ids |= _methods(cls)
+    for module, _ in _modules(service):
+        for cls in _handler_classes(module):
+            handler_ids |= _methods(cls)
     assert spec_ids == handler_ids
 
 

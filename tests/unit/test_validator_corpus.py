@@ -34,13 +34,21 @@ from carebase.web.schemas import (
     SchemaValidator,
 )
 
-BUNDLE = PROJECT_ROOT / "generated" / "openapi" / "core.yaml"
-CONTRACT = Contract(BUNDLE)
-OPERATIONS = [result.ok() for result in schemathesis.openapi.from_path(BUNDLE).get_all_operations()]
+# Both services' bundles: their pipelines share the compiled validator.
+BUNDLES = {
+    service: PROJECT_ROOT / "generated" / "openapi" / f"{service}.yaml"
+    for service in ("core", "telemetry")
+}
+CONTRACTS = {service: Contract(path) for service, path in BUNDLES.items()}
+OPERATIONS = [
+    (service, result.ok())
+    for service, path in BUNDLES.items()
+    for result in schemathesis.openapi.from_path(path).get_all_operations()
+]
 
 
-def _request_schemas(operation_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-    operation = CONTRACT.operations[operation_id]
+def _request_schemas(service: str, operation_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    operation = CONTRACTS[service].operations[operation_id]
     found = {(p.location, p.name): p.schema for p in operation.parameters}
     if operation.body is not None:
         for media, schema in operation.body.content.items():
@@ -51,7 +59,8 @@ def _request_schemas(operation_id: str) -> dict[tuple[str, str], dict[str, Any]]
 def _response_schemas() -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"{op.operation_id} {status} {media}", schema)
-        for op in CONTRACT.operations.values()
+        for contract in CONTRACTS.values()
+        for op in contract.operations.values()
         for status, content in op.responses.items()
         for media, schema in content.items()
         if schema
@@ -60,8 +69,9 @@ def _response_schemas() -> list[tuple[str, dict[str, Any]]]:
 
 REQUEST_SCHEMAS = [
     (f"{op_id} {location}:{name}", schema)
-    for op_id in CONTRACT.operations
-    for (location, name), schema in _request_schemas(op_id).items()
+    for service, contract in CONTRACTS.items()
+    for op_id in contract.operations
+    for (location, name), schema in _request_schemas(service, op_id).items()
 ]
 RESPONSE_SCHEMAS = _response_schemas()
 
@@ -95,11 +105,15 @@ def _agree_cached(schema: dict[str, Any], value: Any, *, response: bool = False)
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 @pytest.mark.parametrize(
-    "operation", OPERATIONS, ids=[f"{o.method.upper()} {o.path}" for o in OPERATIONS]
+    ("service", "operation"),
+    OPERATIONS,
+    ids=[f"{service} {o.method.upper()} {o.path}" for service, o in OPERATIONS],
 )
-def test_schemathesis_cases_are_judged_alike(operation: Any, mode: GenerationMode) -> None:
+def test_schemathesis_cases_are_judged_alike(
+    service: str, operation: Any, mode: GenerationMode
+) -> None:
     operation_id = operation.definition.raw["operationId"]
-    schemas = _request_schemas(operation_id)
+    schemas = _request_schemas(service, operation_id)
     if mode is GenerationMode.NEGATIVE and not schemas:
         pytest.skip("no parameter and no body: nothing a negative case could break")
 

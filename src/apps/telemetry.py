@@ -1,0 +1,211 @@
+"""The telemetry service's composition root: `create_app(settings)` wires its contract, the
+stores (telemetry's PostgreSQL database and ClickHouse), ingest and the same compiled
+pipeline as core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from carebase.apps import common
+from carebase.apps.core import tune_garbage_collector
+from carebase.config import Environment, Settings
+from carebase.handlers.system import SystemHandlers
+from carebase.handlers.telemetry.analytics import AnalyticsHandlers
+from carebase.handlers.telemetry.audit import AuditHandlers
+from carebase.handlers.telemetry.consents import ConsentHandlers
+from carebase.integrations.redis_pipe import RedisPipe
+from carebase.logging import configure_logging
+from carebase.operations import clickhouse_migrations, migrations
+from carebase.persistence import clickhouse
+from carebase.persistence.clickhouse import ClickHouse
+from carebase.persistence.db import Database
+from carebase.security.auth import TokenAuthenticator
+from carebase.security.jwks import JwksClient
+from carebase.security.ratelimit import RateLimiter, Rule
+from carebase.services.system import HealthService
+from carebase.services.telemetry.buffer import IngestBuffer
+from carebase.services.telemetry.consents import ConsentService
+from carebase.services.telemetry.ingest import (
+    TABLES,
+    AnalyticsIngest,
+    AuditIngest,
+    MessageIds,
+)
+from carebase.services.telemetry.privacy import PrivacyGate
+from carebase.web import routing
+from carebase.web.accesslog import AccessLog
+from carebase.web.application import Application
+from carebase.web.contract import Contract
+from carebase.web.edge import Edge
+from carebase.web.pipeline import Runtime, compile_plans
+from carebase.web.signatures import handler_registry
+
+
+class TelemetryApp(Application):
+    """The telemetry service, with what tests and the CLI reach into."""
+
+    def __init__(
+        self,
+        edge: Edge,
+        *,
+        lifespan: Any,
+        contract: Contract,
+        database: Database,
+        store: ClickHouse,
+        buffer: IngestBuffer,
+        privacy: PrivacyGate,
+        jwks: JwksClient,
+    ) -> None:
+        super().__init__(edge, lifespan=lifespan)
+        self.contract = contract
+        self.database = database
+        self.store = store
+        self.buffer = buffer
+        self.privacy = privacy
+        self.jwks = jwks
+
+
+def jwks_url(settings: Settings) -> str:
+    """Core's JWKS (AUTH_JWKS_URL), by default beside core's public URL."""
+    return settings.auth_jwks_url or f"{settings.public_base_url}/.well-known/jwks.json"
+
+
+def open_store(settings: Settings) -> ClickHouse:
+    """The ClickHouse store, its migrations applied when it is the embedded engine (which only
+    this process may open, so `carebase migrate` could not while the service runs)."""
+    client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
+    if not settings.clickhouse_url:
+        clickhouse_migrations.up(client, settings.migrations_dir / "clickhouse")
+    return ClickHouse(client)
+
+
+def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None) -> TelemetryApp:
+    """Build the telemetry service.
+
+    `overrides` replaces parts for tests: `database`, `redis_pipe`, `clickhouse` (a
+    `ClickHouse` store the caller owns), `jwks_transport` (how the JWKS client reaches core).
+    """
+    configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
+    given = dict(overrides or {})
+    contract = Contract.for_service("telemetry")
+    database: Database = given.pop("database", None) or common.build_database(
+        settings, service="telemetry"
+    )
+    redis_pipe: RedisPipe = given.pop("redis_pipe", None) or RedisPipe(
+        settings.telemetry_urls().redis, timeout_s=settings.redis_timeout_ms / 1000
+    )
+    owned_store = "clickhouse" not in given
+    store: ClickHouse = given.pop("clickhouse", None) or open_store(settings)
+    transport: httpx.AsyncBaseTransport | None = given.pop("jwks_transport", None)
+    if given:
+        raise TypeError(f"unknown overrides: {sorted(given)}")
+
+    jwks = JwksClient(
+        jwks_url(settings),
+        issuer=settings.auth_issuer or settings.jwt_issuer,
+        audience=settings.auth_audience or settings.jwt_audience,
+        transport=transport,
+    )
+    privacy = PrivacyGate(database, refresh_s=settings.telemetry_privacy_refresh_s)
+    buffer = IngestBuffer(
+        store,
+        columns=TABLES,
+        interval_s=settings.telemetry_flush_interval_s,
+        flush_rows=settings.telemetry_flush_rows,
+        max_rows=settings.telemetry_buffer_rows,
+    )
+
+    async def clickhouse_ready() -> str | None:
+        await store.ping()
+        return None
+
+    async def clickhouse_migrated() -> str | None:
+        expected = clickhouse_migrations.expected_versions(settings.migrations_dir / "clickhouse")
+        missing = sorted(expected - await store.applied_versions())
+        return f"pending: {', '.join(missing)}" if missing else None
+
+    handlers = handler_registry(
+        [
+            AnalyticsHandlers(
+                ingest=AnalyticsIngest(privacy=privacy, buffer=buffer, seen=MessageIds(redis_pipe))
+            ),
+            AuditHandlers(ingest=AuditIngest(db=database, privacy=privacy, buffer=buffer)),
+            ConsentHandlers(consents=ConsentService(db=database, privacy=privacy)),
+            SystemHandlers(
+                health=HealthService(
+                    db=database,
+                    redis=redis_pipe,
+                    expected_migrations=migrations.expected_versions(
+                        settings.migrations_dir / "telemetry", migrations.TELEMETRY_MODULES
+                    ),
+                    more={
+                        "clickhouse": clickhouse_ready,
+                        "clickhouse_migrations": clickhouse_migrated,
+                    },
+                )
+            ),
+        ]
+    )
+    runtime = Runtime(
+        authenticator=TokenAuthenticator(
+            verifier=jwks, service_token=settings.telemetry_service_token
+        ),
+        limiter=RateLimiter(redis_pipe),
+        default_rule=Rule(
+            limit=settings.rate_limit_default_limit,
+            window_s=settings.rate_limit_default_window_s,
+            key="user",
+        ),
+        idempotency=None,
+        validate_responses=settings.validate_responses,
+        actors_in_logs=False,
+    )
+    plans = compile_plans(contract, handlers, runtime)
+    specification = routing.load(contract)
+    edge = Edge(
+        contract=contract,
+        router=routing.routing(contract, specification, routing.Dispatcher(contract, plans)),
+        ui=routing.swagger_ui(specification),
+        max_body_bytes=settings.max_body_bytes,
+        access_log=AccessLog(
+            json_lines=settings.log_format == "json",
+            enabled=settings.log_level in ("debug", "info"),
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await database.open(wait=False)
+        await jwks.start()
+        flusher = asyncio.create_task(buffer.run(), name="telemetry-flush")
+        if settings.environment != Environment.TEST:
+            tune_garbage_collector()
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await buffer.close()  # every accepted row is written before the process ends
+            await jwks.close()
+            await database.close()
+            await redis_pipe.close()
+            if owned_store:
+                store.close()
+
+    return TelemetryApp(
+        edge,
+        lifespan=lifespan,
+        contract=contract,
+        database=database,
+        store=store,
+        buffer=buffer,
+        privacy=privacy,
+        jwks=jwks,
+    )

@@ -1,0 +1,88 @@
+"""ClickHouse migrations: `sql/clickhouse/NNNN_name.sql`, applied in order, recorded in
+`telemetry.schema_migrations`.
+
+The files look like dbmate's (`-- migrate:up`, `-- migrate:down`); statements end with `;` at
+the end of a line. ClickHouse has no transactional DDL, so each statement should be safe to
+run again (`IF NOT EXISTS`): a migration that fails halfway is re-run whole after the fix.
+There is no lock either: run `carebase migrate` from one place (a deploy's one-shot job), as
+the embedded engine's one-process rule already forces.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from carebase.persistence.clickhouse import DATABASE, VERSION_TABLE, applied_versions
+
+_VERSION = re.compile(r"^(\d+)_[^/]+\.sql$")
+_STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
+
+
+class ClickHouseMigrationError(Exception):
+    pass
+
+
+def migration_files(directory: Path) -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _VERSION.match(path.name)
+        if not match:
+            raise ClickHouseMigrationError(f"{path}: migration files are named NNNN_name.sql")
+        found.append((match.group(1), path))
+    return found
+
+
+def expected_versions(directory: Path) -> set[str]:
+    return {version for version, _ in migration_files(directory)}
+
+
+def statements(path: Path, section: str = "up") -> list[str]:
+    """The statements of a file's `-- migrate:up` (or `down`) section."""
+    text = path.read_text(encoding="utf-8")
+    parts = re.split(r"^-- migrate:(up|down)[ \t]*$", text, flags=re.MULTILINE)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    if "up" not in sections:
+        raise ClickHouseMigrationError(f"{path}: no `-- migrate:up` section")
+    body = sections.get(section, "")
+    found = []
+    for chunk in _STATEMENT_END.split(body):
+        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
+        statement = "\n".join(lines).strip()
+        if statement:
+            found.append(statement)
+    return found
+
+
+def up(client: Client, directory: Path) -> list[str]:
+    """Apply every migration not yet applied; answers the versions applied now."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version String, applied_at DateTime "
+        "DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = applied_versions(client)
+    applied = []
+    for version, path in migration_files(directory):
+        if version in done:
+            continue
+        for statement in statements(path):
+            try:
+                client.command(statement, settings={"mutations_sync": 2})
+            except Exception as exc:
+                raise ClickHouseMigrationError(f"{path.name}: {exc}") from exc
+        client.insert(VERSION_TABLE, [(version,)], column_names=["version"])
+        applied.append(version)
+    return applied
+
+
+def status(client: Client, directory: Path) -> str:
+    done = applied_versions(client)
+    lines = [
+        f"[{'X' if version in done else ' '}] {path.name}"
+        for version, path in migration_files(directory)
+    ]
+    pending = len([1 for version, _ in migration_files(directory) if version not in done])
+    return "\n".join([*lines, "", f"Applied: {len(done)}", f"Pending: {pending}"]) + "\n"

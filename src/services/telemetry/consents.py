@@ -1,0 +1,57 @@
+"""Consent records: append-only per person and purpose; the latest one is the state."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from carebase.errors import Forbidden, NotFound
+from carebase.pages import Page, PageRequest
+from carebase.persistence.db import Database
+from carebase.persistence.telemetry import privacy as repo
+from carebase.principal import Principal
+from carebase.services.telemetry.privacy import PrivacyGate
+
+
+class ConsentService:
+    def __init__(self, *, db: Database, privacy: PrivacyGate) -> None:
+        self._db = db
+        self._privacy = privacy
+
+    async def record(
+        self, principal: Principal, *, purpose: str, granted: bool, notice_version: str
+    ) -> repo.ConsentRow:
+        organization_id, user_id = _person(principal)
+        async with self._db.transaction(principal) as q:
+            row = await repo.insert_consent(
+                q,
+                organization_id,
+                user_id,
+                purpose=purpose,
+                granted=granted,
+                notice_version=notice_version,
+            )
+        self._privacy.forget(organization_id)  # at once here; other processes within a minute
+        return row
+
+    async def history(
+        self,
+        principal: Principal,
+        page: PageRequest,
+        *,
+        subject_id: UUID | None,
+        purpose: str | None,
+    ) -> Page[repo.ConsentRow]:
+        organization_id, _ = _person(principal)
+        async with self._db.transaction(principal, read_only=True) as q:
+            rows, total = await repo.consents(
+                q, organization_id, page, subject_id=subject_id, purpose=purpose
+            )
+        return Page(rows, total, page)
+
+
+def _person(principal: Principal) -> tuple[UUID, UUID]:
+    if principal.organization_id is None:
+        raise NotFound("No organization to keep consent in.")
+    if principal.user_id is None:
+        raise Forbidden("Consent is a person's own: sign in as that person.")
+    return principal.organization_id, principal.user_id

@@ -1,0 +1,91 @@
+"""Schemathesis over every operation of the telemetry contract, against a live uvicorn
+server that verifies core's tokens against the live core server's JWKS (real HTTP)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+import uvicorn
+from conftest import SERVICE_TOKEN, _free_port
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from carebase.apps.common import build_tokens
+from carebase.apps.telemetry import create_app
+from carebase.config import PROJECT_ROOT, Settings
+from carebase.persistence.clickhouse import ClickHouse
+
+pytestmark = pytest.mark.contract
+
+CONFIG_PATH = Path(__file__).with_name("schemathesis.toml")
+BUNDLE = PROJECT_ROOT / "generated" / "openapi" / "telemetry.yaml"
+schema = schemathesis.openapi.from_path(
+    BUNDLE, config=SchemathesisConfig.from_path(str(CONFIG_PATH))
+)
+CALLERS = ("anonymous", "service", "admin", "staff", "patient")
+
+
+@pytest.fixture(scope="session")
+def telemetry_server(
+    telemetry_settings: Settings, clickhouse_store: ClickHouse, live_server: str
+) -> Iterator[str]:
+    """Telemetry under real uvicorn on a loopback port, in a thread of its own."""
+    port = _free_port()
+    configured = telemetry_settings.model_copy(
+        update={"auth_jwks_url": f"{live_server}/.well-known/jwks.json"}
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(configured, overrides={"clickhouse": clickhouse_store}),
+            host="127.0.0.1",
+            port=port,
+            loop="asyncio",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="telemetry-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the telemetry server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def telemetry_callers(settings: Settings) -> dict[str, dict[str, str]]:
+    """Core-signed tokens for members of a fresh organization (telemetry trusts the token's
+    organization and role), and the relay's service credential."""
+    issuer = build_tokens(settings)
+    org = str(uuid.uuid4())
+    headers: dict[str, dict[str, str]] = {
+        "anonymous": {},
+        "service": {"Authorization": f"Bearer {SERVICE_TOKEN}"},
+    }
+    for role in ("admin", "staff", "patient"):
+        token = issuer.issue(subject=str(uuid.uuid4()), organization_id=org, role=role)
+        headers[role] = {"Authorization": f"Bearer {token}"}
+    return headers
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_telemetry_operation_conforms(
+    case: schemathesis.Case,
+    telemetry_server: str,
+    telemetry_callers: dict[str, dict[str, str]],
+    caller: str,
+) -> None:
+    case.call_and_validate(base_url=telemetry_server, headers=telemetry_callers[caller])
