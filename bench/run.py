@@ -336,6 +336,16 @@ def prepared_stack() -> devstack.EmbeddedStack:
         app_url=stack.database_url,
     )
     migrations.up(stack.database_admin_url, PROJECT_ROOT / "sql")
+    migrations.bootstrap(
+        superuser_url=stack.superuser_url,
+        admin_url=stack.telemetry_database_admin_url,
+        app_url=stack.telemetry_database_url,
+    )
+    migrations.up(
+        stack.telemetry_database_admin_url,
+        PROJECT_ROOT / "sql" / "telemetry",
+        migrations.TELEMETRY_MODULES,
+    )
     return stack
 
 

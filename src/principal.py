@@ -27,6 +27,8 @@ class Principal:
     api_key_id: UUID | None = None
     impersonator_id: UUID | None = None
     origin: Origin | None = None
+    session_id: UUID | None = None
+    """Telemetry: the one session a session token may send data for."""
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -42,6 +44,7 @@ class Principal:
             self.api_key_id,
             self.impersonator_id,
             origin,
+            self.session_id,
         )
 
     @property

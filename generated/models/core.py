@@ -718,6 +718,15 @@ class SwitchOrganizationRequest(BaseModel):
     organization_id: UUID
 
 
+class TelemetrySession(BaseModel):
+    token: Annotated[str, Field(max_length=4096)]
+    session_id: UUID
+    """
+    The appointment's id; the pose ingest path names it.
+    """
+    expires_at: AwareDatetime
+
+
 class TimeInterval(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

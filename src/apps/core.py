@@ -147,7 +147,11 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     )
     handlers = handler_registry(
         [
-            AppointmentHandlers(appointments=AppointmentService(db=database, video=rooms)),
+            AppointmentHandlers(
+                appointments=AppointmentService(
+                    db=database, video=rooms, tokens=dependencies.tokens
+                )
+            ),
             AttachmentHandlers(
                 attachments=AttachmentService(
                     db=database, blobs=blobs, url_ttl_s=settings.blob_url_ttl_s

@@ -19,6 +19,7 @@ from carebase.handlers.system import SystemHandlers
 from carebase.handlers.telemetry.analytics import AnalyticsHandlers
 from carebase.handlers.telemetry.audit import AuditHandlers
 from carebase.handlers.telemetry.consents import ConsentHandlers
+from carebase.handlers.telemetry.pose import PoseHandlers
 from carebase.integrations.redis_pipe import RedisPipe
 from carebase.logging import configure_logging
 from carebase.operations import clickhouse_migrations, migrations
@@ -28,6 +29,7 @@ from carebase.persistence.db import Database
 from carebase.security.auth import TokenAuthenticator
 from carebase.security.jwks import JwksClient
 from carebase.security.ratelimit import RateLimiter, Rule
+from carebase.security.tokens import SESSION_AUDIENCE
 from carebase.services.system import HealthService
 from carebase.services.telemetry.buffer import IngestBuffer
 from carebase.services.telemetry.consents import ConsentService
@@ -37,6 +39,7 @@ from carebase.services.telemetry.ingest import (
     AuditIngest,
     MessageIds,
 )
+from carebase.services.telemetry.pose import PoseIngest
 from carebase.services.telemetry.privacy import PrivacyGate
 from carebase.web import routing
 from carebase.web.accesslog import AccessLog
@@ -110,12 +113,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         jwks_url(settings),
         issuer=settings.auth_issuer or settings.jwt_issuer,
         audience=settings.auth_audience or settings.jwt_audience,
+        also_accept=(SESSION_AUDIENCE,),
         transport=transport,
     )
     privacy = PrivacyGate(database, refresh_s=settings.telemetry_privacy_refresh_s)
     buffer = IngestBuffer(
         store,
-        columns=TABLES,
+        tables=TABLES,
         interval_s=settings.telemetry_flush_interval_s,
         flush_rows=settings.telemetry_flush_rows,
         max_rows=settings.telemetry_buffer_rows,
@@ -137,6 +141,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             ),
             AuditHandlers(ingest=AuditIngest(db=database, privacy=privacy, buffer=buffer)),
             ConsentHandlers(consents=ConsentService(db=database, privacy=privacy)),
+            PoseHandlers(ingest=PoseIngest(privacy=privacy, buffer=buffer)),
             SystemHandlers(
                 health=HealthService(
                     db=database,

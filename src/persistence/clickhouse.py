@@ -103,15 +103,23 @@ class ClickHouse:
         except ClickHouseError as exc:
             raise StoreUnavailable(str(exc)[:500]) from exc
 
-    async def insert(self, table: str, columns: Sequence[str], rows: bytes, *, token: str) -> None:
-        """One INSERT of JSONEachRow `rows` (newline-separated objects); `token` makes a retry
-        of the same rows store nothing new."""
+    async def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: bytes,
+        *,
+        token: str,
+        fmt: str = "JSONEachRow",
+    ) -> None:
+        """One INSERT of encoded `rows` (JSONEachRow lines or RowBinary); `token` makes a
+        retry of the same rows store nothing new."""
         await self._call(
             self._client.raw_insert,
             f"{DATABASE}.{table}",
             list(columns),
             insert_block=rows,
-            fmt="JSONEachRow",
+            fmt=fmt,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
 

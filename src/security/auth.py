@@ -25,7 +25,7 @@ from carebase.persistence.db import Database
 from carebase.principal import Principal
 from carebase.security import credentials
 from carebase.security.jwks import JwksClient
-from carebase.security.tokens import TokenService
+from carebase.security.tokens import SESSION_AUDIENCE, TokenService
 
 _log = structlog.get_logger("carebase.security.auth")
 
@@ -72,6 +72,8 @@ class Authenticates(Protocol):
 
 SERVICE_ROLE = "service"
 """The role of core's relay calling telemetry (a service credential, no person)."""
+SESSION_ROLE = "telemetry_session"
+"""The role of a telemetry session token: one session's pose frames, nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,15 @@ class TokenAuthenticator:
             user_id = UUID(claims.subject)
             organization_id = UUID(claims.organization_id) if claims.organization_id else None
             impersonator = UUID(claims.impersonator) if claims.impersonator else None
+            if claims.audience == SESSION_AUDIENCE:
+                if organization_id is None or claims.session_id is None:
+                    raise ValueError("a session token without its organization or session")
+                return Principal(
+                    user_id=user_id,
+                    organization_id=organization_id,
+                    role=SESSION_ROLE,
+                    session_id=UUID(claims.session_id),
+                )
         except (Unauthenticated, ValueError) as exc:
             _log.info("token_refused", reason=str(exc))
             raise Unauthenticated("The access token is invalid or expired.") from None

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -53,6 +53,7 @@ class JwksClient:
         *,
         issuer: str,
         audience: str,
+        also_accept: Sequence[str] = (),
         cooldown_s: float = 30.0,
         refresh_s: float = 300.0,
         timeout_s: float = 2.0,
@@ -63,6 +64,7 @@ class JwksClient:
         self.url = url
         self.issuer = issuer
         self.audience = audience
+        self._audiences = [audience, *also_accept]
         self._cooldown_s = cooldown_s
         self._refresh_s = refresh_s
         self._max_bytes = max_bytes
@@ -178,7 +180,7 @@ class JwksClient:
                 token,
                 key,
                 algorithms=[algorithm],
-                audience=self.audience,
+                audience=self._audiences,
                 issuer=self.issuer,
                 leeway=LEEWAY_S,
                 options={"require": REQUIRED_CLAIMS, "verify_signature": True},

@@ -120,6 +120,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     ),
     # Core's relay calling telemetry with the service credential: ingest only.
     "service": frozenset({"audit:ingest"}),
+    # A telemetry session token (core mints it per appointment): that session's frames only.
+    "telemetry_session": frozenset({"pose:write"}),
 }
 
 KNOWN = frozenset().union(SELF, PLATFORM, *ROLE_PERMISSIONS.values())

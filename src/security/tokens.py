@@ -30,6 +30,9 @@ MAX_TOKEN_BYTES = 4096
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 LEEWAY_S = 30
 VERIFIED_CACHE_SIZE = 10_000
+SESSION_AUDIENCE = "carebase-telemetry-session"
+"""The audience of telemetry session tokens: never an access token's, so neither is taken for
+the other (core verifies its own audience only)."""
 
 
 class KeyringError(Exception):
@@ -163,6 +166,9 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     impersonator: str | None = None
+    session_id: str | None = None
+    """A telemetry session token's session (`sid`): the one session it may send data for."""
+    audience: str | None = None
 
 
 class TokenService:
@@ -227,6 +233,24 @@ class TokenService:
         }
         if impersonator:
             claims["act"] = {"sub": impersonator}
+        key = self.keyring.active
+        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+    def issue_session(
+        self, *, subject: str, organization_id: str, session_id: str, expires_at: int
+    ) -> str:
+        """A telemetry session token: for one session's pose frames, until `expires_at`."""
+        issued = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": SESSION_AUDIENCE,
+            "sub": subject,
+            "iat": issued,
+            "exp": expires_at,
+            "jti": uuid.uuid4().hex,
+            "org": organization_id,
+            "sid": session_id,
+        }
         key = self.keyring.active
         return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
@@ -302,7 +326,8 @@ def claims_of(claims: Mapping[str, Any]) -> AccessClaims:
         raise Unauthenticated("invalid token: sub")
     actor = claims.get("act")
     impersonator = actor.get("sub") if isinstance(actor, dict) else None
-    org, role = claims.get("org"), claims.get("role")
+    org, role, session = claims.get("org"), claims.get("role"), claims.get("sid")
+    audience = claims.get("aud")
     return AccessClaims(
         subject=subject,
         organization_id=org if isinstance(org, str) else None,
@@ -311,4 +336,6 @@ def claims_of(claims: Mapping[str, Any]) -> AccessClaims:
         issued_at=int(claims["iat"]),
         expires_at=int(claims["exp"]),
         impersonator=impersonator if isinstance(impersonator, str) else None,
+        session_id=session if isinstance(session, str) else None,
+        audience=audience if isinstance(audience, str) else None,
     )

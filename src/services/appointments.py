@@ -35,6 +35,7 @@ from carebase.persistence import appointments as repo
 from carebase.persistence import forms, patients, specialists
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal, organization_of
+from carebase.security.tokens import TokenService
 from carebase.services import appointment_states as states
 from carebase.services import working_hours as wh
 from carebase.services.audit import record
@@ -96,16 +97,31 @@ class VideoGrant:
     is_owner: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SessionGrant:
+    token: str
+    session_id: UUID
+    expires_at: dt.datetime
+
+
+SESSION_GRACE = dt.timedelta(minutes=5)
+"""A telemetry session token outlives the appointment's end by this much…"""
+SESSION_MAX = dt.timedelta(hours=2)
+"""…and lives at most this long: a longer session asks again."""
+
+
 class AppointmentService:
     def __init__(
         self,
         *,
         db: Database,
         video: VideoProvider,
+        tokens: TokenService | None = None,
         now: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self._db = db
         self._video = video
+        self._tokens = tokens
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
 
     # --- booking ------------------------------------------------------------------------------
@@ -586,6 +602,40 @@ class AppointmentService:
             expires_at=current.video_expires_at,
         )
         return VideoGrant(granted.token, current.video_url, granted.expires_at, is_owner)
+
+    async def telemetry_session(self, principal: Principal, appointment_id: UUID) -> SessionGrant:
+        """A token for this session's pose frames, for its patient or specialist."""
+        if self._tokens is None:
+            raise RuntimeError("AppointmentService was built without a token service")
+        organization_id = organization_of(principal, NO_APPOINTMENT)
+        q = self._db.reader(principal)
+        current = await repo.appointment(q, organization_id, appointment_id)
+        if current is None:
+            raise NotFound(NO_APPOINTMENT)
+        if current.status not in states.ACTIVE or current.status == "held":
+            raise Conflict(
+                f"The appointment is {current.status.replace('_', ' ')}: it has no session."
+            )
+        now = self._now()
+        ends = current.ends_at + SESSION_GRACE
+        if ends <= now:
+            raise Conflict("The appointment has ended: its session is closed.")
+        specialist = await specialists.specialist(q, organization_id, current.specialist_id)
+        patient = await patients.record(q, organization_id, current.patient_id)
+        participants = {
+            specialist.user_id if specialist is not None else None,
+            patient.user_id if patient is not None else None,
+        } - {None}
+        if principal.user_id not in participants:
+            raise Forbidden("Only the appointment's specialist and patient send its session data.")
+        expires = min(ends, now + SESSION_MAX)
+        token = self._tokens.issue_session(
+            subject=str(principal.user_id),
+            organization_id=str(organization_id),
+            session_id=str(current.id),
+            expires_at=int(expires.timestamp()),
+        )
+        return SessionGrant(token, current.id, expires.replace(microsecond=0))
 
     async def _current(
         self, q: Querier, organization_id: UUID, appointment_id: UUID

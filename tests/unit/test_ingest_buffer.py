@@ -10,10 +10,10 @@ import pytest
 
 from carebase.errors import DependencyUnavailable
 from carebase.persistence.clickhouse import StoreUnavailable
-from carebase.services.telemetry.buffer import IngestBuffer
+from carebase.services.telemetry.buffer import IngestBuffer, Table
 from carebase.services.telemetry.privacy import truncate_ip
 
-COLUMNS = {"a": ("x",), "b": ("y",)}
+TABLES = {"a": Table(("x",)), "b": Table(("y",))}
 
 
 class FakeStore:
@@ -21,7 +21,9 @@ class FakeStore:
         self.inserts: list[tuple[str, bytes, str]] = []
         self.failures = 0
 
-    async def insert(self, table: str, columns: Sequence[str], rows: bytes, *, token: str) -> None:
+    async def insert(
+        self, table: str, columns: Sequence[str], rows: bytes, *, token: str, fmt: str
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("down")
@@ -29,7 +31,7 @@ class FakeStore:
 
 
 def _buffer(store: FakeStore, **options: int) -> IngestBuffer:
-    return IngestBuffer(store, columns=COLUMNS, **options)  # type: ignore[arg-type]
+    return IngestBuffer(store, tables=TABLES, **options)  # type: ignore[arg-type]
 
 
 async def test_one_insert_per_table_per_flush() -> None:

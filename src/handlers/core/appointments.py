@@ -196,6 +196,15 @@ class AppointmentHandlers:
         )
         return ok(token, headers=NO_STORE)
 
+    async def create_telemetry_session(
+        self, principal: Principal, *, appointment_id: UUID
+    ) -> Reply:
+        grant = await self._appointments.telemetry_session(principal, appointment_id)
+        session = api.TelemetrySession.model_construct(
+            token=grant.token, session_id=grant.session_id, expires_at=grant.expires_at
+        )
+        return ok(session, headers=NO_STORE)
+
 
 def _created(row: AppointmentRow) -> Reply:
     return created(appointment_json(row), location=f"{BASE}/{row.id}", version=row.version)

@@ -33,6 +33,18 @@ _log = structlog.get_logger("carebase.telemetry.buffer")
 RETRY_AFTER_S = 2
 
 
+@dataclass(frozen=True)
+class Table:
+    """A buffered table: its columns, and the format its rows are encoded in."""
+
+    columns: tuple[str, ...]
+    fmt: str = "JSONEachRow"
+
+    @property
+    def separator(self) -> bytes:
+        return b"\n" if self.fmt == "JSONEachRow" else b""
+
+
 @dataclass
 class _Batch:
     """Rows of one table taken for one INSERT; the token is fixed once taken."""
@@ -57,18 +69,18 @@ class IngestBuffer:
         self,
         store: ClickHouse,
         *,
-        columns: Mapping[str, Sequence[str]],
+        tables: Mapping[str, Table],
         interval_s: float = 1.0,
         flush_rows: int = 20_000,
         max_rows: int = 200_000,
     ) -> None:
         self._store = store
-        self._columns = dict(columns)
+        self._tables = dict(tables)
         self._interval_s = interval_s
         self._flush_rows = flush_rows
         self._max_rows = max_rows
-        self._pending: dict[str, list[bytes]] = {table: [] for table in columns}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {table: [] for table in columns}
+        self._pending: dict[str, list[bytes]] = {table: [] for table in tables}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {table: [] for table in tables}
         self._retrying: list[_Batch] = []
         self._queued = 0
         self._wake = asyncio.Event()
@@ -90,7 +102,8 @@ class IngestBuffer:
             )
 
     def add(self, table: str, rows: Sequence[bytes]) -> None:
-        """Queue encoded rows (JSONEachRow lines) for `table`; written within `interval_s`."""
+        """Queue encoded rows (JSONEachRow lines, or RowBinary rows) for `table`; written
+        within `interval_s`."""
         if not rows:
             return
         self.ensure_room(len(rows))
@@ -137,9 +150,14 @@ class IngestBuffer:
             _resolve(batch.waiters, None)
             return 0
         started = time.perf_counter()
+        table = self._tables[batch.table]
         try:
             await self._store.insert(
-                batch.table, self._columns[batch.table], b"\n".join(batch.rows), token=batch.token
+                batch.table,
+                table.columns,
+                table.separator.join(batch.rows),
+                token=batch.token,
+                fmt=table.fmt,
             )
         except (StoreUnavailable, OSError) as exc:
             self.stats.failures += 1

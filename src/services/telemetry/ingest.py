@@ -21,7 +21,7 @@ from carebase.integrations.redis_pipe import RedisPipe, RedisReplyError, RedisUn
 from carebase.persistence.db import Database
 from carebase.persistence.telemetry import audit_events as audit_repo
 from carebase.principal import Principal
-from carebase.services.telemetry.buffer import IngestBuffer
+from carebase.services.telemetry.buffer import IngestBuffer, Table
 from carebase.services.telemetry.privacy import NO_ORGANIZATION, PrivacyGate, truncate_ip
 
 _log = structlog.get_logger("carebase.telemetry.ingest")
@@ -56,9 +56,20 @@ AUDIT_COLUMNS = (
     "actor_type",
     "actor_hash",
 )
-TABLES: Mapping[str, Sequence[str]] = {
-    "analytics_events": ANALYTICS_COLUMNS,
-    "audit_events": AUDIT_COLUMNS,
+POSE_COLUMNS = (
+    "organization_id",
+    "session_id",
+    "actor_hash",
+    "batch_seq",
+    "frame_number",
+    "t_ms",
+    "landmarks",
+    "received_at",
+)
+TABLES: Mapping[str, Table] = {
+    "analytics_events": Table(ANALYTICS_COLUMNS),
+    "audit_events": Table(AUDIT_COLUMNS),
+    "pose_frames": Table(POSE_COLUMNS, fmt="RowBinary"),
 }
 
 # SET NX EX for every key; answers 1 for a key set now (new), 0 for one already there.

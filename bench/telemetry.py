@@ -1,0 +1,342 @@
+"""Telemetry ingest under load (issue 13): `carebase serve telemetry` (one worker, the embedded
+ClickHouse engine in its own data directory) and wrk on the same two cores.
+
+- **Analytics**: batches of BENCH_TELEMETRY_BATCH track events (default 100), each event with
+  a message id never sent before, spread over BENCH_TELEMETRY_USERS members (default 256) of
+  one organization with real core-signed EdDSA tokens, verified against a JWKS the bench
+  serves (as core would). Events/s = 202 answers × batch size ÷ duration.
+
+Every check stays on: token verification, the per-user rate limit in Redis, the compiled
+contract validator, privacy (consent state, keyed actor hash, truncated address), the
+message-id dedupe in Redis, and the buffer's one INSERT per table per second into chdb.
+Server CPU per event and its RSS at the end are recorded; with BENCH_TELEMETRY_PROFILE=1 a
+py-spy profile of the server is written beside the results. Run alone:
+`python bench/telemetry.py` (it prepares the stack that bench/run.py uses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from carebase.config import PROJECT_ROOT
+from carebase.operations import devstack
+from carebase.security.tokens import Keyring, SigningKey, TokenService
+
+BATCH = int(os.environ.get("BENCH_TELEMETRY_BATCH", "100"))
+USERS = int(os.environ.get("BENCH_TELEMETRY_USERS", "256"))
+DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
+ROUNDS = int(os.environ.get("BENCH_TELEMETRY_ROUNDS", "3"))
+CONNECTIONS, THREADS, WARMUP_S = 64, 2, 3
+RESULTS = PROJECT_ROOT / "docs" / "benchmarks-telemetry.json"
+SERVICE_TOKEN = "bench-service-credential-0123456789abcdef"  # noqa: S105 - a local bench value
+
+LUA = """
+local tokens = {%(tokens)s}
+local template = %(template)s
+local counter = 0
+local prefix = ""
+function setup(thread)
+  thread:set("prefix", "t" .. tostring(math.random(1, 1e9)))
+end
+function init(args)
+  prefix = prefix .. "-" .. tostring(math.random(1, 1e9))
+end
+function request()
+  counter = counter + 1
+  local ids = {}
+  local body = string.gsub(template, "@ID@", function()
+    return prefix .. "-" .. counter .. "-" .. math.random(1, 1e9)
+  end)
+  local token = tokens[(counter %% #tokens) + 1]
+  return wrk.format("POST", "/v1/analytics/batch",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Jwks(BaseHTTPRequestHandler):
+    document = b"{}"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.document)))
+        self.end_headers()
+        self.wfile.write(self.document)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def _template() -> str:
+    """One batch; `@ID@` becomes a fresh message id per event in wrk."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    events = [
+        {
+            "message_id": "@ID@",
+            "event": "Exercise Set Completed",
+            "timestamp": now,
+            "properties": {"exercise": "knee-extension", "set": i % 5, "reps": 12, "pain": 3},
+            "context": {"page": {"path": "/exercises/knee"}, "locale": "hr-HR"},
+        }
+        for i in range(BATCH)
+    ]
+    return json.dumps({"batch": events})
+
+
+def _lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+class Server:
+    """`carebase serve telemetry` in its own process, with a JWKS to verify tokens against."""
+
+    def __init__(self, stack: devstack.EmbeddedStack, data_dir: Path) -> None:
+        self.stack = stack
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.keyring = Keyring([SigningKey.generate(int(time.time()))], token_ttl_s=3600)
+        self.tokens = TokenService(self.keyring, issuer="carebase", audience="carebase-api")
+        _Jwks.document = json.dumps(self.keyring.jwks(int(time.time()))).encode()
+        self.jwks = ThreadingHTTPServer(("127.0.0.1", 0), _Jwks)
+        threading.Thread(target=self.jwks.serve_forever, daemon=True).start()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        shutil.rmtree(self.data_dir / "clickhouse", ignore_errors=True)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", ""),
+            "ENVIRONMENT": "development",
+            "DATA_DIR": str(self.data_dir),
+            "TELEMETRY_DATABASE_URL": self.stack.telemetry_database_url,
+            "TELEMETRY_DATABASE_ADMIN_URL": self.stack.telemetry_database_admin_url,
+            "REDIS_URL": self.stack.redis_url,
+            "AUTH_JWKS_URL": f"http://127.0.0.1:{self.jwks.server_port}/jwks.json",
+            "AUTH_ISSUER": "carebase",
+            "AUTH_AUDIENCE": "carebase-api",
+            "TELEMETRY_SERVICE_TOKEN": SERVICE_TOKEN,
+            "LOG_LEVEL": "info",  # the access log on, as in production (to /dev/null)
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "carebase.operations.cli",
+                "serve",
+                "telemetry",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - loopback
+                    f"http://127.0.0.1:{self.port}/health/ready", timeout=2
+                ) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("bench telemetry: the server did not become ready")
+            time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        assert self.process is not None  # noqa: S101 - measured while it runs
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def rss_mib(self) -> float:
+        assert self.process is not None  # noqa: S101 - measured while it runs
+        return round(psutil.Process(self.process.pid).memory_info().rss / 2**20, 1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        self.jwks.shutdown()
+
+
+def _wrk(wrk: str, script: Path, url: str, seconds: int) -> dict[str, Any]:
+    done = subprocess.run(  # noqa: S603 - our own tool and arguments
+        [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency: dict[str, float] = {}
+    for label in ("50%", "99%"):
+        found = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
+        if found:
+            value, unit = float(found.group(1)), found.group(2)
+            latency[label] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return {
+        "requests": requests,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "p50_ms": latency.get("50%"),
+        "p99_ms": latency.get("99%"),
+        "output": out,
+    }
+
+
+def measure(stack: devstack.EmbeddedStack, data_dir: Path, wrk: str) -> dict[str, Any]:
+    server = Server(stack, data_dir)
+    organization = str(uuid.uuid4())
+    tokens = [
+        server.tokens.issue(subject=str(uuid.uuid4()), organization_id=organization, role="patient")
+        for _ in range(USERS)
+    ]
+    script = data_dir / "telemetry-analytics.lua"
+    script.write_text(
+        LUA
+        % {
+            "tokens": ", ".join(f'"{t}"' for t in tokens),
+            "template": _lua_string(_template()),
+        }
+    )
+    url = f"http://127.0.0.1:{server.port}"
+    runs = []
+    profile: str | None = None
+    try:
+        server.start()
+        _wrk(wrk, script, url, WARMUP_S)
+        for _ in range(ROUNDS):
+            before = server.cpu_s()
+            result = _wrk(wrk, script, url, DURATION_S)
+            cpu = server.cpu_s() - before
+            ok = result["requests"] - result["non_2xx"]
+            runs.append(
+                {
+                    "events_per_s": round(ok * BATCH / DURATION_S),
+                    "batches_per_s": round(ok / DURATION_S, 1),
+                    "non_2xx": result["non_2xx"],
+                    "p50_ms": result["p50_ms"],
+                    "p99_ms": result["p99_ms"],
+                    "server_cpu_us_per_event": round(cpu / max(ok * BATCH, 1) * 1e6, 2),
+                }
+            )
+            print(f"bench telemetry: {runs[-1]}", flush=True)
+        if os.environ.get("BENCH_TELEMETRY_PROFILE") == "1":
+            profile = _profile(server, wrk, script, url, data_dir)
+        rss = server.rss_mib()
+    finally:
+        server.stop()
+    best = sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2]
+    return {
+        "batch": BATCH,
+        "users": USERS,
+        "connections": CONNECTIONS,
+        "duration_s": DURATION_S,
+        "runs": runs,
+        "median": best,
+        "rss_mib": rss,
+        "profile": profile,
+    }
+
+
+def _profile(server: Server, wrk: str, script: Path, url: str, data_dir: Path) -> str:
+    """py-spy's top functions of the server under the same load (own time, %)."""
+    assert server.process is not None  # noqa: S101 - profiled while it runs
+    out = data_dir / "telemetry-profile.txt"
+    spy = subprocess.Popen(  # noqa: S603 - our own tool and arguments
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(server.process.pid),
+            "--duration",
+            str(DURATION_S),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wrk(wrk, script, url, DURATION_S)
+    spy.wait(timeout=60)
+    return str(out)
+
+
+def markdown(result: dict[str, Any] | None) -> str:
+    if not result:
+        return ""
+    m = result["median"]
+    met = "met" if m["events_per_s"] >= 30_000 else "**missed**"
+    met_p99 = "met" if (m["p99_ms"] or 1e9) <= 250 else "**missed**"
+    rows = "\n".join(
+        f"| {r['events_per_s']:,} | {r['batches_per_s']:,} | {r['p50_ms']} | {r['p99_ms']} |"
+        f" {r['server_cpu_us_per_event']} | {r['non_2xx']} |"
+        for r in result["runs"]
+    )
+    return f"""## Telemetry ingest (issue 13): one worker, the embedded ClickHouse engine
+
+bench/telemetry.py: `carebase serve telemetry` (one uvicorn worker, chdb in process) and
+`wrk -t{THREADS} -c{result['connections']} -d{result['duration_s']}s` on the same two cores as
+PostgreSQL and Redis. Batches of {result['batch']} track events, every message id new, from
+{result['users']} members of one organization with core-signed EdDSA tokens; every check on
+(token, per-user rate limit, contract validation, consent state, keyed actor hash, truncated
+address, message-id dedupe in Redis, one INSERT per table per flush).
+
+| what | wanted | measured (median run) | |
+|---|---|---:|---|
+| analytics events/s, batches of {result['batch']} | ≥ 30,000 | {m['events_per_s']:,} | {met} |
+| p99 at {result['connections']} connections | ≤ 250 ms | {m['p99_ms']} ms | {met_p99} |
+
+| events/s | batches/s | p50 ms | p99 ms | server CPU µs/event | non-2xx |
+|---:|---:|---:|---:|---:|---:|
+{rows}
+
+Server RSS at the end: {result['rss_mib']} MiB.
+"""
+
+
+def main() -> None:
+    import run  # noqa: PLC0415 (bench/run.py owns the stack; it imports this module)
+
+    wrk = run.ensure_wrk()
+    stack = run.prepared_stack()
+    try:
+        result = measure(stack, run.BENCH_DIR, wrk)
+    finally:
+        stack.stop()
+    print(markdown(result))
+    if os.environ.get("BENCH_WRITE", "1") != "0":
+        RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
