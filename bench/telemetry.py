@@ -79,7 +79,7 @@ def _free_port() -> int:
 class _Jwks(BaseHTTPRequestHandler):
     document = b"{}"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(self.document)))
@@ -158,7 +158,7 @@ class Server:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(  # noqa: S310 - loopback
+                with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.port}/health/ready", timeout=2
                 ) as reply:
                     if reply.status == 200:
@@ -186,8 +186,17 @@ class Server:
 
 
 def _wrk(wrk: str, script: Path, url: str, seconds: int) -> dict[str, Any]:
-    done = subprocess.run(  # noqa: S603 - our own tool and arguments
-        [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+    done = subprocess.run(
+        [
+            wrk,
+            f"-t{THREADS}",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -200,7 +209,9 @@ def _wrk(wrk: str, script: Path, url: str, seconds: int) -> dict[str, Any]:
         found = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
         if found:
             value, unit = float(found.group(1)), found.group(2)
-            latency[label] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+            latency[label] = (
+                value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+            )
     return {
         "requests": requests,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
@@ -269,7 +280,7 @@ def _profile(server: Server, wrk: str, script: Path, url: str, data_dir: Path) -
     """py-spy's top functions of the server under the same load (own time, %)."""
     assert server.process is not None  # noqa: S101 - profiled while it runs
     out = data_dir / "telemetry-profile.txt"
-    spy = subprocess.Popen(  # noqa: S603 - our own tool and arguments
+    spy = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "py-spy"),
             "record",
@@ -305,22 +316,22 @@ def markdown(result: dict[str, Any] | None) -> str:
     return f"""## Telemetry ingest (issue 13): one worker, the embedded ClickHouse engine
 
 bench/telemetry.py: `carebase serve telemetry` (one uvicorn worker, chdb in process) and
-`wrk -t{THREADS} -c{result['connections']} -d{result['duration_s']}s` on the same two cores as
-PostgreSQL and Redis. Batches of {result['batch']} track events, every message id new, from
-{result['users']} members of one organization with core-signed EdDSA tokens; every check on
+`wrk -t{THREADS} -c{result["connections"]} -d{result["duration_s"]}s` on the same two cores as
+PostgreSQL and Redis. Batches of {result["batch"]} track events, every message id new, from
+{result["users"]} members of one organization with core-signed EdDSA tokens; every check on
 (token, per-user rate limit, contract validation, consent state, keyed actor hash, truncated
 address, message-id dedupe in Redis, one INSERT per table per flush).
 
 | what | wanted | measured (median run) | |
 |---|---|---:|---|
-| analytics events/s, batches of {result['batch']} | ≥ 30,000 | {m['events_per_s']:,} | {met} |
-| p99 at {result['connections']} connections | ≤ 250 ms | {m['p99_ms']} ms | {met_p99} |
+| analytics events/s, batches of {result["batch"]} | ≥ 30,000 | {m["events_per_s"]:,} | {met} |
+| p99 at {result["connections"]} connections | ≤ 250 ms | {m["p99_ms"]} ms | {met_p99} |
 
 | events/s | batches/s | p50 ms | p99 ms | server CPU µs/event | non-2xx |
 |---:|---:|---:|---:|---:|---:|
 {rows}
 
-Server RSS at the end: {result['rss_mib']} MiB.
+Server RSS at the end: {result["rss_mib"]} MiB.
 """
 
 
