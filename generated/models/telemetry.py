@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -33,6 +34,18 @@ class AuditIngestEvent(BaseModel):
     changed_fields: Annotated[list[ChangedField] | None, Field(max_length=1000)] = None
     changed_fields_truncated: bool | None = None
     request_id: Annotated[str | None, Field(max_length=128)] = None
+
+
+class BandwidthSample(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    at: AwareDatetime
+    kbps_up: Annotated[float | None, Field(ge=0.0, le=1000000.0)] = None
+    kbps_down: Annotated[float, Field(ge=0.0, le=1000000.0)]
+    rtt_ms: Annotated[float | None, Field(ge=0.0, le=60000.0)] = None
+    loss_pct: Annotated[float | None, Field(ge=0.0, le=100.0)] = None
+    jitter_ms: Annotated[float | None, Field(ge=0.0, le=60000.0)] = None
 
 
 class CheckStatus(StrEnum):
@@ -98,6 +111,63 @@ class IngestResult(BaseModel):
     rejected: Annotated[list[IngestRejection], Field(max_length=1000)]
 
 
+class Type(StrEnum):
+    start = "start"
+    heartbeat = "heartbeat"
+    stall = "stall"
+    end = "end"
+
+
+class MediaEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Type
+    at: AwareDatetime
+    stall_ms: Annotated[int | None, Field(ge=0, le=3600000)] = None
+    """
+    How long the picture froze (a `stall`).
+    """
+    samples: Annotated[list[BandwidthSample] | None, Field(max_length=60)] = None
+
+
+class MediaEventBatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    events: Annotated[list[MediaEvent], Field(max_length=50, min_length=1)]
+
+
+class Status(StrEnum):
+    open = "open"
+    ended = "ended"
+    timed_out = "timed_out"
+
+
+class MediaQuality(BaseModel):
+    """
+    The session's video quality; null when no media events arrived.
+    """
+
+    status: Status
+    started_at: Annotated[AwareDatetime | None, Field(...)]
+    ended_at: Annotated[AwareDatetime | None, Field(...)]
+    p50_kbps: Annotated[float | None, Field(...)]
+    p95_kbps: Annotated[float | None, Field(...)]
+    stalls: Annotated[int | None, Field(...)]
+    samples: Annotated[int | None, Field(...)]
+
+
+class OrganizationDay(BaseModel):
+    day: date
+    events: Annotated[int, Field(ge=0)]
+    active_patients: Annotated[int, Field(ge=0)]
+    completed_sessions: Annotated[int, Field(ge=0)]
+    pose_minutes: Annotated[int, Field(ge=0)]
+    median_bitrate_kbps: Annotated[float | None, Field(...)]
+    stalls: Annotated[int, Field(ge=0)]
+
+
 class PageMeta(BaseModel):
     """
     Where a page sits in its list.
@@ -107,6 +177,17 @@ class PageMeta(BaseModel):
     page_size: Annotated[int, Field(examples=[25], ge=1, le=100)]
     total: Annotated[int, Field(examples=[120], ge=0)]
     total_pages: Annotated[int, Field(examples=[5], ge=0)]
+
+
+class PoseSummary(BaseModel):
+    """
+    The session's pose frames; null when none arrived.
+    """
+
+    frames: Annotated[int, Field(ge=0)]
+    minutes: Annotated[int, Field(ge=0)]
+    first_at: AwareDatetime
+    last_at: AwareDatetime
 
 
 class AllowedTransition(RootModel[str]):
@@ -145,6 +226,28 @@ class ServiceStatus(StrEnum):
     ok = "ok"
 
 
+class SessionDashboard(BaseModel):
+    session_id: UUID
+    media: MediaQuality | None
+    pose: PoseSummary | None
+
+
+class StaffActivity(BaseModel):
+    day: date
+    actor: Annotated[str, Field(max_length=64)]
+    """
+    The person, as the organization's keyed hash of their id.
+    """
+    actions: Annotated[int, Field(ge=0)]
+    active_minutes: Annotated[int, Field(ge=0)]
+    distinct_patients: Annotated[int, Field(ge=0)]
+
+
+class StaffActivityPage(BaseModel):
+    data: Annotated[list[StaffActivity], Field(max_length=100)]
+    meta: PageMeta
+
+
 class Page(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -170,7 +273,7 @@ class TrackContext(BaseModel):
     page: Page | None = None
 
 
-class Type(StrEnum):
+class Type1(StrEnum):
     """
     Segment's call type; only `track` is accepted.
     """
@@ -186,7 +289,7 @@ class TrackEvent(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    type: Type | None = None
+    type: Type1 | None = None
     """
     Segment's call type; only `track` is accepted.
     """
@@ -254,6 +357,12 @@ class ConsentPage(BaseModel):
 
 class Liveness(BaseModel):
     status: ServiceStatus
+
+
+class OrganizationDashboard(BaseModel):
+    from_: Annotated[date, Field(alias="from")]
+    to: date
+    days: Annotated[list[OrganizationDay], Field(max_length=366)]
 
 
 class Problem(BaseModel):

@@ -19,6 +19,8 @@ from carebase.handlers.system import SystemHandlers
 from carebase.handlers.telemetry.analytics import AnalyticsHandlers
 from carebase.handlers.telemetry.audit import AuditHandlers
 from carebase.handlers.telemetry.consents import ConsentHandlers
+from carebase.handlers.telemetry.dashboards import DashboardHandlers
+from carebase.handlers.telemetry.media import MediaHandlers
 from carebase.handlers.telemetry.pose import PoseHandlers
 from carebase.integrations.redis_pipe import RedisPipe
 from carebase.logging import configure_logging
@@ -33,12 +35,14 @@ from carebase.security.tokens import SESSION_AUDIENCE
 from carebase.services.system import HealthService
 from carebase.services.telemetry.buffer import IngestBuffer
 from carebase.services.telemetry.consents import ConsentService
+from carebase.services.telemetry.dashboards import DashboardService
 from carebase.services.telemetry.ingest import (
     TABLES,
     AnalyticsIngest,
     AuditIngest,
     MessageIds,
 )
+from carebase.services.telemetry.media import MEDIA_TABLES, MediaIngest, MediaSummaries
 from carebase.services.telemetry.pose import PoseIngest
 from carebase.services.telemetry.privacy import PrivacyGate
 from carebase.web import routing
@@ -64,8 +68,10 @@ class TelemetryApp(Application):
         buffer: IngestBuffer,
         privacy: PrivacyGate,
         jwks: JwksClient,
+        summaries: MediaSummaries,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
+        self.summaries = summaries
         self.contract = contract
         self.database = database
         self.store = store
@@ -119,11 +125,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     privacy = PrivacyGate(database, refresh_s=settings.telemetry_privacy_refresh_s)
     buffer = IngestBuffer(
         store,
-        tables=TABLES,
+        tables={**TABLES, **MEDIA_TABLES},
         interval_s=settings.telemetry_flush_interval_s,
         flush_rows=settings.telemetry_flush_rows,
         max_rows=settings.telemetry_buffer_rows,
     )
+
+    summaries = MediaSummaries(database, store, buffer)
 
     async def clickhouse_ready() -> str | None:
         await store.ping()
@@ -142,6 +150,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             AuditHandlers(ingest=AuditIngest(db=database, privacy=privacy, buffer=buffer)),
             ConsentHandlers(consents=ConsentService(db=database, privacy=privacy)),
             PoseHandlers(ingest=PoseIngest(privacy=privacy, buffer=buffer)),
+            MediaHandlers(ingest=MediaIngest(db=database, privacy=privacy, buffer=buffer)),
+            DashboardHandlers(dashboards=DashboardService(db=database, store=store)),
             SystemHandlers(
                 health=HealthService(
                     db=database,
@@ -189,14 +199,21 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         await database.open(wait=False)
         await jwks.start()
         flusher = asyncio.create_task(buffer.run(), name="telemetry-flush")
+        sweeper = (
+            asyncio.create_task(summaries.run(), name="media-summaries")
+            if settings.run_workers
+            else None
+        )
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (sweeper, flusher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await buffer.close()  # every accepted row is written before the process ends
             await jwks.close()
             await database.close()
@@ -213,4 +230,5 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         buffer=buffer,
         privacy=privacy,
         jwks=jwks,
+        summaries=summaries,
     )

@@ -35,7 +35,9 @@ _CLINIC_FORMS = {*_FORMS, "form_templates:write"}
 _ATTACHMENTS = {"attachments:read", "attachments:write"}
 # Telemetry: every member sends analytics and keeps their own consent (row-level security
 # shows a person only their own records; admins see the organization's).
-_TELEMETRY = {"analytics:write", "consents:read", "consents:write"}
+_TELEMETRY = {"analytics:write", "media:write", "consents:read", "consents:write"}
+# The clinic reads its dashboards; staff activity is for admins.
+_DASHBOARDS = {"dashboards:read"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -62,9 +64,11 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "calendar_feeds:write",
             "webhooks:read",
             "webhooks:write",
+            "dashboards:staff",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_DASHBOARDS,
             *_ATTACHMENTS,
             *_TELEMETRY,
         }
@@ -82,6 +86,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_DASHBOARDS,
             *_ATTACHMENTS,
             *_TELEMETRY,
         }
@@ -96,6 +101,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
+            *_DASHBOARDS,
             *_ATTACHMENTS,
             *_TELEMETRY,
         }

@@ -7,6 +7,7 @@ deduplication and encoding rows for ClickHouse.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -156,7 +157,7 @@ class AnalyticsIngest:
         rejected: list[tuple[int, str]] = []
         keep: list[int] = []
         for index, event in enumerate(events):
-            occurred = _instant(event["timestamp"])
+            occurred = instant(event["timestamp"])
             if occurred is None or not now - ANALYTICS_RETENTION < occurred < now + FUTURE_SKEW:
                 rejected.append((index, "timestamp_out_of_range"))
             else:
@@ -183,7 +184,7 @@ class AnalyticsIngest:
                         "organization_id": org,
                         "message_id": event["message_id"],
                         "event": event["event"],
-                        "occurred_at": clickhouse_time(_instant(event["timestamp"]) or now),
+                        "occurred_at": clickhouse_time(instant(event["timestamp"]) or now),
                         "received_at": received,
                         "actor_hash": hashed,
                         "actor_role": role,
@@ -198,17 +199,26 @@ class AnalyticsIngest:
         return IngestResult(len(events) - len(rejected), rejected)
 
 
+def json_text(value: Any) -> str:
+    """JSON text of a free-form object. orjson refuses integers beyond 64 bits, which JSON
+    allows; the standard library writes those (rarely, so only then)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def _encoded_parts(event: Mapping[str, Any]) -> tuple[str, str, int]:
     """The properties and the context (without `ip`) as JSON text, and the event's size."""
-    properties = orjson.dumps(event.get("properties") or {}).decode()
+    properties = json_text(event.get("properties") or {})
     context = dict(event.get("context") or {})
     context.pop("ip", None)  # never stored: the connection's truncated address is used
-    context_text = orjson.dumps(context).decode()
+    context_text = json_text(context)
     size = len(properties) + len(context_text) + len(event["event"]) + len(event["message_id"])
     return properties, context_text, size
 
 
-def _instant(text: str) -> datetime | None:
+def instant(text: str) -> datetime | None:
     """An RFC 3339 instant (`t` and `z` in any case), or None when Python cannot hold it (a
     leap second)."""
     try:
@@ -238,7 +248,7 @@ class AuditIngest:
         rows: list[audit_repo.NewAuditEvent] = []
         rejected: list[tuple[int, str]] = []
         for index, event in enumerate(events):
-            occurred = _instant(event["occurred_at"])
+            occurred = instant(event["occurred_at"])
             if occurred is None or not EARLIEST <= occurred < now + FUTURE_SKEW:
                 rejected.append((index, "timestamp_out_of_range"))
                 continue
