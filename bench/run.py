@@ -20,7 +20,9 @@ stacks measured in the same run. Server CPU per request is the server processes'
 user+system CPU over the run divided by the requests wrk completed.
 
 Then the event relay is measured (bench/webhooks.py; BENCH_WEBHOOKS=0 skips it): deliveries/s
-from one worker and outbox → first attempt latency. Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+from one worker and outbox → first attempt latency. Then telemetry's ingest (bench/telemetry.py;
+BENCH_TELEMETRY=0 skips it): analytics events/s and pose frames/s into one `carebase serve
+telemetry`, and how soon an event is queryable. Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
 (BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
 
 BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
@@ -58,6 +60,7 @@ import forms
 import psutil
 import psycopg
 import scheduling
+import telemetry
 import webhooks
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -663,6 +666,11 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
         if webhooks.RESULTS.exists()
         else ""
     )
+    ingest = (
+        telemetry.markdown(json.loads(telemetry.RESULTS.read_text()))
+        if telemetry.RESULTS.exists()
+        else ""
+    )
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -720,6 +728,7 @@ patient and visit read, the read audited).
 {target_rows}
 
 {hooks}
+{ingest}
 {plan}
 {history}"""
     )
@@ -747,8 +756,6 @@ def main() -> None:
         build_go_peer()
     stack = prepared_stack()
     records: list[Record] = []
-    plan = None
-    hooks = None
     try:
         token, clinic = _seeded(stack)
         for round_ in range(1, ROUNDS + 1):
@@ -756,10 +763,7 @@ def main() -> None:
             for workers in worker_counts:
                 for kind in order:
                     records += measure(wrk, stack, kind, workers, round_, token)
-        if os.environ.get("BENCH_PLAN", "1") != "0":
-            plan = scheduling.calendar_plan(stack, clinic)
-        if os.environ.get("BENCH_WEBHOOKS", "1") != "0":
-            hooks = webhooks.measure(stack, BENCH_DIR)
+        plan, hooks, ingest = _beside(stack, clinic, wrk)
     finally:
         stack.stop()
     if plan is not None:
@@ -769,16 +773,37 @@ def main() -> None:
     for what, wanted, value, met in targets(records):
         print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
     if os.environ.get("BENCH_WRITE", "1") != "0":
-        save(records, wrk, plan=plan, hooks=hooks)
+        save(records, wrk, plan=plan, hooks=hooks, ingest=ingest)
+
+
+def _beside(
+    stack: devstack.EmbeddedStack, clinic: uuid.UUID, wrk: str
+) -> tuple[dict[str, object] | None, object | None, object | None]:
+    """The measurements beside the HTTP table, each skipped by its BENCH_… = 0."""
+
+    def wanted(name: str) -> bool:
+        return os.environ.get(name, "1") != "0"
+
+    plan = scheduling.calendar_plan(stack, clinic) if wanted("BENCH_PLAN") else None
+    hooks = webhooks.measure(stack, BENCH_DIR) if wanted("BENCH_WEBHOOKS") else None
+    ingest = telemetry.measure(stack, BENCH_DIR, wrk) if wanted("BENCH_TELEMETRY") else None
+    return plan, hooks, ingest
 
 
 def save(
-    records: list[Record], wrk: str, *, plan: dict[str, object] | None, hooks: object | None
+    records: list[Record],
+    wrk: str,
+    *,
+    plan: dict[str, object] | None,
+    hooks: object | None,
+    ingest: object | None,
 ) -> None:
     if plan is not None:
         PLAN.write_text(json.dumps(plan, indent=1) + "\n")
     if hooks is not None:
         webhooks.RESULTS.write_text(json.dumps(hooks, indent=1) + "\n")
+    if ingest is not None:
+        telemetry.RESULTS.write_text(json.dumps(ingest, indent=1) + "\n")
     write_report(records, wrk)
 
 

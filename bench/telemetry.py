@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -49,25 +50,54 @@ SERVICE_TOKEN = "bench-service-credential-0123456789abcdef"  # noqa: S105 - a lo
 LUA = """
 local tokens = {%(tokens)s}
 local template = %(template)s
+local threads = 0
 local counter = 0
+local serial = 0
 local prefix = ""
 function setup(thread)
-  thread:set("prefix", "t" .. tostring(math.random(1, 1e9)))
+  threads = threads + 1
+  thread:set("thread_id", threads)
 end
 function init(args)
-  prefix = prefix .. "-" .. tostring(math.random(1, 1e9))
+  -- Unique across threads (their number) and runs (the clock): every message id is new.
+  prefix = "t" .. thread_id .. "-" .. os.time()
 end
 function request()
   counter = counter + 1
-  local ids = {}
   local body = string.gsub(template, "@ID@", function()
-    return prefix .. "-" .. counter .. "-" .. math.random(1, 1e9)
+    serial = serial + 1
+    return prefix .. "-" .. serial
   end)
   local token = tokens[(counter %% #tokens) + 1]
   return wrk.format("POST", "/v1/analytics/batch",
     {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
 end
 """
+
+
+POSE_LUA = """
+local tokens = {%(tokens)s}
+local per_thread = %(per_thread)s
+local threads = 0
+local counter = 0
+local base = 0
+local body = io.open("%(body)s", "rb"):read("*a")
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+function init(args)
+  base = (os.time() %% 400000) * 10000  -- batch numbers new in every run
+end
+function request()
+  counter = counter + 1
+  local index = (thread_id - 1) * per_thread + (counter %% per_thread) + 1
+  return wrk.format("POST", "/v1/pose/sessions/" .. sessions[index] .. "/frames",
+    {["Content-Type"] = "application/octet-stream", ["Authorization"] = "Bearer " .. tokens[index],
+     ["X-Batch-Seq"] = tostring(base + counter)}, body)
+end
+"""
+POSE_FRAMES = int(os.environ.get("BENCH_TELEMETRY_POSE_FRAMES", "30"))
 
 
 def _free_port() -> int:
@@ -221,6 +251,117 @@ def _wrk(wrk: str, script: Path, url: str, seconds: int) -> dict[str, Any]:
     }
 
 
+def _pose_script(server: Server, data_dir: Path) -> Path:
+    """Sessions spread over wrk's threads (each its own, so batch numbers never collide)."""
+    per_thread = CONNECTIONS // THREADS
+    organization = str(uuid.uuid4())
+    sessions = [str(uuid.uuid4()) for _ in range(per_thread * THREADS)]
+    expires = int(time.time()) + 3600
+    tokens = [
+        server.tokens.issue_session(
+            subject=str(uuid.uuid4()),
+            organization_id=organization,
+            session_id=session,
+            expires_at=expires,
+        )
+        for session in sessions
+    ]
+    body = data_dir / "telemetry-pose.bin"
+    body.write_bytes(
+        b"".join(
+            struct.pack("<II132f", n, n * 33, *([0.5, 0.25, -0.1, 0.9] * 33))
+            for n in range(POSE_FRAMES)
+        )
+    )
+    script = data_dir / "telemetry-pose.lua"
+    script.write_text(
+        POSE_LUA.replace(
+            "local tokens",
+            "local sessions = {" + ", ".join(f'"{x}"' for x in sessions) + "}\nlocal tokens",
+        )
+        % {"tokens": ", ".join(f'"{t}"' for t in tokens), "per_thread": per_thread, "body": body}
+    )
+    return script
+
+
+def _freshness(server: Server, samples: int = 20) -> dict[str, float]:
+    """From a batch's 202 to its events in the organization dashboard (an aggregate kept at
+    insert time, so written means queryable)."""
+    organization = str(uuid.uuid4())
+    sender = server.tokens.issue(
+        subject=str(uuid.uuid4()), organization_id=organization, role="patient"
+    )
+    reader = server.tokens.issue(
+        subject=str(uuid.uuid4()), organization_id=organization, role="admin"
+    )
+    base = f"http://127.0.0.1:{server.port}"
+    waits = []
+    for i in range(samples):
+        batch = {
+            "batch": [
+                {
+                    "message_id": f"fresh-{uuid.uuid4().hex}",
+                    "event": "Fresh",
+                    "timestamp": datetime.now(UTC).isoformat(),
+                }
+            ]
+        }
+        _post(f"{base}/v1/analytics/batch", batch, sender)
+        sent = time.perf_counter()
+        while True:
+            days = _get_json(f"{base}/v1/dashboards/organization", reader)["days"]
+            if days[-1]["events"] >= i + 1:
+                break
+            if time.perf_counter() - sent > 10:
+                raise RuntimeError("bench telemetry: an event never became queryable")
+            time.sleep(0.02)
+        waits.append(time.perf_counter() - sent)
+    waits.sort()
+    return {"p50_s": round(waits[len(waits) // 2], 3), "max_s": round(waits[-1], 3)}
+
+
+def _post(url: str, document: object, token: str) -> None:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url,
+        data=json.dumps(document).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+        reply.read()
+
+
+def _get_json(url: str, token: str) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+        return dict(json.loads(reply.read()))
+
+
+def _runs(
+    server: Server, wrk: str, script: Path, url: str, per_request: int
+) -> list[dict[str, Any]]:
+    _wrk(wrk, script, url, WARMUP_S)
+    runs = []
+    for _ in range(ROUNDS):
+        before = server.cpu_s()
+        result = _wrk(wrk, script, url, DURATION_S)
+        cpu = server.cpu_s() - before
+        ok = result["requests"] - result["non_2xx"]
+        runs.append(
+            {
+                "items_per_s": round(ok * per_request / DURATION_S),
+                "requests_per_s": round(ok / DURATION_S, 1),
+                "non_2xx": result["non_2xx"],
+                "p50_ms": result["p50_ms"],
+                "p99_ms": result["p99_ms"],
+                "server_cpu_us_per_item": round(cpu / max(ok * per_request, 1) * 1e6, 2),
+            }
+        )
+        print(f"bench telemetry: {runs[-1]}", flush=True)
+    return runs
+
+
 def measure(stack: devstack.EmbeddedStack, data_dir: Path, wrk: str) -> dict[str, Any]:
     server = Server(stack, data_dir)
     organization = str(uuid.uuid4())
@@ -237,40 +378,30 @@ def measure(stack: devstack.EmbeddedStack, data_dir: Path, wrk: str) -> dict[str
         }
     )
     url = f"http://127.0.0.1:{server.port}"
-    runs = []
     profile: str | None = None
     try:
         server.start()
-        _wrk(wrk, script, url, WARMUP_S)
-        for _ in range(ROUNDS):
-            before = server.cpu_s()
-            result = _wrk(wrk, script, url, DURATION_S)
-            cpu = server.cpu_s() - before
-            ok = result["requests"] - result["non_2xx"]
-            runs.append(
-                {
-                    "events_per_s": round(ok * BATCH / DURATION_S),
-                    "batches_per_s": round(ok / DURATION_S, 1),
-                    "non_2xx": result["non_2xx"],
-                    "p50_ms": result["p50_ms"],
-                    "p99_ms": result["p99_ms"],
-                    "server_cpu_us_per_event": round(cpu / max(ok * BATCH, 1) * 1e6, 2),
-                }
-            )
-            print(f"bench telemetry: {runs[-1]}", flush=True)
+        analytics = _runs(server, wrk, script, url, BATCH)
         if os.environ.get("BENCH_TELEMETRY_PROFILE") == "1":
             profile = _profile(server, wrk, script, url, data_dir)
+        pose = _runs(server, wrk, _pose_script(server, data_dir), url, POSE_FRAMES)
+        freshness = _freshness(server)
         rss = server.rss_mib()
     finally:
         server.stop()
-    best = sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2]
+
+    def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        return sorted(runs, key=lambda r: r["items_per_s"])[len(runs) // 2]
+
     return {
         "batch": BATCH,
+        "pose_frames": POSE_FRAMES,
         "users": USERS,
         "connections": CONNECTIONS,
         "duration_s": DURATION_S,
-        "runs": runs,
-        "median": best,
+        "analytics": {"runs": analytics, "median": median(analytics)},
+        "pose": {"runs": pose, "median": median(pose)},
+        "freshness": freshness,
         "rss_mib": rss,
         "profile": profile,
     }
@@ -303,35 +434,64 @@ def _profile(server: Server, wrk: str, script: Path, url: str, data_dir: Path) -
 
 
 def markdown(result: dict[str, Any] | None) -> str:
-    if not result:
+    if not result or "analytics" not in result:
         return ""
-    m = result["median"]
-    met = "met" if m["events_per_s"] >= 30_000 else "**missed**"
-    met_p99 = "met" if (m["p99_ms"] or 1e9) <= 250 else "**missed**"
-    rows = "\n".join(
-        f"| {r['events_per_s']:,} | {r['batches_per_s']:,} | {r['p50_ms']} | {r['p99_ms']} |"
-        f" {r['server_cpu_us_per_event']} | {r['non_2xx']} |"
-        for r in result["runs"]
-    )
+    a, p, fresh = result["analytics"]["median"], result["pose"]["median"], result["freshness"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    def rows(runs: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            f"| {r['items_per_s']:,} | {r['requests_per_s']:,} | {r['p50_ms']} | {r['p99_ms']} |"
+            f" {r['server_cpu_us_per_item']} | {r['non_2xx']} |"
+            for r in runs
+        )
+
+    worst_p99 = max(a["p99_ms"] or 1e9, p["p99_ms"] or 1e9)
     return f"""## Telemetry ingest (issue 13): one worker, the embedded ClickHouse engine
 
 bench/telemetry.py: `carebase serve telemetry` (one uvicorn worker, chdb in process) and
 `wrk -t{THREADS} -c{result["connections"]} -d{result["duration_s"]}s` on the same two cores as
-PostgreSQL and Redis. Batches of {result["batch"]} track events, every message id new, from
-{result["users"]} members of one organization with core-signed EdDSA tokens; every check on
-(token, per-user rate limit, contract validation, consent state, keyed actor hash, truncated
-address, message-id dedupe in Redis, one INSERT per table per flush).
+PostgreSQL and Redis, {len(result["analytics"]["runs"])} runs each. **Analytics**: batches of
+{result["batch"]} track events, every message id new, from {result["users"]} members of one
+organization with core-signed EdDSA tokens (verified against a JWKS), every check on: token,
+per-user rate limit in Redis, compiled contract validation, consent state, keyed actor hash,
+truncated address, message-id dedupe in Redis, one INSERT per table per flush. **Pose**:
+binary batches of {result["pose_frames"]} frames over {result["connections"]} sessions with
+session tokens: length and float checks (numpy), the session check, consent, RowBinary rows.
+**Freshness**: from a batch's 202 to its events in the organization dashboard.
 
 | what | wanted | measured (median run) | |
 |---|---|---:|---|
-| analytics events/s, batches of {result["batch"]} | ≥ 30,000 | {m["events_per_s"]:,} | {met} |
-| p99 at {result["connections"]} connections | ≤ 250 ms | {m["p99_ms"]} ms | {met_p99} |
+| analytics events/s, batches of {result["batch"]} | ≥ 30,000 | {a["items_per_s"]:,} | {met(a["items_per_s"] >= 30_000)} |
+| pose frames/s, batches of {result["pose_frames"]} | ≥ 40,000 | {p["items_per_s"]:,} | {met(p["items_per_s"] >= 40_000)} |
+| p99 at {result["connections"]} connections (worse of the two) | ≤ 250 ms | {worst_p99} ms | {met(worst_p99 <= 250)} |
+| queryable after the 202 (p50 / max of 20) | ≤ 2 s | {fresh["p50_s"]} / {fresh["max_s"]} s | {met(fresh["max_s"] <= 2)} |
 
-| events/s | batches/s | p50 ms | p99 ms | server CPU µs/event | non-2xx |
+Analytics runs (items = events):
+
+| events/s | requests/s | p50 ms | p99 ms | server CPU µs/event | non-2xx |
 |---:|---:|---:|---:|---:|---:|
-{rows}
+{rows(result["analytics"]["runs"])}
 
-Server RSS at the end: {result["rss_mib"]} MiB.
+Pose runs (items = frames):
+
+| frames/s | requests/s | p50 ms | p99 ms | server CPU µs/frame | non-2xx |
+|---:|---:|---:|---:|---:|---:|
+{rows(result["pose"]["runs"])}
+
+Server RSS at the end: {result["rss_mib"]} MiB (chdb's engine lives in the process).
+
+Where an analytics batch's time goes (py-spy over one 10 s run, `BENCH_TELEMETRY_PROFILE=1`,
+2026-11-30): the contract's compiled validator ~19 % (a third of it the `date-time` format
+check of each event's timestamp), JSON parsing ~7 % (orjson; the standard library took ~10 %,
+and a regular-expression scan for big integers another 14 % before it became one `translate`
+pass), chdb's INSERT ~11 % on its own thread (it releases the GIL: a 20,000-row insert moved a
+1 ms timer by at most 3 ms), the handler's per-event work ~10 % (timestamps are cut into
+ClickHouse's form instead of formatted: formatting was 13 %), routing and the edge ~5 %, Redis
+(rate limit and message-id dedupe, one round trip each) ~3 %. The p99 is set by the two cores
+being shared with wrk, Redis and chdb's background merges, which grow with the table.
 """
 
 
