@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Receive
@@ -36,6 +37,22 @@ from carebase.web.parameters import NUL
 from carebase.web.schemas import SchemaValidator
 
 _ESCAPED_NUL = b"\\u0000"  # the only way a JSON text can carry U+0000 inside a string
+# A number of 19 digits or more may not fit orjson's 64 bits (it would turn an integer into a
+# float); such bodies, and any orjson refuses, are read by the standard library as before.
+# Digits become `d` and everything else NUL, then a run of 19 is looked for: both are single
+# C passes (~13 µs for 26 KB, where the regular expression `\d{19}` took ~225 µs).
+_DIGITS = bytes(ord("d") if chr(c).isdigit() and c < 128 else 0 for c in range(256))
+_LONG_RUN = b"d" * 19
+
+
+def _loads(text: str, utf8: bytes | None) -> Any:
+    """JSON as the standard library reads it, ~2× faster for the usual body (orjson)."""
+    if utf8 is not None and utf8.translate(_DIGITS).find(_LONG_RUN) < 0:
+        try:
+            return orjson.loads(utf8)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides, and words the error
+    return json.loads(text)
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -121,11 +138,13 @@ class JsonBody:
         except (UnicodeDecodeError, LookupError):
             raise MalformedRequest(f"The body is not valid {encoding} text.") from None
         try:
-            value = json.loads(text)
+            value = _loads(text, raw if encoding in ("utf-8", "utf8") else None)
         except json.JSONDecodeError as exc:
             raise MalformedRequest(
                 f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
             ) from None
+        except RecursionError:  # the standard library recurses per level: [[[[…]]]]
+            raise MalformedRequest("The body's JSON is nested too deeply.") from None
         found = validator.errors(value, "/body")
         if _ESCAPED_NUL in raw or "\x00" in text:
             found += nul_characters(value, "/body")

@@ -152,6 +152,24 @@ async def test_malformed_json(widgets: httpx.AsyncClient) -> None:
     assert "not valid JSON" in body["detail"]
 
 
+@pytest.mark.parametrize(
+    ("content", "word"),
+    [
+        (b"[" * 2000 + b"]" * 2000, "nested too deeply"),  # past the parser's recursion
+        (b'{"name": "w", "count": 1, "extra": NaN', "not valid JSON"),
+    ],
+    ids=["deep", "nan"],
+)
+async def test_json_bodies_the_fast_parser_hands_over(
+    widgets: httpx.AsyncClient, content: bytes, word: str
+) -> None:
+    response = await widgets.post(
+        "/test/widgets", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert word in response.text
+
+
 async def test_non_utf8_json(widgets: httpx.AsyncClient) -> None:
     response = await widgets.post(
         "/test/widgets",

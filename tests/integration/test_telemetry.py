@@ -268,7 +268,10 @@ async def test_implausible_timestamps_are_rejected_by_index(
 
 
 async def test_batch_and_event_bounds(
-    telemetry: httpx.AsyncClient, member: Callable[[str], Person]
+    telemetry: httpx.AsyncClient,
+    telemetry_app: TelemetryApp,
+    clickhouse_store: ClickHouse,
+    member: Callable[[str], Person],
 ) -> None:
     someone = member("staff")
     big = _track(2)
@@ -288,6 +291,9 @@ async def test_batch_and_event_bounds(
     wide = _track(1, properties={"big": 2**70, "small": -(2**65)})  # JSON allows them
     answer = await telemetry.post("/v1/analytics/batch", json=wide, headers=someone.auth)
     assert answer.status_code == 202, answer.text
+    await telemetry_app.buffer.flush()
+    (stored,) = _rows(clickhouse_store, "analytics_events", someone.organization_id)
+    assert str(2**70) in stored["properties"]  # the integer, digit for digit
 
     extra = _track(1, user_id="someone-else")
     refused = await telemetry.post("/v1/analytics/batch", json=extra, headers=someone.auth)

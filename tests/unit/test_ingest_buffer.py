@@ -11,6 +11,7 @@ import pytest
 from carebase.errors import DependencyUnavailable
 from carebase.persistence.clickhouse import StoreUnavailable
 from carebase.services.telemetry.buffer import IngestBuffer, Table
+from carebase.services.telemetry.ingest import clickhouse_text, clickhouse_time, instant
 from carebase.services.telemetry.privacy import truncate_ip
 
 TABLES = {"a": Table(("x",)), "b": Table(("y",))}
@@ -20,6 +21,12 @@ class FakeStore:
     def __init__(self) -> None:
         self.inserts: list[tuple[str, bytes, str]] = []
         self.failures = 0
+        self.refuse: bytes | None = None
+        self.up = True
+
+    async def ping(self) -> None:
+        if not self.up:
+            raise StoreUnavailable("down")
 
     async def insert(
         self, table: str, columns: Sequence[str], rows: bytes, *, token: str, fmt: str
@@ -27,6 +34,8 @@ class FakeStore:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("down")
+        if self.refuse is not None and self.refuse in rows:
+            raise StoreUnavailable("Code: 27. Cannot parse input")
         self.inserts.append((table, rows, token))
 
 
@@ -87,6 +96,47 @@ async def test_a_writer_waits_for_its_rows_and_hears_of_a_failure() -> None:
     runner.cancel()
     await buffer.close()  # the failed rows are written at the last flush
     assert [rows for _, rows, _ in store.inserts] == [b"1", b"2"]
+
+
+async def test_a_batch_the_store_keeps_refusing_is_dropped_not_retried_forever() -> None:
+    store = FakeStore()
+    store.refuse = b"poison"
+    buffer = _buffer(store)
+    buffer.add("a", [b"poison"])
+    for _ in range(4):
+        await buffer.flush()
+    assert buffer.queued_rows == 1  # still retried: four failures
+    buffer.add("a", [b"fine"])
+    await buffer.flush()  # the fifth failure, with the store answering: dropped
+    assert buffer.queued_rows == 0
+    assert buffer.stats.dropped_rows == 1
+    assert [rows for _, rows, _ in store.inserts] == [b"fine"]
+
+
+async def test_a_down_store_never_makes_the_buffer_drop() -> None:
+    store = FakeStore()
+    buffer = _buffer(store)
+    buffer.add("a", [b"1"])
+    store.failures, store.up = 50, False
+    for _ in range(10):
+        await buffer.flush()
+    assert buffer.queued_rows == 1
+    store.failures, store.up = 0, True
+    await buffer.flush()
+    assert [rows for _, rows, _ in store.inserts] == [b"1"]
+
+
+def test_clickhouse_text_matches_the_formatted_instant() -> None:
+    for text in (
+        "2026-11-30T09:15:02.120Z",
+        "2026-11-30T09:15:02Z",
+        "2026-11-30t09:15:02.1234567z",
+        "2026-11-30T09:15:02.120+05:30",
+        "2026-11-30T23:59:59.999-08:00",
+    ):
+        moment = instant(text)
+        assert moment is not None
+        assert clickhouse_text(text, moment) == clickhouse_time(moment)
 
 
 async def test_close_writes_everything_accepted() -> None:

@@ -31,6 +31,9 @@ from carebase.persistence.clickhouse import ClickHouse, StoreUnavailable
 _log = structlog.get_logger("carebase.telemetry.buffer")
 
 RETRY_AFTER_S = 2
+POISON_FAILURES = 5
+"""A batch that failed this often while ClickHouse answers is refused for what it holds (a
+row it cannot read): dropped and logged, so it cannot block its table forever."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class _Batch:
     rows: list[bytes]
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    failures: int = 0
 
 
 @dataclass
@@ -61,6 +65,7 @@ class BufferStats:
     rows_written: int = 0
     failures: int = 0
     refused_rows: int = 0
+    dropped_rows: int = 0
     last_flush_ms: float = 0.0
 
 
@@ -161,6 +166,7 @@ class IngestBuffer:
             )
         except (StoreUnavailable, OSError) as exc:
             self.stats.failures += 1
+            batch.failures += 1
             _log.warning(
                 "telemetry_flush_failed", table=batch.table, rows=len(batch.rows), error=str(exc)
             )
@@ -170,6 +176,17 @@ class IngestBuffer:
                 DependencyUnavailable("Telemetry's store is unavailable.", retry_after=5),
             )
             batch.waiters = []
+            if batch.failures >= POISON_FAILURES and await self._store_answers():
+                self._queued -= len(batch.rows)
+                self.stats.dropped_rows += len(batch.rows)
+                _log.error(
+                    "telemetry_batch_dropped",
+                    table=batch.table,
+                    rows=len(batch.rows),
+                    failures=batch.failures,
+                    error=str(exc),
+                )
+                return 0
             self._retrying.append(batch)
             return 0
         self._queued -= len(batch.rows)
@@ -178,6 +195,13 @@ class IngestBuffer:
         self.stats.last_flush_ms = round((time.perf_counter() - started) * 1000, 3)
         _resolve(batch.waiters, None)
         return len(batch.rows)
+
+    async def _store_answers(self) -> bool:
+        try:
+            await self._store.ping()
+        except (StoreUnavailable, OSError):
+            return False
+        return True
 
     async def close(self) -> None:
         """The last flush: every accepted row is written, or logged as lost."""

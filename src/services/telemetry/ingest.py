@@ -8,6 +8,7 @@ deduplication and encoding rows for ClickHouse.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,18 @@ def clickhouse_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+_UTC_TEXT = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?[Zz]")
+
+
+def clickhouse_text(text: str, moment: datetime) -> str:
+    """`clickhouse_time` of an instant already parsed from `text`: the usual UTC form
+    (`…T…Z`) is cut into shape, ~10× cheaper than formatting the datetime."""
+    found = _UTC_TEXT.fullmatch(text)
+    if found is None:
+        return clickhouse_time(moment)
+    return f"{found[1]} {found[2]}.{(found[3] or '').ljust(3, '0')[:3]}"
+
+
 class MessageIds:
     """Which message ids a batch sends for the first time (Redis, for a day). Redis down →
     every id counts as new: the raw table's ReplacingMergeTree still merges repeats away."""
@@ -111,7 +124,8 @@ class MessageIds:
     async def first_seen(self, organization_id: UUID, ids: Sequence[str]) -> list[bool]:
         if not ids:
             return []
-        keys = [f"tm:seen:{organization_id}:{message_id}" for message_id in ids]
+        prefix = f"tm:seen:{organization_id}:"
+        keys = [prefix + message_id for message_id in ids]
         try:
             fresh = await self._redis.call("EVAL", _FIRST_SEEN, len(keys), *keys, self._window_s)
         except (RedisUnavailable, RedisReplyError) as exc:
@@ -156,12 +170,15 @@ class AnalyticsIngest:
         now = datetime.now(UTC)
         rejected: list[tuple[int, str]] = []
         keep: list[int] = []
+        times: dict[int, str] = {}
         for index, event in enumerate(events):
-            occurred = instant(event["timestamp"])
+            text = event["timestamp"]
+            occurred = instant(text)
             if occurred is None or not now - ANALYTICS_RETENTION < occurred < now + FUTURE_SKEW:
                 rejected.append((index, "timestamp_out_of_range"))
             else:
                 keep.append(index)
+                times[index] = clickhouse_text(text, occurred)
         self._buffer.ensure_room(len(keep))  # before the ids are marked seen
         fresh = await self._seen.first_seen(
             organization_id, [events[index]["message_id"] for index in keep]
@@ -184,7 +201,7 @@ class AnalyticsIngest:
                         "organization_id": org,
                         "message_id": event["message_id"],
                         "event": event["event"],
-                        "occurred_at": clickhouse_time(instant(event["timestamp"]) or now),
+                        "occurred_at": times[index],
                         "received_at": received,
                         "actor_hash": hashed,
                         "actor_role": role,
