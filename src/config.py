@@ -163,6 +163,16 @@ class Settings(BaseSettings):
     """…or as soon as it holds this many rows (one INSERT per table per flush)."""
     telemetry_buffer_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
     """Past this many unwritten rows, ingest answers 503 with Retry-After."""
+    telemetry_retention_analytics_days: Annotated[int, Field(ge=1, le=36_500)] = 730
+    """How long ClickHouse keeps analytics events (TTL)."""
+    telemetry_retention_media_days: Annotated[int, Field(ge=1, le=36_500)] = 730
+    """…video-session events and bandwidth samples."""
+    telemetry_retention_pose_frames_days: Annotated[int, Field(ge=1, le=36_500)] = 183
+    """…raw pose frames."""
+    telemetry_retention_aggregates_days: Annotated[int, Field(ge=1, le=36_500)] = 2555
+    """…pose aggregates and the other dashboard aggregates (per day and per session)."""
+    telemetry_retention_audit_days: Annotated[int, Field(ge=1, le=36_500)] = 2190
+    """…audit events and the staff activity drawn from them."""
     telemetry_privacy_refresh_s: Annotated[float, Field(gt=0, le=60)] = 30.0
     """How long ingest trusts the consent and exclusion state it read (withdrawal delay)."""
 
@@ -186,6 +196,17 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
 
     migrations_dir: Path = PROJECT_ROOT / "sql"
+
+    @property
+    def retention_days(self) -> dict[str, int]:
+        """Each retention group's days, by the name `clickhouse_migrations.RETENTION` uses."""
+        return {
+            "analytics": self.telemetry_retention_analytics_days,
+            "media": self.telemetry_retention_media_days,
+            "pose_frames": self.telemetry_retention_pose_frames_days,
+            "aggregates": self.telemetry_retention_aggregates_days,
+            "audit": self.telemetry_retention_audit_days,
+        }
 
     @property
     def mailbox_dir(self) -> Path:

@@ -87,10 +87,12 @@ def jwks_url(settings: Settings) -> str:
 
 def open_store(settings: Settings) -> ClickHouse:
     """The ClickHouse store, its migrations applied when it is the embedded engine (which only
-    this process may open, so `carebase migrate` could not while the service runs)."""
+    this process may open, so `carebase migrate` could not while the service runs), and the
+    configured retention set on every table."""
     client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
     if not settings.clickhouse_url:
         clickhouse_migrations.up(client, settings.migrations_dir / "clickhouse")
+    clickhouse_migrations.apply_retention(client, settings.retention_days)
     return ClickHouse(client)
 
 

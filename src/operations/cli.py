@@ -135,6 +135,7 @@ def _clickhouse(settings: Settings, action: str) -> str:
         directory = settings.migrations_dir / "clickhouse"
         if action == "up":
             clickhouse_migrations.up(client, directory)
+            clickhouse_migrations.apply_retention(client, settings.retention_days)
         return clickhouse_migrations.status(client, directory)
     finally:
         client.close()

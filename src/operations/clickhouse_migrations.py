@@ -78,6 +78,49 @@ def up(client: Client, directory: Path) -> list[str]:
     return applied
 
 
+# Each table's TTL: the time it is counted from, and the retention group (a setting) it follows.
+RETENTION: dict[str, tuple[str, str]] = {
+    "analytics_events": ("toDateTime(occurred_at)", "analytics"),
+    "media_events": ("toDateTime(at)", "media"),
+    "media_samples": ("toDateTime(at)", "media"),
+    "pose_frames": ("toDateTime(received_at)", "pose_frames"),
+    "audit_events": ("toDateTime(occurred_at)", "audit"),
+    "daily_staff": ("day", "audit"),
+    "daily_analytics": ("day", "aggregates"),
+    "daily_pose": ("day", "aggregates"),
+    "session_pose": ("toDateTime(last_at)", "aggregates"),
+    "media_summaries": ("day", "aggregates"),
+}
+_TTL_DAYS = re.compile(r"\bTTL .*?toIntervalDay\((\d+)\)")
+
+
+def apply_retention(client: Client, days: dict[str, int]) -> list[str]:
+    """Set each table's TTL to its group's days where it differs; answers the tables changed.
+
+    Only the rule changes (`materialize_ttl_after_modify = 0`): parts are not rewritten now;
+    rows past the new TTL go at the next merges."""
+    changed = []
+    for table, (column, group) in RETENTION.items():
+        found = client.query(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String}"
+            " AND name = {table:String}",
+            parameters={"db": DATABASE, "table": table},
+        ).result_rows
+        if not found:
+            raise ClickHouseMigrationError(f"{DATABASE}.{table} does not exist: migrate first")
+        current = _TTL_DAYS.search(str(found[0][0]))
+        wanted = days[group]
+        if current is not None and int(current.group(1)) == wanted:
+            continue
+        ttl = f"{column} + INTERVAL {int(wanted)} DAY"
+        client.command(
+            f"ALTER TABLE {DATABASE}.{table} MODIFY TTL {ttl}",
+            settings={"materialize_ttl_after_modify": 0},
+        )
+        changed.append(table)
+    return changed
+
+
 def status(client: Client, directory: Path) -> str:
     done = applied_versions(client)
     lines = [
