@@ -28,6 +28,8 @@ from carebase.services.audit import record
 NO_SPECIALIST = "No such specialist."
 NO_FEED = "No such calendar feed."
 MAX_RANGE = dt.timedelta(days=62)
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 FEED_PAST = dt.timedelta(days=30)
 FEED_AHEAD = dt.timedelta(days=180)
 # A calendar app polls the feed; it may keep a copy this long.
@@ -79,6 +81,13 @@ class CalendarService:
         """Appointments overlapping `[since, until)`; `source` is `query` or `body`, where the
         pointers of a bad range point."""
         organization_id = organization_of(principal, NO_SPECIALIST)
+        outside = [  # year 1 minus a zone's offset overflows Python's datetime
+            FieldError(f"/{source}/{name}", "Between the years 1900 and 9999.", "range")
+            for name, moment in (("from", since), ("to", until))
+            if not EARLIEST <= moment <= LATEST
+        ]
+        if outside:
+            raise ValidationFailed(outside)
         if until <= since:
             raise ValidationFailed([FieldError(f"/{source}/to", "Must be after `from`.", "range")])
         if until - since > MAX_RANGE:
