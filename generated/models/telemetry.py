@@ -218,6 +218,51 @@ class Role(StrEnum):
     patient = "patient"
 
 
+class SecurityEvent(BaseModel):
+    id: UUID
+    kind: Annotated[str, Field(max_length=64)]
+    occurred_at: AwareDatetime
+    actor: Annotated[str | None, Field(max_length=64)]
+    """
+    The person, as the organization's keyed hash of their id.
+    """
+    ip_prefix: Annotated[str | None, Field(max_length=64)]
+    request_id: Annotated[str | None, Field(max_length=128)]
+    detail: dict[str, Any]
+
+
+class SecurityEventKind(StrEnum):
+    login_failed = "login_failed"
+    refresh_token_reused = "refresh_token_reused"
+    rate_limited = "rate_limited"
+    permission_denied = "permission_denied"
+    webhook_target_blocked = "webhook_target_blocked"
+    attack_path = "attack_path"
+
+
+class SecurityEventPage(BaseModel):
+    data: Annotated[list[SecurityEvent], Field(max_length=100)]
+    meta: PageMeta
+
+
+class SecurityIngestEvent(BaseModel):
+    """
+    An event as core's outbox holds it; fields core may add later are ignored.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    event_id: UUID
+    kind: Annotated[str, Field(max_length=64, min_length=1, pattern="^[a-z_]+$")]
+    occurred_at: AwareDatetime
+    organization_id: UUID | None = None
+    actor_user_id: UUID | None = None
+    ip: Annotated[str | None, Field(max_length=64)] = None
+    request_id: Annotated[str | None, Field(max_length=128)] = None
+    detail: Annotated[dict[str, Any] | None, Field(max_length=20)] = None
+
+
 class ServiceStatus(StrEnum):
     """
     The service as a whole; anything but `ok` is answered as a problem.
@@ -425,3 +470,10 @@ class ReadinessProblem(Problem):
     """
 
     checks: Annotated[list[HealthCheck], Field(max_length=32)]
+
+
+class SecurityEventBatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    events: Annotated[list[SecurityIngestEvent], Field(max_length=1000, min_length=1)]

@@ -29,6 +29,7 @@ from carebase.persistence.db import Database
 from carebase.persistence.pools import make_pool
 from carebase.security.egress import EgressPolicy, Resolver, system_resolver
 from carebase.security.encryption import Sealer, load_data_keyring
+from carebase.security.events import SecurityEvents
 from carebase.security.tokens import TokenService, load_keyring
 from carebase.services.attachments import BlobReaper
 from carebase.services.scheduling_worker import SchedulingWorker
@@ -210,9 +211,15 @@ class EventRelays:
 
 
 def event_relays(
-    settings: Settings, database: Database, sealer: Sealer, resolver: Resolver | None = None
+    settings: Settings,
+    database: Database,
+    sealer: Sealer,
+    resolver: Resolver | None = None,
+    security: SecurityEvents | None = None,
 ) -> EventRelays:
-    sender = WebhookSender(database, sealer=sealer, egress=egress_policy(settings, resolver))
+    sender = WebhookSender(
+        database, sealer=sealer, egress=egress_policy(settings, resolver), security=security
+    )
     forwarder = None
     if settings.telemetry_internal_url and settings.telemetry_service_token:
         forwarder = TelemetryForwarder(

@@ -3,6 +3,7 @@ handlers and the compiled pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from carebase.integrations.video.daily import DailyVideo
 from carebase.logging import configure_logging
 from carebase.operations import migrations
 from carebase.security.auth import Authenticator
+from carebase.security.events import SecurityEvents
 from carebase.security.lockout import Lockout
 from carebase.security.passwords import HashCost, Passwords
 from carebase.security.ratelimit import RateLimiter, Rule
@@ -81,8 +83,10 @@ class CoreApp(Application):
         blobs: BlobStore,
         reaper: BlobReaper,
         events: common.EventRelays,
+        security: SecurityEvents,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
+        self.security = security
         self.events = events
         self.blobs = blobs
         self.reaper = reaper
@@ -111,6 +115,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     resolver = given.pop("resolver", None)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
+    security = SecurityEvents(database)
     links = Links(settings.app_base_url)
     authenticator = Authenticator(
         tokens=dependencies.tokens, db=database, cache_s=settings.auth_cache_s
@@ -131,12 +136,13 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         ),
         links=links,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        security=security,
     )
     relay = OutboxRelay(database, dependencies.mail)
     scheduling = SchedulingWorker(database, rooms)
     reaper = BlobReaper(database, blobs)
     sealer = dependencies.sealer
-    events = common.event_relays(settings, database, sealer, resolver)
+    events = common.event_relays(settings, database, sealer, resolver, security)
     pdf = PdfRenderer()
     patients = PatientService(
         db=database,
@@ -197,6 +203,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
                     egress=common.egress_policy(settings, resolver),
                     catalogue=contract.event_types,
                     overlap_s=settings.webhook_secret_overlap_s,
+                    security=security,
                 )
             ),
             *extra_handlers,
@@ -212,6 +219,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         ),
         idempotency=IdempotencyKeys(db=database, sealer=sealer, ttl_s=settings.idempotency_ttl_s),
         validate_responses=settings.validate_responses,
+        security=security,
     )
     plans = compile_plans(contract, handlers, runtime)
     specification = routing.load(contract)
@@ -225,6 +233,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             json_lines=settings.log_format == "json",
             enabled=settings.log_level in ("debug", "info"),
         ),
+        security=security,
     )
 
     @asynccontextmanager
@@ -232,6 +241,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         await database.open(wait=False)
         background = common.Background(database, relay, scheduling, reaper, events)
         tasks = background.start(settings) if settings.run_workers else []
+        tasks.append(asyncio.create_task(security.run(), name="security-events"))
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
@@ -256,6 +266,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         blobs=blobs,
         reaper=reaper,
         events=events,
+        security=security,
     )
 
 

@@ -22,6 +22,7 @@ from carebase.handlers.telemetry.consents import ConsentHandlers
 from carebase.handlers.telemetry.dashboards import DashboardHandlers
 from carebase.handlers.telemetry.media import MediaHandlers
 from carebase.handlers.telemetry.pose import PoseHandlers
+from carebase.handlers.telemetry.security import SecurityHandlers
 from carebase.integrations.redis_pipe import RedisPipe
 from carebase.logging import configure_logging
 from carebase.operations import clickhouse_migrations, migrations
@@ -45,6 +46,7 @@ from carebase.services.telemetry.ingest import (
 from carebase.services.telemetry.media import MEDIA_TABLES, MediaIngest, MediaSummaries
 from carebase.services.telemetry.pose import PoseIngest
 from carebase.services.telemetry.privacy import PrivacyGate
+from carebase.services.telemetry.security_events import SecurityEventService
 from carebase.web import routing
 from carebase.web.accesslog import AccessLog
 from carebase.web.application import Application
@@ -154,6 +156,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             PoseHandlers(ingest=PoseIngest(privacy=privacy, buffer=buffer)),
             MediaHandlers(ingest=MediaIngest(db=database, privacy=privacy, buffer=buffer)),
             DashboardHandlers(dashboards=DashboardService(db=database, store=store)),
+            SecurityHandlers(security=SecurityEventService(db=database, privacy=privacy)),
             SystemHandlers(
                 health=HealthService(
                     db=database,

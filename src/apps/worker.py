@@ -13,6 +13,7 @@ from carebase.config import Settings
 from carebase.integrations.mail import OutboxRelay
 from carebase.integrations.video.daily import DailyVideo
 from carebase.logging import configure_logging
+from carebase.security.events import SecurityEvents
 from carebase.services.attachments import BlobReaper
 from carebase.services.scheduling_worker import SchedulingWorker
 
@@ -23,16 +24,20 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     """Run the background work until `stopping` is set, then finish cleanly."""
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     database = common.build_database(settings, service="worker")
+    security = SecurityEvents(database)
     rooms = common.video_provider(settings)
     background = common.Background(
         database,
         OutboxRelay(database, common.build_mail(settings)),
         SchedulingWorker(database, rooms),
         BlobReaper(database, common.blob_store(settings)),
-        common.event_relays(settings, database, common.build_sealer(settings)),
+        common.event_relays(settings, database, common.build_sealer(settings), security=security),
     )
     await database.open(wait=False)
-    tasks = background.start(settings)
+    tasks = [
+        *background.start(settings),
+        asyncio.create_task(security.run(), name="security-events"),
+    ]
     _log.info("worker_started", tasks=[task.get_name() for task in tasks])
     try:
         await stopping.wait()

@@ -302,6 +302,7 @@ class OutboxEvent:
     event_id: UUID
     organization_id: UUID | None
     payload: dict[str, Any]
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +313,7 @@ class Subscription:
 
 
 CLAIM_UNDISPATCHED = """
-SELECT id, event_id, organization_id, payload FROM audit.outbox
+SELECT id, event_id, organization_id, payload, topic FROM audit.outbox
  WHERE dispatched_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
 # A manually disabled endpoint takes no events; one the platform disabled (gone, failing)
@@ -549,6 +550,7 @@ class ForwardRow:
     event_id: UUID
     payload: dict[str, Any]
     forward_attempts: int
+    topic: str
 
 
 CLAIM_UNFORWARDED = """
@@ -561,7 +563,7 @@ UPDATE audit.outbox o
                  ORDER BY forward_next_at, id
                  LIMIT %(limit)s
                    FOR UPDATE SKIP LOCKED)
-RETURNING o.id, o.event_id, o.payload, o.forward_attempts
+RETURNING o.id, o.event_id, o.payload, o.forward_attempts, o.topic
 """
 MARK_FORWARDED = """
 UPDATE audit.outbox SET forwarded_at = now(), forward_claimed_until = NULL

@@ -65,6 +65,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "webhooks:read",
             "webhooks:write",
             "dashboards:staff",
+            "security_events:read",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -125,7 +126,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
         }
     ),
     # Core's relay calling telemetry with the service credential: ingest only.
-    "service": frozenset({"audit:ingest"}),
+    "service": frozenset({"audit:ingest", "security_events:ingest"}),
     # A telemetry session token (core mints it per appointment): that session's frames only.
     "telemetry_session": frozenset({"pose:write"}),
 }

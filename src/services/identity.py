@@ -19,13 +19,15 @@ from carebase.errors import (
     FieldError,
     NotFound,
     PreconditionFailed,
+    RateLimited,
     Unauthenticated,
     ValidationFailed,
 )
 from carebase.persistence import identity
 from carebase.persistence.db import Database, Querier
-from carebase.principal import Principal
+from carebase.principal import Origin, Principal
 from carebase.security import credentials, passwords
+from carebase.security.events import SecurityEvents
 from carebase.security.lockout import Lockout
 from carebase.security.tokens import TokenService
 from carebase.services.audit import record
@@ -125,6 +127,7 @@ class IdentityService:
         lockout: Lockout,
         links: Links,
         refresh_ttl_s: int,
+        security: SecurityEvents | None = None,
     ) -> None:
         self._db = db
         self._tokens = tokens
@@ -132,6 +135,7 @@ class IdentityService:
         self._lockout = lockout
         self._links = links
         self._refresh_ttl_s = refresh_ttl_s
+        self._security = security
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -163,14 +167,29 @@ class IdentityService:
                 return
             await self._queue_verification(q, user_id, email)
 
-    async def login(self, *, email: str, password: str, organization_id: UUID | None) -> Session:
+    async def login(
+        self,
+        *,
+        email: str,
+        password: str,
+        organization_id: UUID | None,
+        origin: Origin | None = None,
+    ) -> Session:
         email = normalise_email(email)
-        await self._lockout.check(email)
+        try:
+            await self._lockout.check(email)
+        except RateLimited:
+            self._security_event("login_failed", None, origin, {"reason": "locked"})
+            raise
         async with self._db.admin_transaction() as q:
             found = await identity.credential_by_email(q, email)
         stored = found.password_hash if found else None
         if not await self._passwords.verify(stored, password) or found is None:
             await self._lockout.failed(email)
+            reason = "wrong_password" if found else "unknown_account"
+            self._security_event(
+                "login_failed", found.id if found else None, origin, {"reason": reason}
+            )
             raise Unauthenticated(WRONG_CREDENTIALS)
         await self._lockout.clear(email)
         rehashed = (
@@ -187,15 +206,18 @@ class IdentityService:
                 q, found.id, organization, role, family_id=uuid.uuid4()
             )
 
-    async def refresh(self, *, refresh_token: str, organization_id: UUID | None) -> Session:
+    async def refresh(
+        self, *, refresh_token: str, organization_id: UUID | None, origin: Origin | None = None
+    ) -> Session:
         reused: UUID | None = None
+        reused_by: UUID | None = None
         async with self._db.admin_transaction() as q:
             row = await identity.refresh_for_update(q, credentials.digest(refresh_token))
             if row is not None and row.rotated_at is not None and row.revoked_at is None:
                 # Only a copy of a token already exchanged can arrive here: end every
                 # session of the family, then refuse (after the commit keeps the revocation).
                 await identity.revoke_family(q, row.family_id)
-                reused = row.family_id
+                reused, reused_by = row.family_id, row.user_id
             elif row is not None and row.revoked_at is None and not _expired(row):
                 found = await identity.credential_by_id(q, row.user_id)
                 if found is not None:
@@ -213,7 +235,22 @@ class IdentityService:
                     )
         if reused is not None:
             _log.warning("refresh_token_reused", family_id=str(reused))
+            self._security_event(
+                "refresh_token_reused", reused_by, origin, {"family_id": str(reused)}
+            )
         raise Unauthenticated("The refresh token is invalid, expired or revoked.")
+
+    def _security_event(
+        self, kind: str, user_id: UUID | None, origin: Origin | None, detail: dict[str, str]
+    ) -> None:
+        if self._security is not None:
+            self._security.record(
+                kind,
+                actor_user_id=user_id,
+                ip=origin.ip if origin else None,
+                request_id=origin.request_id if origin else None,
+                detail=detail,
+            )
 
     async def logout(self, *, refresh_token: str) -> None:
         async with self._db.admin_transaction() as q:

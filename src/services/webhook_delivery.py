@@ -19,7 +19,7 @@ import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,9 @@ from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal
 from carebase.security.egress import EgressPolicy, EgressRefused
 from carebase.security.encryption import Sealer
+from carebase.security.events import TOPIC as SECURITY_TOPIC
+from carebase.security.events import SecurityEvents
+from carebase.services.audit import TOPIC as AUDIT_TOPIC
 from carebase.services.audit import record
 from carebase.services.webhooks import secret_aad, timestamp_text
 
@@ -134,8 +137,8 @@ class EventDispatcher:
                     by_org[subscription.organization_id].append(subscription)
             new: list[repo.NewDelivery] = []
             for event in events:
-                if event.organization_id is None:
-                    continue
+                if event.organization_id is None or event.topic != AUDIT_TOPIC:
+                    continue  # security events go to telemetry only
                 event_type = event.payload["action"]
                 matching = [
                     s
@@ -177,7 +180,9 @@ class WebhookSender:
         failing_s: float = FAILING_FOR_S,
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        security: SecurityEvents | None = None,
     ) -> None:
+        self._security = security
         self._db = db
         self._clock = clock
         self._sealer = sealer
@@ -282,6 +287,18 @@ class WebhookSender:
         try:
             destination = await self._egress.check(delivery.url)
         except EgressRefused as exc:
+            if self._security is not None:  # once an hour per endpoint: retries repeat it
+                self._security.record(
+                    "webhook_target_blocked",
+                    organization_id=delivery.organization_id,
+                    detail={
+                        "at": "delivery",
+                        "endpoint_id": str(delivery.endpoint_id),
+                        "reason": exc.reason[:200],
+                    },
+                    once_per_s=3600,
+                    once_key=(str(delivery.endpoint_id),),
+                )
             response = Response(None, f"blocked: {exc.reason}", None, None, 0)
             return self._judge(delivery, attempted_at, response, blocked=exc.reason)
         aad = secret_aad(delivery.organization_id, delivery.endpoint_id)
@@ -384,9 +401,13 @@ class WebhookSender:
 
 
 class TelemetryForwarder:
-    """Posts outbox events to telemetry's audit ingest, `batch` at a time, until accepted."""
+    """Posts outbox events to telemetry's ingest, `batch` at a time, until accepted: audit
+    events to `/v1/audit/events`, security events to `/v1/security/events`."""
 
-    PATH = "/v1/audit/events"
+    PATHS: Mapping[str, str] = {
+        AUDIT_TOPIC: "/v1/audit/events",
+        SECURITY_TOPIC: "/v1/security/events",
+    }
 
     def __init__(
         self,
@@ -401,7 +422,7 @@ class TelemetryForwarder:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._db = db
-        self._url = base_url.rstrip("/") + self.PATH
+        self._base = base_url.rstrip("/")
         self._token = token
         self._batch = batch
         self._lease_s = lease_s
@@ -422,23 +443,35 @@ class TelemetryForwarder:
             pass
 
     async def forward_once(self) -> int:
-        """Forward one batch; answers how many events were accepted (0 on a failure)."""
+        """Forward one batch; answers how many events were accepted (0 when all failed)."""
         async with self._db.admin_transaction() as q:
             rows = await repo.claim_unforwarded(q, limit=self._batch, lease_s=self._lease_s)
         if not rows:
             return 0
-        ids = [row.id for row in rows]
-        failure = await self._post(rows)
-        async with self._db.admin_transaction() as q:
+        by_topic: dict[str, list[repo.ForwardRow]] = defaultdict(list)
+        for row in rows:
+            by_topic[row.topic].append(row)
+        done: list[int] = []
+        failed: list[repo.ForwardRow] = []
+        for topic, group in by_topic.items():
+            path = self.PATHS.get(topic)
+            failure = await self._post(path, group) if path else None
             if failure is None:
-                await repo.mark_forwarded(q, ids)
-                return len(rows)
-            delay = forward_backoff_s(max(row.forward_attempts for row in rows))
-            await repo.retry_forward(q, ids, delay_s=delay)
-        _log.warning("telemetry_forward_failed", events=len(rows), error=failure, retry_in_s=delay)
-        return 0
+                done += [row.id for row in group]  # an unknown topic has nowhere to go
+            else:
+                failed += group
+                _log.warning(
+                    "telemetry_forward_failed", topic=topic, events=len(group), error=failure
+                )
+        async with self._db.admin_transaction() as q:
+            if done:
+                await repo.mark_forwarded(q, done)
+            if failed:
+                delay = forward_backoff_s(max(row.forward_attempts for row in failed))
+                await repo.retry_forward(q, [row.id for row in failed], delay_s=delay)
+        return len(done)
 
-    async def _post(self, rows: Sequence[repo.ForwardRow]) -> str | None:
+    async def _post(self, path: str, rows: Sequence[repo.ForwardRow]) -> str | None:
         body = orjson.dumps({"events": [row.payload for row in rows]})
         headers = {
             "authorization": f"Bearer {self._token}",
@@ -446,7 +479,7 @@ class TelemetryForwarder:
             "user-agent": "Carebase-Relay/1",
         }
         try:
-            reply = await self._client.post(self._url, content=body, headers=headers)
+            reply = await self._client.post(self._base + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return type(exc).__name__
         if not 200 <= reply.status_code < 300:

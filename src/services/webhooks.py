@@ -24,6 +24,7 @@ from carebase.persistence.work_queue import announce
 from carebase.principal import Principal, organization_of
 from carebase.security.egress import EgressPolicy, EgressRefused
 from carebase.security.encryption import Sealer
+from carebase.security.events import SecurityEvents
 from carebase.services.audit import record
 
 NO_ENDPOINT = "No such webhook endpoint."
@@ -63,12 +64,14 @@ class WebhookService:
         egress: EgressPolicy,
         catalogue: Mapping[str, str],
         overlap_s: int,
+        security: SecurityEvents | None = None,
     ) -> None:
         self._db = db
         self._sealer = sealer
         self._egress = egress
         self._catalogue = dict(sorted(catalogue.items()))
         self._overlap_s = overlap_s
+        self._security = security
 
     def event_types(self) -> Mapping[str, str]:
         return self._catalogue
@@ -77,7 +80,7 @@ class WebhookService:
         self, principal: Principal, *, url: str, description: str, event_types: Sequence[str]
     ) -> tuple[repo.EndpointRow, str]:
         organization_id = organization_of(principal, NO_ENDPOINT)
-        await self._check_url(url)
+        await self._check_url(url, principal)
         types = self._check_types(event_types)
         secret = new_secret()
         endpoint_id = uuid4()
@@ -120,7 +123,7 @@ class WebhookService:
     ) -> repo.EndpointRow:
         organization_id = organization_of(principal, NO_ENDPOINT)
         if "url" in change.given and change.url is not None:
-            await self._check_url(change.url)
+            await self._check_url(change.url, principal)
         types = (
             self._check_types(change.event_types or []) if "event_types" in change.given else None
         )
@@ -182,7 +185,7 @@ class WebhookService:
             if current is None:
                 raise NotFound(NO_ENDPOINT)
             # The URL may have become unacceptable (its name now resolves inward).
-            await self._check_url(current.url)
+            await self._check_url(current.url, principal)
             row = await repo.enable_endpoint(q, organization_id, endpoint_id)
             await self._audit(q, principal, "webhook_endpoint.enabled", row.id, changed=["status"])
             if current.status != "enabled":  # its pending deliveries are due again
@@ -268,12 +271,22 @@ class WebhookService:
             await self._audit(q, principal, "webhook_endpoint.recovered", endpoint_id)
         return count
 
-    async def _check_url(self, url: str) -> None:
+    async def _check_url(self, url: str, principal: Principal) -> None:
         if not sendable(url):
             raise ValidationFailed([FieldError("/body/url", "The URL cannot be read.", "format")])
         try:
             await self._egress.check(url)
         except EgressRefused as exc:
+            if self._security is not None:
+                origin = principal.origin
+                self._security.record(
+                    "webhook_target_blocked",
+                    organization_id=principal.organization_id,
+                    actor_user_id=principal.user_id,
+                    ip=origin.ip if origin else None,
+                    request_id=origin.request_id if origin else None,
+                    detail={"at": "registration", "reason": exc.reason[:200]},
+                )
             raise ValidationFailed([FieldError("/body/url", exc.reason, "egress")]) from None
 
     def _check_types(self, event_types: Sequence[str]) -> list[str]:

@@ -43,6 +43,7 @@ from carebase.errors import (
     RouteNotFound,
 )
 from carebase.logging import current_actor, set_request_id
+from carebase.security.events import SecurityEvents
 from carebase.web import problems
 from carebase.web.accesslog import AccessLog
 from carebase.web.contract import Contract
@@ -160,7 +161,9 @@ class Edge:
         ui: ASGIApp,
         max_body_bytes: int,
         access_log: AccessLog,
+        security: SecurityEvents | None = None,
     ) -> None:
+        self.security = security
         self.contract = contract
         self.router = router
         self.ui = ui
@@ -266,6 +269,14 @@ class Edge:
             ip=client[0],
             user_agent=agent.decode("latin-1")[:256],
         )
+        if self.security is not None:  # once a minute per address: a scanner sends hundreds
+            self.security.record(
+                "attack_path",
+                ip=client[0] or None,
+                detail={"path": raw[:256]},
+                once_per_s=60,
+                once_key=(client[0],),
+            )
 
     @staticmethod
     async def _refuse_body(

@@ -24,11 +24,12 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from starlette.types import Receive, Scope
 
-from carebase.errors import FieldError, Forbidden, ValidationFailed, pointer_token
+from carebase.errors import FieldError, Forbidden, RateLimited, ValidationFailed, pointer_token
 from carebase.logging import set_actor
 from carebase.principal import Origin, Principal
 from carebase.security import permissions
 from carebase.security.auth import Authenticates
+from carebase.security.events import SecurityEvents
 from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.web import etags, render
 from carebase.web.bodies import JsonBody, Upload, body_reader, read_body
@@ -55,6 +56,8 @@ class Runtime:
     default_rule: Rule
     idempotency: IdempotencyKeys | None
     validate_responses: bool = False
+    security: SecurityEvents | None = None
+    """Where refusals worth an operator's eye go (permission denials, rate limiting)."""
     actors_in_logs: bool = True
     """False: log lines name the kind of caller (`user`, `service`), never their id
     (telemetry keeps actor ids out of every store and log)."""
@@ -209,11 +212,7 @@ class Plan:
             set_actor(principal.actor if runtime.actors_in_logs else _kind(principal))
         else:
             principal = Principal.anonymous()
-        limit_headers = await self._limit(scope, principal) if self.rule is not None else None
-        if self.authenticated and (
-            self.permission is None or not permissions.allows(principal, self.permission)
-        ):
-            raise Forbidden(f"This operation needs the permission {self.permission!r}.")
+        limit_headers = await self._admit(scope, principal, request_id)
         kwargs = self.parameters.parse(
             scope.get("path_params") or {}, scope["query_string"], headers
         )
@@ -262,6 +261,41 @@ class Plan:
         if limit_headers:
             rendered.headers += limit_headers
         return rendered
+
+    async def _admit(self, scope: Scope, principal: Principal, request_id: str) -> Headers | None:
+        """The rate limit, then the permission; each refusal is a security event too."""
+        try:
+            limit_headers = await self._limit(scope, principal) if self.rule is not None else None
+        except RateLimited:
+            self._security_event("rate_limited", scope, principal, request_id)
+            raise
+        if self.authenticated and (
+            self.permission is None or not permissions.allows(principal, self.permission)
+        ):
+            self._security_event("permission_denied", scope, principal, request_id)
+            raise Forbidden(f"This operation needs the permission {self.permission!r}.")
+        return limit_headers
+
+    def _security_event(
+        self, kind: str, scope: Scope, principal: Principal, request_id: str
+    ) -> None:
+        """Once a minute per caller and operation: a flood is one event, not thousands."""
+        security = self.runtime.security
+        if security is None:
+            return
+        client = scope.get("client")
+        ip = _client_ip(client[0]) if client else None
+        who = str(principal.user_id or principal.api_key_id or ip)
+        security.record(
+            kind,
+            organization_id=principal.organization_id,
+            actor_user_id=principal.user_id,
+            ip=ip,
+            request_id=request_id,
+            detail={"operation": self.operation.operation_id, "role": principal.role},
+            once_per_s=60,
+            once_key=(who, self.operation.operation_id),
+        )
 
     def _model(self, document: Any) -> BaseModel:
         """The body as the generated model. The contract's validator ran first; pydantic is

@@ -34,6 +34,7 @@ NOT_AUDITED = {
     "resetPassword": "a credential change before sign-in; ends sessions",
     "switchOrganization": "issues a token for another membership; changes nothing",
     "createVideoToken": "mints a short-lived join token that is never stored; changes nothing",
+    "createTelemetrySession": "mints a short-lived session token, never stored; changes nothing",
     "queryCalendar": "a read whose filter travels in the body",
     "writeBlob": "stores an announced upload's bytes; `complete` (audited) makes them a file",
 }

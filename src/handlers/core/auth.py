@@ -36,15 +36,20 @@ class AuthHandlers:
         )
         return accepted(ACCEPTED)
 
-    async def login(self, body: api.LoginRequest) -> Reply:
+    async def login(self, principal: Principal, *, body: api.LoginRequest) -> Reply:
         session = await self._identity.login(
-            email=body.email, password=body.password, organization_id=body.organization_id
+            email=body.email,
+            password=body.password,
+            organization_id=body.organization_id,
+            origin=principal.origin,
         )
         return _session(session)
 
-    async def refresh_tokens(self, body: api.RefreshRequest) -> Reply:
+    async def refresh_tokens(self, principal: Principal, *, body: api.RefreshRequest) -> Reply:
         session = await self._identity.refresh(
-            refresh_token=body.refresh_token, organization_id=body.organization_id
+            refresh_token=body.refresh_token,
+            organization_id=body.organization_id,
+            origin=principal.origin,
         )
         return _session(session)
 
