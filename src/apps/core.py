@@ -37,6 +37,7 @@ from carebase.logging import configure_logging
 from carebase.operations import migrations
 from carebase.security.auth import Authenticator
 from carebase.security.events import SecurityEvents
+from carebase.security.jwks import JwksClient
 from carebase.security.lockout import Lockout
 from carebase.security.passwords import HashCost, Passwords
 from carebase.security.ratelimit import RateLimiter, Rule
@@ -103,8 +104,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
     `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `resolver`
-    (the SSRF guard's name resolver), `contract` (another bundled spec) and `extra_handlers`
-    (handler objects for its operations).
+    (the SSRF guard's name resolver), `jwks_transport` (how the external identity provider's
+    JWKS is fetched), `contract` (another bundled spec) and `extra_handlers` (handler objects
+    for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
@@ -113,12 +115,24 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     rooms: video.VideoProvider = given.pop("video", None) or common.video_provider(settings)
     blobs: BlobStore = given.pop("blobs", None) or common.blob_store(settings)
     resolver = given.pop("resolver", None)
+    jwks_transport = given.pop("jwks_transport", None)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     security = SecurityEvents(database)
     links = Links(settings.app_base_url)
+    # An external identity provider's tokens, beside Carebase's own (AUTH_JWKS_URL).
+    external = (
+        JwksClient(
+            settings.auth_jwks_url,
+            issuer=settings.auth_issuer or "",
+            audience=settings.auth_audience or "",
+            transport=jwks_transport,
+        )
+        if settings.auth_jwks_url
+        else None
+    )
     authenticator = Authenticator(
-        tokens=dependencies.tokens, db=database, cache_s=settings.auth_cache_s
+        tokens=dependencies.tokens, db=database, cache_s=settings.auth_cache_s, external=external
     )
     identity = IdentityService(
         db=database,
@@ -239,6 +253,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await database.open(wait=False)
+        if external is not None:
+            await external.start()
         background = common.Background(database, relay, scheduling, reaper, events)
         tasks = background.start(settings) if settings.run_workers else []
         tasks.append(asyncio.create_task(security.run(), name="security-events"))
@@ -248,6 +264,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             yield
         finally:
             await common.stop(tasks)
+            if external is not None:
+                await external.close()
             await database.close()
             await dependencies.redis.aclose()
             await dependencies.redis_pipe.close()

@@ -421,3 +421,45 @@ async def mark_mail_sent(q: Querier, mail_id: int) -> None:
 
 async def mark_mail_failed(q: Querier, mail_id: int, *, error: str, delay_s: int) -> None:
     await q.execute(MARK_MAIL_FAILED, {"id": mail_id, "error": error[:500], "delay_s": delay_s})
+
+
+# --- users of an external identity provider (owner pool) ------------------------------------
+
+USER_BY_EXTERNAL = "SELECT id FROM identity.users WHERE external_subject = %s"
+LINK_EXTERNAL = """
+UPDATE identity.users SET external_subject = %(subject)s, last_login_at = now()
+ WHERE email = %(email)s AND external_subject IS NULL AND email_verified_at IS NOT NULL
+RETURNING id
+"""
+INSERT_EXTERNAL = """
+INSERT INTO identity.users (email, display_name, external_subject, email_verified_at,
+                            last_login_at)
+VALUES (%(email)s, %(name)s, %(subject)s, CASE WHEN %(verified)s THEN now() END, now())
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _UserId:
+    id: UUID
+
+
+async def user_by_external_subject(q: Querier, subject: str) -> UUID | None:
+    found = await q.fetch_one(USER_BY_EXTERNAL, (subject,), row=_UserId)
+    return found.id if found else None
+
+
+async def link_external(q: Querier, subject: str, email: str) -> UUID | None:
+    """The verified local account with this address, now also known by `subject`."""
+    found = await q.fetch_one(LINK_EXTERNAL, {"subject": subject, "email": email}, row=_UserId)
+    return found.id if found else None
+
+
+async def insert_external(
+    q: Querier, subject: str, *, email: str, name: str, verified: bool
+) -> UUID | None:
+    """A new account for `subject`; None when the address or the subject is taken."""
+    params = {"subject": subject, "email": email, "name": name, "verified": verified}
+    found = await q.fetch_one(INSERT_EXTERNAL, params, row=_UserId)
+    return found.id if found else None

@@ -9,12 +9,14 @@ read for `cache_s` seconds, so a removed member or a revoked key stops working w
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import hmac
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -25,7 +27,7 @@ from carebase.persistence.db import Database
 from carebase.principal import Principal
 from carebase.security import credentials
 from carebase.security.jwks import JwksClient
-from carebase.security.tokens import SESSION_AUDIENCE, TokenService
+from carebase.security.tokens import SESSION_AUDIENCE, AccessClaims, TokenService
 
 _log = structlog.get_logger("carebase.security.auth")
 
@@ -83,8 +85,18 @@ class _Access:
 
 
 class Authenticator:
-    def __init__(self, *, tokens: TokenService, db: Database, cache_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        tokens: TokenService,
+        db: Database,
+        cache_s: float,
+        external: JwksClient | None = None,
+    ) -> None:
+        """`external`: an identity provider's JWKS (`AUTH_JWKS_URL`); its tokens are accepted
+        beside Carebase's own, their users provisioned on first sight by `iss` and `sub`."""
         self._tokens = tokens
+        self._external = external
         self._db = db
         self._access = TtlCache[tuple[UUID, UUID | None], _Access](cache_s)
         self._keys = TtlCache[str, identity.ApiKeyRow](cache_s)
@@ -111,14 +123,24 @@ class Authenticator:
         )
 
     async def _bearer(self, token: str) -> Principal:
+        external = False
         try:
             claims = self._tokens.verify(token)  # remembered per process until it expires
         except Unauthenticated as exc:
-            _log.info("token_refused", reason=str(exc))
-            raise Unauthenticated("The access token is invalid or expired.") from None
+            if self._external is None:
+                _log.info("token_refused", reason=str(exc))
+                raise Unauthenticated("The access token is invalid or expired.") from None
+            try:
+                claims = await self._external.verify(token)
+            except Unauthenticated as also:
+                _log.info("token_refused", reason=str(exc), external=str(also))
+                raise Unauthenticated("The access token is invalid or expired.") from None
+            external = True
         known = self._principals.get(token)
         if known is not None:
             return known
+        if external:
+            return await self._external_principal(token, claims)
         try:
             user_id = UUID(claims.subject)
             organization_id = UUID(claims.organization_id) if claims.organization_id else None
@@ -138,6 +160,30 @@ class Authenticator:
             impersonator_id=impersonator,
         )
         # Trusted as long as the role it carries: the same AUTH_CACHE_S, cleared by forget().
+        self._principals.put(token, principal)
+        return principal
+
+    async def _external_principal(self, token: str, claims: AccessClaims) -> Principal:
+        """The identity provider's user, provisioned on first sight; acting in the organization
+        its token names (an `org` claim) only where it is a member, otherwise in none (it then
+        switches with `POST /v1/auth/switch-organization`)."""
+        subject = f"{claims.issuer}|{claims.subject}"[:500]
+        async with self._db.admin_transaction() as q:
+            user_id = await identity.user_by_external_subject(q, subject)
+            if user_id is None:
+                user_id = await _provision(q, subject, claims)
+        organization_id = None
+        with contextlib.suppress(ValueError):
+            organization_id = UUID(claims.organization_id) if claims.organization_id else None
+        access = await self._user_access(user_id, organization_id)
+        if access is None:
+            raise Unauthenticated("The access token is invalid or expired.")
+        principal = Principal(
+            user_id=user_id,
+            organization_id=organization_id if access.role else None,
+            role=access.role,
+            is_superadmin=access.is_superadmin,
+        )
         self._principals.put(token, principal)
         return principal
 
@@ -179,6 +225,35 @@ class Authenticator:
         return Principal(
             user_id=None, organization_id=row.organization_id, role=row.role, api_key_id=row.id
         )
+
+
+async def _provision(q: Any, subject: str, claims: AccessClaims) -> UUID:
+    """A local account for an identity provider's user. A verified address that already has a
+    local account is linked to it; an unverified one never is (whoever controls the provider
+    could claim anyone's address), and gets an address of its own under `.invalid`."""
+    email = (claims.email or "").strip().lower()
+    name = (claims.name or "")[:200]
+    usable = bool(email) and 3 <= len(email) <= 254 and "@" in email
+    if usable and claims.email_verified:
+        linked = await identity.link_external(q, subject, email)
+        if linked is not None:
+            return linked
+    if usable:
+        created = await identity.insert_external(
+            q, subject, email=email, name=name, verified=claims.email_verified
+        )
+        if created is not None:
+            return created
+    placeholder = f"{hashlib.sha256(subject.encode()).hexdigest()[:32]}@external.invalid"
+    created = await identity.insert_external(
+        q, subject, email=placeholder, name=name, verified=False
+    )
+    if created is None:  # provisioned by a concurrent request a moment ago
+        found = await identity.user_by_external_subject(q, subject)
+        if found is None:
+            raise Unauthenticated("The access token is invalid or expired.")
+        return found
+    return created
 
 
 class TokenAuthenticator:

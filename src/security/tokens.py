@@ -169,6 +169,11 @@ class AccessClaims:
     session_id: str | None = None
     """A telemetry session token's session (`sid`): the one session it may send data for."""
     audience: str | None = None
+    issuer: str | None = None
+    email: str | None = None
+    """An external identity provider's `email` claim (never in Carebase's own tokens)."""
+    email_verified: bool = False
+    name: str | None = None
 
 
 class TokenService:
@@ -328,6 +333,7 @@ def claims_of(claims: Mapping[str, Any]) -> AccessClaims:
     impersonator = actor.get("sub") if isinstance(actor, dict) else None
     org, role, session = claims.get("org"), claims.get("role"), claims.get("sid")
     audience = claims.get("aud")
+    email, name, issuer = claims.get("email"), claims.get("name"), claims.get("iss")
     return AccessClaims(
         subject=subject,
         organization_id=org if isinstance(org, str) else None,
@@ -338,4 +344,8 @@ def claims_of(claims: Mapping[str, Any]) -> AccessClaims:
         impersonator=impersonator if isinstance(impersonator, str) else None,
         session_id=session if isinstance(session, str) else None,
         audience=audience if isinstance(audience, str) else None,
+        issuer=issuer if isinstance(issuer, str) else None,
+        email=email if isinstance(email, str) else None,
+        email_verified=claims.get("email_verified") is True,
+        name=name if isinstance(name, str) else None,
     )
