@@ -190,6 +190,18 @@ class PoseSummary(BaseModel):
     last_at: AwareDatetime
 
 
+class PrivacySettings(BaseModel):
+    analytics_opt_out: bool
+    updated_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class PrivacySettingsChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    analytics_opt_out: bool
+
+
 class AllowedTransition(RootModel[str]):
     root: Annotated[str, Field(max_length=32)]
 

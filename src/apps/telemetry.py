@@ -22,6 +22,7 @@ from carebase.handlers.telemetry.consents import ConsentHandlers
 from carebase.handlers.telemetry.dashboards import DashboardHandlers
 from carebase.handlers.telemetry.media import MediaHandlers
 from carebase.handlers.telemetry.pose import PoseHandlers
+from carebase.handlers.telemetry.privacy import PrivacyHandlers
 from carebase.handlers.telemetry.security import SecurityHandlers
 from carebase.integrations.redis_pipe import RedisPipe
 from carebase.logging import configure_logging
@@ -35,7 +36,7 @@ from carebase.security.ratelimit import RateLimiter, Rule
 from carebase.security.tokens import SESSION_AUDIENCE
 from carebase.services.system import HealthService
 from carebase.services.telemetry.buffer import IngestBuffer
-from carebase.services.telemetry.consents import ConsentService
+from carebase.services.telemetry.consents import ConsentService, PrivacySettingsService
 from carebase.services.telemetry.dashboards import DashboardService
 from carebase.services.telemetry.ingest import (
     TABLES,
@@ -153,6 +154,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             ),
             AuditHandlers(ingest=AuditIngest(db=database, privacy=privacy, buffer=buffer)),
             ConsentHandlers(consents=ConsentService(db=database, privacy=privacy)),
+            PrivacyHandlers(settings=PrivacySettingsService(db=database, privacy=privacy)),
             PoseHandlers(ingest=PoseIngest(privacy=privacy, buffer=buffer)),
             MediaHandlers(ingest=MediaIngest(db=database, privacy=privacy, buffer=buffer)),
             DashboardHandlers(dashboards=DashboardService(db=database, store=store)),

@@ -66,6 +66,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "webhooks:write",
             "dashboards:staff",
             "security_events:read",
+            "privacy:manage",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,

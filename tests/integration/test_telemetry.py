@@ -427,3 +427,29 @@ async def test_consents_stay_inside_their_organization_and_person(
         "/v1/consents", params={"subject_id": str(alice.user_id)}, headers=outsider.auth
     )
     assert subjects(narrowed) == set()  # another organization's admin sees none of it
+
+
+async def test_admins_opt_their_organization_out_of_analytics(
+    telemetry: httpx.AsyncClient,
+    telemetry_app: TelemetryApp,
+    clickhouse_store: ClickHouse,
+    new_org: Callable[..., uuid.UUID],
+    person: Callable[..., Person],
+) -> None:
+    org, other = new_org(), new_org()
+    admin, staff, neighbour = person(org, "admin"), person(org, "staff"), person(other, "staff")
+    shown = await telemetry.get("/v1/privacy/organization", headers=admin.auth)
+    assert shown.json() == {"analytics_opt_out": False, "updated_at": None}
+    opt_out = {"analytics_opt_out": True}
+    assert (
+        await telemetry.put("/v1/privacy/organization", json=opt_out, headers=staff.auth)
+    ).status_code == 403
+    changed = await telemetry.put("/v1/privacy/organization", json=opt_out, headers=admin.auth)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["analytics_opt_out"] is True
+    for who in (staff, neighbour):
+        answer = await telemetry.post("/v1/analytics/batch", json=_track(2), headers=who.auth)
+        assert answer.json() == {"accepted": 2, "rejected": []}
+    await telemetry_app.buffer.flush()
+    assert _rows(clickhouse_store, "analytics_events", org) == []  # at once in this process
+    assert len(_rows(clickhouse_store, "analytics_events", other)) == 2  # the neighbour's stay

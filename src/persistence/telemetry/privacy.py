@@ -134,3 +134,38 @@ async def consents(
 ) -> tuple[list[ConsentRow], int]:
     params = {"org": organization_id, "subject": subject_id, "purpose": purpose}
     return await fetch_page(q, COUNT_CONSENTS, LIST_CONSENTS, params, page, row=ConsentRow)
+
+
+# --- the organization's settings, by its admins (app pool, under row-level security) --------
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsRow:
+    analytics_opt_out: bool
+    updated_at: datetime | None
+
+
+SETTINGS = """
+SELECT analytics_opt_out, updated_at FROM privacy.organization_settings
+ WHERE organization_id = %s
+"""
+PUT_SETTINGS = """
+INSERT INTO privacy.organization_settings (organization_id, analytics_opt_out, updated_by)
+VALUES (%s, %s, %s)
+ON CONFLICT (organization_id) DO UPDATE
+   SET analytics_opt_out = EXCLUDED.analytics_opt_out, updated_by = EXCLUDED.updated_by,
+       updated_at = now()
+RETURNING analytics_opt_out, updated_at
+"""
+
+
+async def settings(q: Querier, organization_id: UUID) -> SettingsRow:
+    found = await q.fetch_one(SETTINGS, (organization_id,), row=SettingsRow)
+    return found or SettingsRow(analytics_opt_out=False, updated_at=None)
+
+
+async def put_settings(
+    q: Querier, organization_id: UUID, *, analytics_opt_out: bool, by: UUID | None
+) -> SettingsRow:
+    params = (organization_id, analytics_opt_out, by)
+    return one(await q.fetch_one(PUT_SETTINGS, params, row=SettingsRow))

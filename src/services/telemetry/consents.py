@@ -49,6 +49,34 @@ class ConsentService:
         return Page(rows, total, page)
 
 
+class PrivacySettingsService:
+    """The organization's own choices: analytics opt-out, by its admins."""
+
+    def __init__(self, *, db: Database, privacy: PrivacyGate) -> None:
+        self._db = db
+        self._privacy = privacy
+
+    async def get(self, principal: Principal) -> repo.SettingsRow:
+        organization_id = _organization(principal)
+        async with self._db.transaction(principal, read_only=True) as q:
+            return await repo.settings(q, organization_id)
+
+    async def put(self, principal: Principal, *, analytics_opt_out: bool) -> repo.SettingsRow:
+        organization_id = _organization(principal)
+        async with self._db.transaction(principal) as q:
+            row = await repo.put_settings(
+                q, organization_id, analytics_opt_out=analytics_opt_out, by=principal.user_id
+            )
+        self._privacy.forget(organization_id)
+        return row
+
+
+def _organization(principal: Principal) -> UUID:
+    if principal.organization_id is None:
+        raise NotFound("No organization to keep settings for.")
+    return principal.organization_id
+
+
 def _person(principal: Principal) -> tuple[UUID, UUID]:
     if principal.organization_id is None:
         raise NotFound("No organization to keep consent in.")
