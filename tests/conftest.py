@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -193,13 +194,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(settings: Settings) -> Iterator[str]:
-    """The core service under real uvicorn on a loopback port, in a thread of its own."""
+@contextlib.contextmanager
+def serving(application: Any, name: str) -> Iterator[str]:
+    """An app under real uvicorn on a loopback port, in a thread of its own: its base URL."""
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, overrides={"resolver": REGISTRATION_DNS.resolve}),
+            application,
             host="127.0.0.1",
             port=port,
             loop="asyncio",
@@ -208,16 +209,26 @@ def live_server(settings: Settings) -> Iterator[str]:
             access_log=False,
         )
     )
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the live server did not start")
+            raise RuntimeError(f"the {name} did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[str]:
+    """The core service under real uvicorn on a loopback port, in a thread of its own."""
+    application = create_app(settings, overrides={"resolver": REGISTRATION_DNS.resolve})
+    with serving(application, "live-server") as url:
+        yield url
 
 
 PROBLEM_RESPONSES = {

@@ -3,16 +3,13 @@ server that verifies core's tokens against the live core server's JWKS (real HTT
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
-from conftest import SERVICE_TOKEN, _free_port
+from conftest import SERVICE_TOKEN, serving
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
@@ -36,31 +33,12 @@ def telemetry_server(
     telemetry_settings: Settings, clickhouse_store: ClickHouse, live_server: str
 ) -> Iterator[str]:
     """Telemetry under real uvicorn on a loopback port, in a thread of its own."""
-    port = _free_port()
     configured = telemetry_settings.model_copy(
         update={"auth_jwks_url": f"{live_server}/.well-known/jwks.json"}
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(configured, overrides={"clickhouse": clickhouse_store}),
-            host="127.0.0.1",
-            port=port,
-            loop="asyncio",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="telemetry-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the telemetry server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    application = create_app(configured, overrides={"clickhouse": clickhouse_store})
+    with serving(application, "telemetry-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

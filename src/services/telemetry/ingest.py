@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -264,17 +264,16 @@ class AuditIngest:
         now = datetime.now(UTC)
         rows: list[audit_repo.NewAuditEvent] = []
         rejected: list[tuple[int, str]] = []
-        for index, event in enumerate(events):
-            occurred = instant(event["occurred_at"])
-            if occurred is None or not EARLIEST <= occurred < now + FUTURE_SKEW:
-                rejected.append((index, "timestamp_out_of_range"))
-                continue
-            organization = _uuid(event.get("organization_id"))
+        for event, occurred in plausible(events, rejected):
+            organization = uuid_or_none(event.get("organization_id"))
             state = await self._privacy.state(organization)
-            user, key = _uuid(event.get("actor_user_id")), _uuid(event.get("actor_api_key_id"))
+            user, key = (
+                uuid_or_none(event.get("actor_user_id")),
+                uuid_or_none(event.get("actor_api_key_id")),
+            )
             actor_type = "api_key" if key else "user" if user else "system"
             actor = key or user
-            impersonator = _uuid(event.get("impersonator_id"))
+            impersonator = uuid_or_none(event.get("impersonator_id"))
             rows.append(
                 audit_repo.NewAuditEvent(
                     event_id=UUID(event["event_id"]),
@@ -282,7 +281,7 @@ class AuditIngest:
                     occurred_at=occurred,
                     action=event["action"],
                     entity_type=event["entity_type"],
-                    entity_id=_uuid(event.get("entity_id")),
+                    entity_id=uuid_or_none(event.get("entity_id")),
                     changed_fields=list(event.get("changed_fields") or []),
                     actor_type=actor_type,
                     actor_hash=state.hash(actor) if actor else None,
@@ -319,5 +318,19 @@ class AuditIngest:
         return IngestResult(len(rows), rejected)
 
 
-def _uuid(value: Any) -> UUID | None:
+def plausible(
+    events: Sequence[Mapping[str, Any]], rejected: list[tuple[int, str]]
+) -> Iterator[tuple[Mapping[str, Any], datetime]]:
+    """Core's relayed events whose `occurred_at` is plausible (from 2000 to a day ahead),
+    with it; the others go to `rejected` by index."""
+    now = datetime.now(UTC)
+    for index, event in enumerate(events):
+        occurred = instant(event["occurred_at"])
+        if occurred is None or not EARLIEST <= occurred < now + FUTURE_SKEW:
+            rejected.append((index, "timestamp_out_of_range"))
+        else:
+            yield event, occurred
+
+
+def uuid_or_none(value: Any) -> UUID | None:
     return UUID(value) if isinstance(value, str) and value else None

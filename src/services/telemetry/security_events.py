@@ -4,7 +4,7 @@ organization's key and the address truncated; read back by the organization's ad
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,7 +12,7 @@ from carebase.pages import Page, PageRequest
 from carebase.persistence.db import Database
 from carebase.persistence.telemetry import security_events as repo
 from carebase.principal import Principal, organization_of
-from carebase.services.telemetry.ingest import EARLIEST, FUTURE_SKEW, IngestResult, instant
+from carebase.services.telemetry.ingest import IngestResult, plausible, uuid_or_none
 from carebase.services.telemetry.privacy import PrivacyGate, truncate_ip
 
 MAX_DETAIL_BYTES = 4096
@@ -24,16 +24,11 @@ class SecurityEventService:
         self._privacy = privacy
 
     async def ingest(self, events: Sequence[Mapping[str, Any]]) -> IngestResult:
-        now = datetime.now(UTC)
         rows: list[repo.NewSecurityEvent] = []
         rejected: list[tuple[int, str]] = []
-        for index, event in enumerate(events):
-            occurred = instant(event["occurred_at"])
-            if occurred is None or not EARLIEST <= occurred < now + FUTURE_SKEW:
-                rejected.append((index, "timestamp_out_of_range"))
-                continue
-            organization = _uuid(event.get("organization_id"))
-            actor = _uuid(event.get("actor_user_id"))
+        for event, occurred in plausible(events, rejected):
+            organization = uuid_or_none(event.get("organization_id"))
+            actor = uuid_or_none(event.get("actor_user_id"))
             state = await self._privacy.state(organization)
             detail = dict(event.get("detail") or {})
             rows.append(
@@ -67,7 +62,3 @@ class SecurityEventService:
                 q, organization_id, page, kind=kind, since=since, until=until
             )
         return Page(rows, total, page)
-
-
-def _uuid(value: Any) -> UUID | None:
-    return UUID(value) if isinstance(value, str) and value else None
