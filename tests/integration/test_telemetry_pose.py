@@ -120,6 +120,12 @@ async def test_a_session_batch_is_stored_once(
     assert landmarks == pytest.approx([0.5, 0.25, -0.1, 0.9] * 33)
     assert len(hashed) == 32
     assert str(place.patient.user_id) not in hashed
+    # The session's dashboard counts them (the answer checked against the contract).
+    view = await telemetry.get(f"/v1/dashboards/sessions/{appointment}", headers=place.admin.auth)
+    assert view.status_code == 200, view.text
+    summary = view.json()["pose"]
+    assert (summary["frames"], summary["minutes"]) == (40, 1)
+    assert summary["first_at"].endswith("Z")
 
 
 async def test_tokens_for_other_things_are_refused(

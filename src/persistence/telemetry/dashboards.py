@@ -4,7 +4,7 @@ query scoped to one organization through `ClickHouse.scoped`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -124,4 +124,9 @@ async def session_pose(
     )
     if not frames:
         return None
-    return PoseRow(int(frames), int(minutes), first, last)
+    return PoseRow(int(frames), int(minutes), _utc(first), _utc(last))
+
+
+def _utc(moment: datetime) -> datetime:
+    """clickhouse-connect hands DateTime64(…, 'UTC') back without its zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
