@@ -38,6 +38,7 @@ from carebase.services.system import HealthService
 from carebase.services.telemetry.buffer import IngestBuffer
 from carebase.services.telemetry.consents import ConsentService, PrivacySettingsService
 from carebase.services.telemetry.dashboards import DashboardService
+from carebase.services.telemetry.housekeeping import TelemetryHousekeeping
 from carebase.services.telemetry.ingest import (
     TABLES,
     AnalyticsIngest,
@@ -72,9 +73,11 @@ class TelemetryApp(Application):
         privacy: PrivacyGate,
         jwks: JwksClient,
         summaries: MediaSummaries,
+        housekeeping: TelemetryHousekeeping,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
         self.summaries = summaries
+        self.housekeeping = housekeeping
         self.contract = contract
         self.database = database
         self.store = store
@@ -137,6 +140,11 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     )
 
     summaries = MediaSummaries(database, store, buffer)
+    housekeeping = TelemetryHousekeeping(
+        database,
+        audit_days=settings.telemetry_retention_audit_days,
+        media_days=settings.telemetry_retention_media_days,
+    )
 
     async def clickhouse_ready() -> str | None:
         await store.ping()
@@ -206,21 +214,23 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         await database.open(wait=False)
         await jwks.start()
         flusher = asyncio.create_task(buffer.run(), name="telemetry-flush")
-        sweeper = (
-            asyncio.create_task(summaries.run(), name="media-summaries")
+        chores = (
+            [
+                asyncio.create_task(summaries.run(), name="media-summaries"),
+                asyncio.create_task(housekeeping.run(), name="telemetry-housekeeping"),
+            ]
             if settings.run_workers
-            else None
+            else []
         )
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
             yield
         finally:
-            for task in (sweeper, flusher):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            for task in (*chores, flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await buffer.close()  # every accepted row is written before the process ends
             await jwks.close()
             await database.close()
@@ -238,4 +248,5 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         privacy=privacy,
         jwks=jwks,
         summaries=summaries,
+        housekeeping=housekeeping,
     )

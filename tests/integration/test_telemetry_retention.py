@@ -1,11 +1,16 @@
-"""Retention: every ClickHouse table has a TTL that follows its setting."""
+"""Retention: every ClickHouse table has a TTL that follows its setting, and telemetry's
+PostgreSQL rows go after theirs."""
 
 from __future__ import annotations
 
 import re
+import uuid
 
+import psycopg
+
+from carebase.apps.telemetry import TelemetryApp
 from carebase.config import Settings
-from carebase.operations import clickhouse_migrations
+from carebase.operations import clickhouse_migrations, devstack
 from carebase.persistence.clickhouse import ClickHouse
 
 
@@ -47,3 +52,49 @@ def test_ttls_follow_the_settings(clickhouse_store: ClickHouse, settings: Settin
         assert clickhouse_migrations.apply_retention(client, shorter) == []  # nothing to do
     finally:
         clickhouse_migrations.apply_retention(client, defaults)
+
+
+async def test_telemetry_database_rows_go_after_their_retention(
+    telemetry_app: TelemetryApp, stack: devstack.EmbeddedStack
+) -> None:
+    org = uuid.uuid4()
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(stack.telemetry_database_admin_url, autocommit=True) as conn:
+        for event_id, age in ((old, "2191 days"), (recent, "1 day")):
+            conn.execute(
+                "INSERT INTO events.audit_events (event_id, organization_id, occurred_at, action,"
+                " entity_type, actor_type) VALUES (%s, %s, now() - %s::interval,"
+                " 'patient.updated', 'patient', 'user')",
+                (event_id, org, age),
+            )
+            conn.execute(
+                "INSERT INTO events.security_events (event_id, organization_id, occurred_at, kind)"
+                " VALUES (%s, %s, now() - %s::interval, 'rate_limited')",
+                (event_id, org, age),
+            )
+        conn.execute(
+            "INSERT INTO events.media_sessions (organization_id, session_id, last_seen_at,"
+            " status, summarized_at) VALUES (%s, %s, now() - interval '731 days', 'ended', now()),"
+            " (%s, %s, now() - interval '731 days', 'open', NULL)",
+            (org, old, org, recent),
+        )
+        conn.execute(
+            "INSERT INTO privacy.consents (organization_id, subject_id, purpose, granted,"
+            " notice_version, recorded_at) VALUES (%s, %s, 'analytics', true, 'v0',"
+            " now() - interval '3000 days')",
+            (org, uuid.uuid4()),
+        )
+        purged = await telemetry_app.housekeeping.sweep()
+        assert purged.audit_events >= 1
+        assert purged.security_events >= 1
+        kept = conn.execute(
+            "SELECT"
+            " (SELECT array_agg(event_id) FROM events.audit_events WHERE organization_id = %s),"
+            " (SELECT array_agg(event_id) FROM events.security_events WHERE organization_id = %s),"
+            " (SELECT array_agg(session_id) FROM events.media_sessions"
+            "   WHERE organization_id = %s),"
+            " (SELECT count(*) FROM privacy.consents WHERE organization_id = %s)",
+            (org, org, org, org),
+        ).fetchone()
+    # The recent events stay; an unsummarized session waits for its summary; consent stays.
+    assert kept == ([recent], [recent], [recent], 1)

@@ -68,3 +68,14 @@ async def insert_new(q: Querier, rows: Sequence[NewAuditEvent]) -> list[UUID]:
     )
     found = await q.fetch_all(INSERT_NEW, params, row=_Id)
     return [row.event_id for row in found]
+
+
+PURGE = """
+DELETE FROM events.audit_events
+ WHERE occurred_at < now() - make_interval(days => %s)
+"""
+
+
+async def purge(q: Querier, *, keep_days: int) -> int:
+    """Drop events past their retention (owner pool)."""
+    return await q.execute(PURGE, (keep_days,))

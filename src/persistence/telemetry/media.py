@@ -132,3 +132,14 @@ async def quality(store: ClickHouse, organization_id: UUID, session_id: UUID) ->
 
 def _number(value: object) -> float | None:
     return None if value is None else round(float(value), 3)  # type: ignore[arg-type]
+
+
+PURGE = """
+DELETE FROM events.media_sessions
+ WHERE summarized_at IS NOT NULL AND last_seen_at < now() - make_interval(days => %s)
+"""
+
+
+async def purge(q: Querier, *, keep_days: int) -> int:
+    """Drop summarized sessions past their retention (owner pool)."""
+    return await q.execute(PURGE, (keep_days,))

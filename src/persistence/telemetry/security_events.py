@@ -92,3 +92,14 @@ async def events(
 ) -> tuple[list[SecurityEventRow], int]:
     params = {"org": organization_id, "kind": kind, "since": since, "until": until}
     return await fetch_page(q, COUNT, LIST, params, page, row=SecurityEventRow)
+
+
+PURGE = """
+DELETE FROM events.security_events
+ WHERE occurred_at < now() - make_interval(days => %s)
+"""
+
+
+async def purge(q: Querier, *, keep_days: int) -> int:
+    """Drop events past their retention (owner pool)."""
+    return await q.execute(PURGE, (keep_days,))
