@@ -171,6 +171,9 @@ class Server:
             "TELEMETRY_SERVICE_TOKEN": SERVICE_TOKEN,
             "LOG_LEVEL": "info",  # the access log on, as in production (to /dev/null)
         }
+        for name in ("TELEMETRY_FLUSH_ROWS", "TELEMETRY_FLUSH_INTERVAL_S"):  # to compare settings
+            if os.environ.get(f"BENCH_{name}"):
+                env[name] = os.environ[f"BENCH_{name}"]
         self.process = subprocess.Popen(
             [
                 sys.executable,
