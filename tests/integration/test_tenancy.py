@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -204,42 +205,63 @@ async def test_read_only_transaction_refuses_writes(
             await q.execute("UPDATE platform.organizations SET name = 'x' WHERE id = %s", (a,))
 
 
-def test_catalog_every_tenant_table_is_locked_down(
-    admin_conn: psycopg.Connection[tuple[object, ...]], stack: EmbeddedStack
-) -> None:
-    @dataclass(frozen=True)
-    class Table:
-        name: str
-        rls: bool
-        forced: bool
-        policies: int
-        write_policies_without_check: int
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    rls: bool
+    forced: bool
+    policies: int
+    write_policies_without_check: int
+    app_grants: int
 
+
+CATALOG = """
+SELECT n.nspname || '.' || c.relname AS name, c.relrowsecurity AS rls,
+       c.relforcerowsecurity AS forced,
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)::int AS policies,
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+          AND p.polcmd IN ('a', 'w', '*') AND p.polwithcheck IS NULL)::int
+         AS write_policies_without_check,
+       (SELECT count(*) FROM information_schema.role_table_grants g
+         WHERE g.table_schema = n.nspname AND g.table_name = c.relname
+           AND g.grantee = 'carebase_app_access')::int AS app_grants
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) AND c.relname <> 'schema_migrations'
+"""
+# Telemetry tables only its system work reads (the owner role); the app role has no grant.
+OWNER_ONLY = {
+    "privacy.organization_keys": "the keys actor ids are hashed with",
+    "privacy.erasure_tombstones": "the erased subjects' hashes, read by ingest",
+}
+
+
+def _assert_locked_down(conn: psycopg.Connection[Any], modules: tuple[str, ...]) -> None:
     tables = (
-        admin_conn.cursor(row_factory=class_row(Table))
-        .execute(
-            """
-        SELECT n.nspname || '.' || c.relname AS name, c.relrowsecurity AS rls,
-               c.relforcerowsecurity AS forced,
-               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)::int AS policies,
-               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
-                  AND p.polcmd IN ('a', 'w', '*') AND p.polwithcheck IS NULL)::int
-                 AS write_policies_without_check
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) AND c.relname <> 'schema_migrations'
-        """,
-            (list(migrations.MODULES),),
-        )
-        .fetchall()
+        conn.cursor(row_factory=class_row(_Table)).execute(CATALOG, (list(modules),)).fetchall()
     )
     assert tables, "no tenant tables found: the audit would prove nothing"
     for table in tables:
         assert table.rls, f"{table.name}: row-level security is not enabled"
         assert table.forced, f"{table.name}: row-level security is not forced"
+        if table.name in OWNER_ONLY:
+            assert table.app_grants == 0, f"{table.name}: the app role must not reach it"
+            continue
         assert table.policies > 0, f"{table.name}: no policy"
         assert table.write_policies_without_check == 0, (
             f"{table.name}: write policy lacks WITH CHECK"
         )
+
+
+def test_catalog_every_tenant_table_is_locked_down(
+    admin_conn: psycopg.Connection[tuple[object, ...]], stack: EmbeddedStack
+) -> None:
+    _assert_locked_down(admin_conn, migrations.MODULES)
+
+
+def test_catalog_every_telemetry_table_is_locked_down(stack: EmbeddedStack) -> None:
+    """Telemetry's own database, by the same rules."""
+    with psycopg.connect(stack.telemetry_database_admin_url) as conn:
+        _assert_locked_down(conn, migrations.TELEMETRY_MODULES)
 
 
 def test_catalog_app_role_is_restricted(
