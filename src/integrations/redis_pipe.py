@@ -18,6 +18,7 @@ It speaks to one node (`redis://`, `rediss://`, `unix://`; AUTH and SELECT from 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import time
 from collections import deque
@@ -46,6 +47,23 @@ def encode(args: Sequence[Arg]) -> bytes:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+class RedisScript:
+    """A Lua script run by its SHA-1 (`EVALSHA`); when Redis has forgotten it (restarted or
+    flushed: `NOSCRIPT`), `EVAL` sends the source once and Redis caches it again."""
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source).hexdigest().encode()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(self, redis: RedisPipe, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        try:
+            return await redis.send(encode((b"EVALSHA", self.sha, len(keys), *keys, *args)))
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await redis.send(encode((b"EVAL", self.source, len(keys), *keys, *args)))
 
 
 class _Connection(asyncio.Protocol):

@@ -13,7 +13,6 @@ with `fail: closed` (login, password reset) answers 503 instead.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,13 +20,18 @@ from typing import Any, Literal
 import structlog
 
 from carebase.errors import DependencyUnavailable, RateLimited
-from carebase.integrations.redis_pipe import RedisPipe, RedisReplyError, RedisUnavailable, encode
+from carebase.integrations.redis_pipe import (
+    RedisPipe,
+    RedisReplyError,
+    RedisScript,
+    RedisUnavailable,
+)
 
 KeyKind = Literal["ip", "user", "organization"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ip", "user", "organization")
 
 # KEYS[1] counter; ARGV[1] window in ms. Returns {count, ms until the window resets}.
-SCRIPT = b"""
+SCRIPT = RedisScript(b"""
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
@@ -35,8 +39,7 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {count, ttl}
-"""
-SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest().encode()  # noqa: S324 - Redis names scripts by SHA-1
+""")
 
 _log = structlog.get_logger("carebase.ratelimit")
 
@@ -78,14 +81,9 @@ class RateLimiter:
         key = f"{self._prefix}:{{{identity}}}:{bucket}:{rule.window_s}"
         window_ms = rule.window_s * 1000
         try:
-            count, ttl_ms = await self._redis.send(
-                encode((b"EVALSHA", SCRIPT_SHA, 1, key, window_ms))
-            )
+            count, ttl_ms = await SCRIPT(self._redis, (key,), (window_ms,))
         except RedisReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise RedisUnavailable(f"the rate-limit script failed: {exc}") from exc
-            # A restarted or flushed Redis forgot the script: EVAL sends it and caches it again.
-            count, ttl_ms = await self._redis.call(b"EVAL", SCRIPT, 1, key, window_ms)
+            raise RedisUnavailable(f"the rate-limit script failed: {exc}") from exc
         reset_s = max(1, -(-int(ttl_ms) // 1000))
         return Decision(
             allowed=int(count) <= rule.limit,

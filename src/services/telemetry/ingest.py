@@ -19,7 +19,12 @@ import orjson
 import structlog
 
 from carebase.errors import FieldError, ValidationFailed
-from carebase.integrations.redis_pipe import RedisPipe, RedisReplyError, RedisUnavailable
+from carebase.integrations.redis_pipe import (
+    RedisPipe,
+    RedisReplyError,
+    RedisScript,
+    RedisUnavailable,
+)
 from carebase.persistence.db import Database
 from carebase.persistence.telemetry import audit_events as audit_repo
 from carebase.principal import Principal
@@ -75,13 +80,13 @@ TABLES: Mapping[str, Table] = {
 }
 
 # SET NX EX for every key; answers 1 for a key set now (new), 0 for one already there.
-_FIRST_SEEN = """
+_FIRST_SEEN = RedisScript(b"""
 local fresh = {}
 for i, key in ipairs(KEYS) do
   fresh[i] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and 1 or 0
 end
 return fresh
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,7 @@ class MessageIds:
         prefix = f"tm:seen:{organization_id}:"
         keys = [prefix + message_id for message_id in ids]
         try:
-            fresh = await self._redis.call("EVAL", _FIRST_SEEN, len(keys), *keys, self._window_s)
+            fresh = await _FIRST_SEEN(self._redis, keys, (self._window_s,))
         except (RedisUnavailable, RedisReplyError) as exc:
             _log.warning("telemetry_dedupe_unavailable", error=type(exc).__name__)
             return [True] * len(ids)
