@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import struct
@@ -219,39 +218,11 @@ class Server:
 
 
 def _wrk(wrk: str, script: Path, url: str, seconds: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [
-            wrk,
-            f"-t{THREADS}",
-            f"-c{CONNECTIONS}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    out = done.stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    latency: dict[str, float] = {}
-    for label in ("50%", "99%"):
-        found = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
-        if found:
-            value, unit = float(found.group(1)), found.group(2)
-            latency[label] = (
-                value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-            )
-    return {
-        "requests": requests,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "p50_ms": latency.get("50%"),
-        "p99_ms": latency.get("99%"),
-        "output": out,
-    }
+    """bench/run.py's wrk run and parse, with this bench's script (an absolute path)."""
+    import run  # noqa: PLC0415 (bench/run.py imports this module)
+
+    requests, _, p50_ms, p99_ms, non_2xx = run.run_wrk(wrk, url, seconds, [], str(script))
+    return {"requests": requests, "non_2xx": non_2xx, "p50_ms": p50_ms, "p99_ms": p99_ms}
 
 
 def _pose_script(server: Server, data_dir: Path) -> Path:
