@@ -32,6 +32,7 @@ from carebase.config import PROJECT_ROOT, Settings, load_settings
 from carebase.operations import clickhouse_migrations, devstack, migrations
 from carebase.persistence import clickhouse
 from carebase.persistence.clickhouse import ClickHouse
+from carebase.services.webhook_delivery import TelemetryForwarder
 from carebase.web.contract import Contract
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -140,6 +141,19 @@ async def client(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
 
 
 SERVICE_TOKEN = "test-service-credential-0123456789abcdef"
+
+
+async def forward_to_telemetry(app: CoreApp, telemetry_app: telemetry_service.TelemetryApp) -> None:
+    """Core's relay, pointed at telemetry in process, until the outbox is forwarded."""
+    forwarder = TelemetryForwarder(
+        app.dependencies.database,
+        base_url="http://telemetry.test",
+        token=SERVICE_TOKEN,
+        batch=1000,
+        transport=httpx.ASGITransport(app=telemetry_app),
+    )
+    while await forwarder.forward_once() == 1000:
+        pass
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,12 @@ from typing import Any
 
 import httpx
 import psycopg
-from conftest import SERVICE_TOKEN
+from conftest import SERVICE_TOKEN, forward_to_telemetry
 from support import PASSWORD, Person
 
 from carebase.apps.core import CoreApp
 from carebase.apps.telemetry import TelemetryApp
 from carebase.operations import devstack
-from carebase.services.webhook_delivery import TelemetryForwarder
 
 
 def _outbox(conn: psycopg.Connection[Any], kind: str, **where: str) -> list[dict[str, Any]]:
@@ -26,18 +25,6 @@ def _outbox(conn: psycopg.Connection[Any], kind: str, **where: str) -> list[dict
     ).fetchall()
     found = [row[0] for row in rows]
     return [p for p in found if all(str(p.get(k)) == v for k, v in where.items())]
-
-
-async def _forward(app: CoreApp, telemetry_app: TelemetryApp) -> None:
-    forwarder = TelemetryForwarder(
-        app.dependencies.database,
-        base_url="http://telemetry.test",
-        token=SERVICE_TOKEN,
-        batch=1000,
-        transport=httpx.ASGITransport(app=telemetry_app),
-    )
-    while await forwarder.forward_once() == 1000:
-        pass
 
 
 async def test_refusals_become_security_events_an_admin_reads_in_telemetry(
@@ -72,7 +59,7 @@ async def test_refusals_become_security_events_an_admin_reads_in_telemetry(
     assert PASSWORD not in str(logins)
     assert staff.email not in str(logins)
 
-    await _forward(app, telemetry_app)
+    await forward_to_telemetry(app, telemetry_app)
     seen = await telemetry.get("/v1/security/events", headers=admin.auth)
     assert seen.status_code == 200, seen.text
     events = seen.json()["data"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import SERVICE_TOKEN
+from conftest import SERVICE_TOKEN, forward_to_telemetry
 from support import Person
 
 from carebase.apps.telemetry import TelemetryApp
@@ -19,7 +19,6 @@ from carebase.config import PROJECT_ROOT
 from carebase.operations import devstack
 from carebase.persistence.clickhouse import ClickHouse
 from carebase.services.telemetry.privacy import PrivacyGate, actor_hash
-from carebase.services.webhook_delivery import TelemetryForwarder
 
 CLIENT_IP = "203.0.113.77"  # the telemetry client fixture's address
 CANARY_IP = "198.51.100.23"
@@ -388,15 +387,7 @@ async def test_core_relay_delivers_its_events_to_telemetry(
         headers={**place.staff.auth, "If-Match": "*"},
     )
     assert changed.status_code == 200, changed.text
-    forwarder = TelemetryForwarder(
-        app.dependencies.database,
-        base_url="http://telemetry.test",
-        token=SERVICE_TOKEN,
-        batch=1000,
-        transport=httpx.ASGITransport(app=telemetry_app),
-    )
-    while await forwarder.forward_once() == 1000:
-        pass
+    await forward_to_telemetry(app, telemetry_app)
     with psycopg.connect(stack.telemetry_database_admin_url) as conn:
         found = conn.execute(
             "SELECT action, actor_type, actor_hash FROM events.audit_events"
