@@ -40,6 +40,7 @@ from carebase.services import appointment_states as states
 from carebase.services import working_hours as wh
 from carebase.services.audit import record
 from carebase.services.availability import hours_of
+from carebase.services.calendar import EARLIEST, LATEST
 from carebase.services.forms import attach_to_appointment
 
 NO_APPOINTMENT = "No such appointment."
@@ -676,7 +677,10 @@ def _uuid(value: object) -> UUID:
 
 def _instant(value: object) -> dt.datetime:
     found = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-    return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
+    found = found if found.tzinfo else found.replace(tzinfo=dt.UTC)
+    if not EARLIEST <= found <= LATEST:  # year 1 with an offset overflows in UTC (a 500)
+        raise ValidationFailed([FieldError(STARTS, "Between the years 1900 and 9999.", "range")])
+    return found
 
 
 def _minutes(value: dt.timedelta) -> int:

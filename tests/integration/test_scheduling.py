@@ -606,3 +606,20 @@ async def test_attaching_forms_is_refused_until_forms_exist(
     after = await client.get(f"/v1/appointments/{made['id']}", headers=c.staff.auth)
     assert after.json()["version"] == 1
     assert after.json()["form_template_ids"] == []
+
+
+async def test_a_start_outside_the_years_1900_to_9999_is_refused(
+    client: httpx.AsyncClient, clinic: Callable[..., Clinic]
+) -> None:
+    """Schemathesis found year 1 with a positive offset overflowing Python's datetime in UTC."""
+    c = clinic()
+    body = {
+        "specialist_id": c.specialist_id,
+        "patient_id": c.patient_id,
+        "title": "Knee rehabilitation",
+        "starts_at": "0001-01-01T01:01:00+01:03",
+        "duration_minutes": 60,
+    }
+    refused = await client.post("/v1/appointments", headers=c.staff.auth, json=body)
+    assert refused.status_code == 422, refused.text
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/body/starts_at"]
