@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import schemathesis
+from contract.calls import call_and_validate
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
@@ -156,7 +157,7 @@ def test_operation_conforms(
     case: schemathesis.Case, live_server: str, tokens_by_caller: dict[str, dict[str, str]]
 ) -> None:
     """As an admin, who may call nearly everything: the most examples."""
-    case.call_and_validate(base_url=live_server, headers=tokens_by_caller["admin"])
+    call_and_validate(case, live_server, tokens_by_caller["admin"])
 
 
 @pytest.mark.parametrize("caller", [c for c in CALLERS if c != "admin"])
@@ -170,7 +171,7 @@ def test_operation_conforms_for_every_role(
 ) -> None:
     """Every other role (and nobody): refusals and role-narrowed answers conform too, with
     fewer examples each."""
-    case.call_and_validate(base_url=live_server, headers=tokens_by_caller[caller])
+    call_and_validate(case, live_server, tokens_by_caller[caller])
 
 
 # Each group gets its own run, so its scenarios are not spread over the other's links.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from conftest import SERVICE_TOKEN, serving
+from contract.calls import call_and_validate
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
@@ -66,4 +67,4 @@ def test_telemetry_operation_conforms(
     telemetry_callers: dict[str, dict[str, str]],
     caller: str,
 ) -> None:
-    case.call_and_validate(base_url=telemetry_server, headers=telemetry_callers[caller])
+    call_and_validate(case, telemetry_server, telemetry_callers[caller])
