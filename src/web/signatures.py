@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -62,7 +63,9 @@ def check_annotation(name: str, key: str, schema: Mapping[str, Any], annotation:
     wanted = expected_type(schema)
     if not wanted or annotation is Any:
         return
-    given = typing.get_args(annotation) or (annotation,)
+    # A union's members (`list[str] | None`); anything else as a whole (`list[UUID]`).
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    given = typing.get_args(annotation) if union else (annotation,)
     plain = tuple(typing.get_origin(g) or g for g in given)
     if not any(isinstance(g, type) and issubclass(g, wanted) for g in plain):
         raise RuntimeError(
