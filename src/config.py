@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     webhooks_worker: bool = True
     """Dispatch events to webhook endpoints and send the deliveries wherever the background
     work runs; tests turn it off and drive it step by step."""
+    segments_worker: bool = True
+    """Re-evaluate dynamic segments wherever the background work runs; tests turn it off and
+    drive it step by step."""
+    segment_refresh_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 900
+    """How old a dynamic segment's evaluation may grow before the worker evaluates it again."""
+    segment_evaluation_timeout_ms: Annotated[int, Field(ge=1_000, le=600_000)] = 30_000
+    """The statement timeout of one segment evaluation (beyond it: 503, nothing changed)."""
     telemetry_internal_url: str | None = None
     """Telemetry's base URL for core's relay (`…/v1/audit/events`); unset, events are not
     forwarded."""

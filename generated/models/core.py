@@ -659,6 +659,123 @@ class Route(StrEnum):
     other = "other"
 
 
+class SegmentEvaluation(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    added: Annotated[int, Field(ge=0)]
+    removed: Annotated[int, Field(ge=0)]
+    member_count: Annotated[int, Field(ge=0)]
+    evaluated_at: AwareDatetime
+
+
+class SegmentFieldOption(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    value: Annotated[str, Field(max_length=200)]
+    label: Annotated[str, Field(max_length=200)]
+
+
+class SegmentFieldType(StrEnum):
+    text = "text"
+    number = "number"
+    date = "date"
+    boolean = "boolean"
+    select = "select"
+    multi_select = "multi_select"
+
+
+class SegmentKind(StrEnum):
+    """
+    `dynamic`: members are the patients its rules match. `static`: members are added by hand or imported.
+    """
+
+    dynamic = "dynamic"
+    static = "static"
+
+
+class SegmentMemberSource(StrEnum):
+    """
+    `rule`: matched by a dynamic segment's rules; `manual`: added by id; `import`: copied from another segment.
+    """
+
+    rule = "rule"
+    manual = "manual"
+    import_ = "import"
+
+
+class SegmentMembersAdd(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    patient_ids: Annotated[list[UUID] | None, Field(max_length=500, min_length=1)] = None
+    from_segment_id: UUID | None = None
+    """
+    Copy this segment's current members.
+    """
+
+
+class SegmentMembersChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    added: Annotated[int, Field(ge=0)]
+    removed: Annotated[int, Field(ge=0)]
+    member_count: Annotated[int, Field(ge=0)]
+
+
+class SegmentOperator(StrEnum):
+    """
+    Text: `=`, `!=`, `contains`, `doesNotContain`, `beginsWith`, `endsWith` (ignoring case), `in`, `notIn`, `null` (empty), `notNull`. Number: `=`, `!=`, `<`, `<=`, `>`, `>=`, `between`, `notBetween` (a pair, both ends included), `null`, `notNull`. Date (the organization's calendar day): the comparisons (before/after), `between`, `notBetween`, `withinLastDays` and `moreThanDaysAgo` (a number of days), `null`, `notNull`. Boolean: `=`, `!=`, `null`, `notNull`. Select: `=`, `!=`, `in`, `notIn`, `null`, `notNull`. Multi-select: `anyOf`, `allOf`, `noneOf`, `null` (none chosen), `notNull`. The negative operators (`!=`, `doesNotContain`, `notIn`, `notBetween`, `noneOf`) also match an empty value; the others never do.
+    """
+
+    field_ = "="
+    field__ = "!="
+    field__1 = "<"
+    field___1 = "<="
+    field__2 = ">"
+    field___2 = ">="
+    contains = "contains"
+    doesNotContain = "doesNotContain"
+    beginsWith = "beginsWith"
+    endsWith = "endsWith"
+    in_ = "in"
+    notIn = "notIn"
+    between = "between"
+    notBetween = "notBetween"
+    null = "null"
+    notNull = "notNull"
+    withinLastDays = "withinLastDays"
+    moreThanDaysAgo = "moreThanDaysAgo"
+    anyOf = "anyOf"
+    allOf = "allOf"
+    noneOf = "noneOf"
+
+
+class Combinator(StrEnum):
+    and_ = "and"
+    or_ = "or"
+
+
+class SegmentRuleValue1(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+    """
+    What the operator compares with: a string, number or boolean; a list for `in`, `notIn`, `anyOf`, `allOf`, `noneOf` (at most 500 values); a pair for `between` and `notBetween`; a whole number of days for `withinLastDays` and `moreThanDaysAgo`; nothing for `null` and `notNull`. Dates are `YYYY-MM-DD`.
+    """
+
+
+class SegmentRuleValue21(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class SegmentRuleValue2(RootModel[list[SegmentRuleValue21 | float]]):
+    root: Annotated[list[SegmentRuleValue21 | float], Field(max_length=500)]
+    """
+    What the operator compares with: a string, number or boolean; a list for `in`, `notIn`, `anyOf`, `allOf`, `noneOf` (at most 500 values); a pair for `between` and `notBetween`; a whole number of days for `withinLastDays` and `moreThanDaysAgo`; nothing for `null` and `notNull`. Dates are `YYYY-MM-DD`.
+    """
+
+
 class ServiceStatus(StrEnum):
     """
     The service as a whole; anything but `ok` is answered as a problem.
@@ -919,6 +1036,12 @@ class WebhookEventType(StrEnum):
     report_updated = "report.updated"
     security_form_signature_mismatch = "security.form_signature_mismatch"
     security_webhook_blocked = "security.webhook_blocked"
+    segment_created = "segment.created"
+    segment_deleted = "segment.deleted"
+    segment_evaluated = "segment.evaluated"
+    segment_members_added = "segment.members_added"
+    segment_members_removed = "segment.members_removed"
+    segment_updated = "segment.updated"
     specialist_created = "specialist.created"
     specialist_deleted = "specialist.deleted"
     specialist_profile_updated = "specialist.profile_updated"
@@ -1938,6 +2061,85 @@ class Report(BaseModel):
     updated_at: AwareDatetime
 
 
+class SegmentField(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    key: Annotated[str, Field(examples=["appointment_count"], max_length=100)]
+    label: Annotated[str, Field(max_length=200)]
+    type: SegmentFieldType
+    operators: Annotated[list[SegmentOperator], Field(max_length=30)]
+    options: Annotated[list[SegmentFieldOption] | None, Field(max_length=1000)]
+    """
+    The values a select or multi-select field takes (ids for specialties and form templates).
+    """
+
+
+class SegmentFieldList(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[SegmentField], Field(max_length=1000)]
+
+
+class SegmentMember(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    patient_id: UUID
+    given_name: Annotated[str, Field(max_length=100)]
+    family_name: Annotated[str, Field(max_length=100)]
+    source: SegmentMemberSource
+    added_at: AwareDatetime
+
+
+class SegmentMemberPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[SegmentMember], Field(max_length=100)]
+    meta: PageMeta
+
+
+class SegmentRule(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: Annotated[str | None, Field(max_length=64)] = None
+    """
+    The client's own id for the rule (kept as given).
+    """
+    field: Annotated[str, Field(examples=["status"], max_length=100)]
+    operator: SegmentOperator
+    value: SegmentRuleValue1 | float | bool | SegmentRuleValue2 | None = None
+    """
+    What the operator compares with: a string, number or boolean; a list for `in`, `notIn`, `anyOf`, `allOf`, `noneOf` (at most 500 values); a pair for `between` and `notBetween`; a whole number of days for `withinLastDays` and `moreThanDaysAgo`; nothing for `null` and `notNull`. Dates are `YYYY-MM-DD`.
+    """
+
+
+class SegmentRuleGroupLevel4(BaseModel):
+    """
+    A group at the fourth level, the deepest, which holds rules only.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: Annotated[str | None, Field(max_length=64)] = None
+    """
+    The client's own id for the group (kept as given).
+    """
+    combinator: Combinator
+    not_: Annotated[bool, Field(alias="not")] = False
+    """
+    Match the patients the group does not.
+    """
+    rules: Annotated[list[SegmentRule], Field(max_length=50)]
+    """
+    Rules and groups; an empty group matches every patient.
+    """
+
+
 class Signature(BaseModel):
     """
     Who signed, when, meaning what, and the hashes; null until the form is signed.
@@ -2249,6 +2451,29 @@ class PrescriptionUpdate(BaseModel):
     body: PrescriptionBody | None = None
 
 
+class SegmentRuleGroupLevel3(BaseModel):
+    """
+    A group at the third level.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: Annotated[str | None, Field(max_length=64)] = None
+    """
+    The client's own id for the group (kept as given).
+    """
+    combinator: Combinator
+    not_: Annotated[bool, Field(alias="not")] = False
+    """
+    Match the patients the group does not.
+    """
+    rules: Annotated[list[SegmentRule | SegmentRuleGroupLevel4], Field(max_length=50)]
+    """
+    Rules and groups; an empty group matches every patient.
+    """
+
+
 class Prescription(BaseModel):
     id: UUID
     appointment_id: UUID
@@ -2271,3 +2496,98 @@ class Prescription(BaseModel):
     version: Annotated[int, Field(ge=1)]
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+class SegmentRuleGroupLevel2(BaseModel):
+    """
+    A group inside the outermost one.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: Annotated[str | None, Field(max_length=64)] = None
+    """
+    The client's own id for the group (kept as given).
+    """
+    combinator: Combinator
+    not_: Annotated[bool, Field(alias="not")] = False
+    """
+    Match the patients the group does not.
+    """
+    rules: Annotated[list[SegmentRule | SegmentRuleGroupLevel3], Field(max_length=50)]
+    """
+    Rules and groups; an empty group matches every patient.
+    """
+
+
+class SegmentRuleGroup(BaseModel):
+    """
+    A segment's rules: the outermost group. Groups nest at most 4 deep (this one, then levels 2 to 4, whose groups hold rules only); at most 50 rules in all.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: Annotated[str | None, Field(max_length=64)] = None
+    """
+    The client's own id for the group (kept as given).
+    """
+    combinator: Combinator
+    not_: Annotated[bool, Field(alias="not")] = False
+    """
+    Match the patients the group does not.
+    """
+    rules: Annotated[list[SegmentRule | SegmentRuleGroupLevel2], Field(max_length=50)]
+    """
+    Rules and groups; an empty group matches every patient.
+    """
+
+
+class SegmentUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=120, min_length=1, pattern="\\S")] = None
+    description: Annotated[str | None, Field(max_length=500)] = None
+    rules: SegmentRuleGroup | None = None
+
+
+class Segment(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    name: Annotated[str, Field(max_length=120)]
+    description: Annotated[str, Field(max_length=500)]
+    kind: SegmentKind
+    rules: SegmentRuleGroup | None = None
+    """
+    A dynamic segment's rules, as given; a static segment has none (left out).
+    """
+    member_count: Annotated[int, Field(ge=0)]
+    evaluated_at: Annotated[AwareDatetime | None, Field(...)]
+    """
+    When a dynamic segment's members were last computed; null for a static one.
+    """
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class SegmentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=120, min_length=1, pattern="\\S")]
+    description: Annotated[str, Field(max_length=500)] = ""
+    kind: SegmentKind
+    rules: SegmentRuleGroup | None = None
+
+
+class SegmentPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[Segment], Field(max_length=100)]
+    meta: PageMeta

@@ -33,6 +33,7 @@ from carebase.security.events import SecurityEvents
 from carebase.security.tokens import TokenService, load_keyring
 from carebase.services.attachments import BlobReaper
 from carebase.services.scheduling_worker import SchedulingWorker
+from carebase.services.segments import SegmentRefresher, SegmentService
 from carebase.services.webhook_delivery import EventDispatcher, TelemetryForwarder, WebhookSender
 
 
@@ -233,8 +234,8 @@ def event_relays(
 @dataclass(frozen=True)
 class Background:
     """The work no request waits for: the mail relay, the scheduling worker (video rooms,
-    reminders, expired holds), the blob worker, the event relays (webhooks, telemetry) and
-    housekeeping. `carebase worker` runs it;
+    reminders, expired holds), the blob worker, the event relays (webhooks, telemetry), the
+    segment refresher and housekeeping. `carebase worker` runs it;
     an API process runs it too unless RUN_WORKERS=false."""
 
     database: Database
@@ -242,6 +243,7 @@ class Background:
     scheduling: SchedulingWorker
     reaper: BlobReaper
     events: EventRelays
+    segments: SegmentRefresher | None = None
 
     def wake(self, table: str) -> None:
         """A queue announced new rows (`work_queue.listen`): its worker starts now."""
@@ -276,6 +278,8 @@ class Background:
             tasks.append(asyncio.create_task(self.scheduling.run(), name="scheduling-worker"))
         if settings.blob_reaper:
             tasks.append(asyncio.create_task(self.reaper.run(), name="blob-reaper"))
+        if settings.segments_worker and self.segments is not None:
+            tasks.append(asyncio.create_task(self.segments.run(), name="segment-refresher"))
         if settings.webhooks_worker:
             events = self.events
             tasks.append(asyncio.create_task(events.dispatcher.run(), name="webhook-dispatcher"))
@@ -285,6 +289,16 @@ class Background:
                     asyncio.create_task(events.forwarder.run(), name="telemetry-forwarder")
                 )
         return tasks
+
+
+def segment_service(settings: Settings, database: Database) -> SegmentService:
+    return SegmentService(db=database, timeout_ms=settings.segment_evaluation_timeout_ms)
+
+
+def segment_refresher(settings: Settings, database: Database) -> SegmentRefresher:
+    return SegmentRefresher(
+        database, segment_service(settings, database), age_s=settings.segment_refresh_s
+    )
 
 
 async def stop(tasks: list[asyncio.Task[None]]) -> None:

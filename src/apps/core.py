@@ -25,6 +25,7 @@ from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.prescriptions import PrescriptionHandlers
 from carebase.handlers.core.reports import ReportHandlers
+from carebase.handlers.core.segments import SegmentHandlers
 from carebase.handlers.core.specialists import SpecialistHandlers
 from carebase.handlers.core.webhooks import WebhookHandlers
 from carebase.handlers.system import SystemHandlers
@@ -202,6 +203,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             ReportHandlers(
                 documents=DocumentService(db=database, sealer=sealer, kind="report", pdf=pdf)
             ),
+            SegmentHandlers(segments=common.segment_service(settings, database)),
             SpecialistHandlers(specialists=SpecialistService(db=database, sealer=sealer)),
             SystemHandlers(
                 health=HealthService(
@@ -255,7 +257,14 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         await database.open(wait=False)
         if external is not None:
             await external.start()
-        background = common.Background(database, relay, scheduling, reaper, events)
+        background = common.Background(
+            database,
+            relay,
+            scheduling,
+            reaper,
+            events,
+            common.segment_refresher(settings, database),
+        )
         tasks = background.start(settings) if settings.run_workers else []
         tasks.append(asyncio.create_task(security.run(), name="security-events"))
         if settings.environment != Environment.TEST:

@@ -32,6 +32,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         SchedulingWorker(database, rooms),
         BlobReaper(database, common.blob_store(settings)),
         common.event_relays(settings, database, common.build_sealer(settings), security=security),
+        common.segment_refresher(settings, database),
     )
     await database.open(wait=False)
     tasks = [

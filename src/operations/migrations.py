@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "documents",
     "attachments",
     "webhooks",
+    "segments",
 )
 
 # Telemetry's own PostgreSQL database, migrated the same way from sql/telemetry/<module>.

@@ -38,6 +38,9 @@ _ATTACHMENTS = {"attachments:read", "attachments:write"}
 _TELEMETRY = {"analytics:write", "media:write", "consents:read", "consents:write"}
 # The clinic reads its dashboards; staff activity is for admins.
 _DASHBOARDS = {"dashboards:read"}
+# Segments group patients for follow-ups and campaigns: the clinic reads them; admins and
+# staff (who run the campaigns) change them. Patients see none.
+_SEGMENTS = {"segments:read", "segments:write"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -67,6 +70,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "dashboards:staff",
             "security_events:read",
             "privacy:manage",
+            *_SEGMENTS,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -85,6 +89,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "calendar_feeds:write",
             "documents:read",
             "documents:write",
+            "segments:read",
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -100,6 +105,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "patients:manage",
             "appointment_templates:write",
             "documents:read",
+            *_SEGMENTS,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,

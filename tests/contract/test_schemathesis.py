@@ -183,6 +183,7 @@ STATEFUL_GROUPS = {
     "documents": r"^/v1/(reports|prescriptions)",
     "attachments": r"^/v1/attachments",
     "webhooks": r"^/v1/webhooks/endpoints",
+    "segments": r"^/v1/segments",
 }
 # For the appointments' run: starts drawn from free future hours and a plain reason, so the
 # scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz

@@ -381,6 +381,36 @@ RECIPES: dict[str, Recipe] = {
     ),
     "deleteAttachment": lambda w: ("DELETE", f"/v1/attachments/{w.ids['attachment_id']}", None),
     **_webhook_recipes(),
+    "createSegment": lambda w: (
+        "POST",
+        "/v1/segments",
+        {"name": "Active", "kind": "dynamic", "rules": ACTIVE_PATIENTS},
+    ),
+    "updateSegment": lambda w: (
+        "PATCH",
+        f"/v1/segments/{w.ids['dynamic_segment_id']}",
+        {"name": "Active patients"},
+    ),
+    "deleteSegment": lambda w: ("DELETE", f"/v1/segments/{w.ids['static_segment_id']}", None),
+    "evaluateSegment": lambda w: (
+        "POST",
+        f"/v1/segments/{w.ids['dynamic_segment_id']}/evaluate",
+        None,
+    ),
+    "addSegmentMembers": lambda w: (
+        "POST",
+        f"/v1/segments/{w.ids['static_segment_id']}/members",
+        {"patient_ids": [w.ids["patient_id"]]},
+    ),
+    "removeSegmentMembers": lambda w: (
+        "DELETE",
+        f"/v1/segments/{w.ids['static_segment_id']}/members?patient_id={w.ids['patient_id']}",
+        None,
+    ),
+}
+ACTIVE_PATIENTS = {
+    "combinator": "and",
+    "rules": [{"field": "status", "operator": "=", "value": "active"}],
 }
 
 
@@ -453,6 +483,12 @@ async def world(
     await _documents(world, made)
     await _attachments(world, made, client)
     await _webhooks(world)
+    ids["dynamic_segment_id"] = await made(
+        "POST", "/v1/segments", {"name": "Dynamic", "kind": "dynamic", "rules": ACTIVE_PATIENTS}
+    )
+    ids["static_segment_id"] = await made(
+        "POST", "/v1/segments", {"name": "Static", "kind": "static"}
+    )
     return world
 
 

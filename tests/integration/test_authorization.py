@@ -56,12 +56,26 @@ def _example_body(op: Operation) -> Any:
     return None if content is None else content.get("example", {})
 
 
+def _example_query(op: Operation) -> dict[str, Any]:
+    """The contract's examples of the required query parameters (valid, like the body)."""
+    spec = CONTRACT.document["paths"][op.path][op.method.lower()]
+    return {
+        p["name"]: p["example"]
+        for p in spec.get("parameters", ())
+        if p.get("in") == "query" and p.get("required") and "example" in p
+    }
+
+
 def _request(
     client: httpx.AsyncClient, op: Operation, params: dict[str, str], headers: dict[str, str]
 ) -> Any:
     path = re.sub(r"\{(\w+)\}", lambda m: params[m.group(1)], op.path)
     return client.request(
-        op.method, path, headers={**headers, "If-Match": '"1"'}, json=_example_body(op)
+        op.method,
+        path,
+        params=_example_query(op),
+        headers={**headers, "If-Match": '"1"'},
+        json=_example_body(op),
     )
 
 
@@ -193,6 +207,16 @@ def _clinical_rows(
         " '{}', 'failed', now())",
         (org, ids["delivery_id"], ids["endpoint_id"]),
     )
+    conn.execute(
+        "INSERT INTO segments.segments (organization_id, id, name, kind, member_count)"
+        " VALUES (%s, %s, 'B segment', 'static', 1)",
+        (org, ids["segment_id"]),
+    )
+    conn.execute(
+        "INSERT INTO segments.members (organization_id, segment_id, patient_id, source)"
+        " VALUES (%s, %s, %s, 'manual')",
+        (org, ids["segment_id"], ids["patient_id"]),
+    )
     return ids
 
 
@@ -287,6 +311,7 @@ NEW_IDS = (
     "attachment_id",
     "endpoint_id",
     "delivery_id",
+    "segment_id",
 )
 
 
