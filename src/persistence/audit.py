@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ class AuditEventRow:
     request_id: str | None
     ip: str | None
     user_agent: str | None
+    detail: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +46,20 @@ class NewEvent:
     request_id: str | None
     ip: str | None
     user_agent: str | None
+    detail: Mapping[str, Any] | None = None
 
 
 COLUMNS = """id, occurred_at, actor_user_id, actor_api_key_id, impersonator_id, action,
-       entity_type, entity_id, changed_fields, request_id, host(ip) AS ip, user_agent"""
+       entity_type, entity_id, changed_fields, request_id, host(ip) AS ip, user_agent, detail"""
 
 # No RETURNING: only admins may read the trail back, and everyone writes it.
 INSERT_EVENT = """
 INSERT INTO audit.events
        (id, organization_id, occurred_at, actor_user_id, actor_api_key_id, impersonator_id,
-        action, entity_type, entity_id, changed_fields, request_id, ip, user_agent)
+        action, entity_type, entity_id, changed_fields, request_id, ip, user_agent, detail)
 VALUES (%(id)s, %(organization_id)s, %(occurred_at)s, %(actor_user_id)s, %(actor_api_key_id)s,
         %(impersonator_id)s, %(action)s, %(entity_type)s, %(entity_id)s, %(changed_fields)s,
-        %(request_id)s, %(ip)s::inet, %(user_agent)s)
+        %(request_id)s, %(ip)s::inet, %(user_agent)s, %(detail)s)
 """
 INSERT_OUTBOX = "INSERT INTO audit.outbox (organization_id, topic, payload) VALUES (%s, %s, %s)"
 
@@ -73,7 +75,7 @@ SELECT count(*) FROM audit.events
 """
 LIST_EVENTS = """
 SELECT id, occurred_at, actor_user_id, actor_api_key_id, impersonator_id, action,
-       entity_type, entity_id, changed_fields, request_id, host(ip) AS ip, user_agent
+       entity_type, entity_id, changed_fields, request_id, host(ip) AS ip, user_agent, detail
   FROM audit.events
  WHERE organization_id = %(org)s
    AND (%(action)s::text IS NULL OR action = %(action)s)
@@ -100,6 +102,7 @@ class AuditFilter:
 async def insert_event(q: Querier, event: NewEvent) -> None:
     params: dict[str, Any] = {name: getattr(event, name) for name in NewEvent.__dataclass_fields__}
     params["changed_fields"] = list(event.changed_fields)
+    params["detail"] = Jsonb(dict(event.detail)) if event.detail is not None else None
     await q.execute(INSERT_EVENT, params)
 
 

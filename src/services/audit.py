@@ -7,8 +7,9 @@ happen nor misses one that did. It stores field *names* only, never health value
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from carebase.errors import NotFound
@@ -29,8 +30,11 @@ async def record(
     entity_id: UUID | None,
     changed_fields: Iterable[str] = (),
     organization_id: UUID | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> None:
-    """`organization_id` names the tenant when it is not the one acting (a new organization)."""
+    """`organization_id` names the tenant when it is not the one acting (a new organization).
+    `detail` is what the action did beyond the fields it changed (an export's filters and
+    counts): kept in the trail, never sent to webhooks, never health data."""
     origin = principal.origin
     tenant = organization_id or principal.organization_id
     event = audit.NewEvent(
@@ -47,6 +51,7 @@ async def record(
         request_id=origin.request_id if origin else None,
         ip=origin.ip if origin else None,
         user_agent=origin.user_agent[:512] if origin and origin.user_agent else None,
+        detail=detail,
     )
     await audit.insert_event(q, event)
     await audit.insert_outbox(

@@ -61,5 +61,6 @@ def _event(row: AuditEventRow) -> api.AuditEvent:
             "request_id": row.request_id,
             "ip": row.ip,
             "user_agent": row.user_agent,
+            "detail": row.detail,
         }
     )
