@@ -195,6 +195,18 @@ class ChangedField(RootModel[str]):
     root: Annotated[str, Field(max_length=64)]
 
 
+class Detail(RootModel[str | None]):
+    root: Annotated[str | None, Field(max_length=500)] = None
+
+
+class Detail1Item(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class Detail1(RootModel[list[Detail1Item] | None]):
+    root: Annotated[list[Detail1Item] | None, Field(max_length=100)] = None
+
+
 class AuditEvent(BaseModel):
     id: UUID
     occurred_at: AwareDatetime
@@ -211,6 +223,13 @@ class AuditEvent(BaseModel):
     request_id: Annotated[str | None, Field(max_length=128)]
     ip: Annotated[str | None, Field(max_length=45)]
     user_agent: Annotated[str | None, Field(max_length=512)]
+    detail: Annotated[
+        dict[str, Detail | float | bool | Detail1 | dict[str, float] | None] | None,
+        Field(max_length=50),
+    ]
+    """
+    What the action did beyond the fields it changed, when that is the record (an export's filters, columns, rows and bytes; a data-subject request's counts per store). Never health data.
+    """
 
 
 class CalendarFeed(BaseModel):
@@ -259,6 +278,10 @@ class CheckStatus(StrEnum):
     fail = "fail"
 
 
+class Column(RootModel[str]):
+    root: Annotated[str, Field(max_length=64)]
+
+
 class Option(RootModel[str]):
     root: Annotated[str, Field(max_length=200)]
 
@@ -302,6 +325,12 @@ class Operator(StrEnum):
 class EntityType(StrEnum):
     patient = "patient"
     specialist = "specialist"
+
+
+class ExportEntity(StrEnum):
+    patients = "patients"
+    appointments = "appointments"
+    forms = "forms"
 
 
 class FieldOption(RootModel[str]):
@@ -1001,6 +1030,7 @@ class WebhookEventType(StrEnum):
     custom_field_archived = "custom_field.archived"
     custom_field_created = "custom_field.created"
     custom_field_updated = "custom_field.updated"
+    export_csv = "export.csv"
     form_amended = "form.amended"
     form_created = "form.created"
     form_deleted = "form.deleted"
@@ -1384,6 +1414,33 @@ class Cancellation(BaseModel):
     reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S")]
 
 
+class CsvExport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    entity: ExportEntity
+    columns: Annotated[list[Column] | None, Field(max_length=50, min_length=1)] = None
+    """
+    The columns, in this order (`GET /v1/export/columns`); by default every column that is not health data.
+    """
+    segment_id: UUID | None = None
+    """
+    Only this segment's patients (and their appointments or forms).
+    """
+    from_: Annotated[date_aliased | None, Field(alias="from")] = None
+    """
+    The first day (in the organization's time zone).
+    """
+    to: date_aliased | None = None
+    """
+    The last day, included.
+    """
+    bom: bool = True
+    """
+    Start with a UTF-8 byte order mark (for Excel).
+    """
+
+
 class CustomField(BaseModel):
     id: UUID
     entity_type: EntityType
@@ -1526,6 +1583,30 @@ class EnableWhen(BaseModel):
     All conditions (the default) or any one.
     """
     conditions: Annotated[list[Condition], Field(max_length=10, min_length=1)]
+
+
+class ExportColumn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    entity: ExportEntity
+    key: Annotated[str, Field(max_length=64)]
+    label: Annotated[str, Field(max_length=200)]
+    health_data: bool
+    """
+    Needs the `export:phi` permission.
+    """
+    default: bool
+    """
+    Exported when no columns are asked for.
+    """
+
+
+class ExportColumnList(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[ExportColumn], Field(max_length=200)]
 
 
 class FormCreate(BaseModel):

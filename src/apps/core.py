@@ -19,6 +19,7 @@ from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.availability import AvailabilityHandlers
 from carebase.handlers.core.calendar import CalendarHandlers
 from carebase.handlers.core.custom_fields import CustomFieldHandlers
+from carebase.handlers.core.export import ExportHandlers
 from carebase.handlers.core.form_templates import FormTemplateHandlers
 from carebase.handlers.core.forms import FormHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
@@ -50,6 +51,7 @@ from carebase.services.availability import AvailabilityService
 from carebase.services.calendar import CalendarService
 from carebase.services.custom_fields import CustomFieldService
 from carebase.services.documents import DocumentService
+from carebase.services.export import ExportService
 from carebase.services.forms import FormService, FormTemplateService
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
@@ -196,6 +198,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
                 forms=FormService(db=database, sealer=sealer, prefill=patients.prefill, pdf=pdf)
             ),
             FormTemplateHandlers(templates=FormTemplateService(db=database)),
+            ExportHandlers(export=ExportService(db=database, sealer=sealer)),
             PatientHandlers(patients=patients),
             PrescriptionHandlers(
                 documents=DocumentService(db=database, sealer=sealer, kind="prescription", pdf=pdf)

@@ -343,6 +343,18 @@ class Database:
                 raise
             await conn.execute("COMMIT")
 
+    async def lease(self, principal: Principal) -> Lease:
+        """A connection held in a read-only tenant transaction until `Lease.close()`."""
+        async with _unavailable_as_domain_error():
+            conn = await self._app.acquire()
+        try:
+            await conn.execute(begin_as(principal, read_only=True))
+        except BaseException:
+            await _rollback(conn)
+            await self._app.release(conn)
+            raise
+        return Lease(self._app, conn)
+
     def reader(self, principal: Principal) -> Querier:
         """Reads for `principal`, each statement one round trip (see `TenantReader`)."""
         return TenantReader(self._app, principal)
@@ -362,6 +374,42 @@ class Database:
             conn.transaction(),
         ):
             yield ConnectionQuerier(conn)
+
+
+class Lease:
+    """A pooled app connection in one read-only tenant transaction, held past the handler:
+    an answer streamed from a server-side cursor reads it while the client receives. One
+    snapshot from the first statement to the last; `close()` ends it and returns the
+    connection, whatever happened."""
+
+    def __init__(self, checkout: Checkout, conn: AsyncConnection[Any]) -> None:
+        self._checkout = checkout
+        self._conn: AsyncConnection[Any] | None = conn
+
+    def _open(self) -> AsyncConnection[Any]:
+        if self._conn is None:
+            raise RuntimeError("the lease is closed")
+        return self._conn
+
+    async def fetch_value(self, query: Query, params: Params = None) -> Any:
+        cursor = await self._open().execute(query, params)
+        row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def batches(
+        self, query: Query, params: Params = None, *, size: int = 2000
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """The rows `size` at a time from a server-side cursor: memory holds one batch."""
+        async with self._open().cursor(name="lease_stream", row_factory=tuple_row) as cursor:
+            await cursor.execute(query, params)
+            while rows := await cursor.fetchmany(size):
+                yield rows
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _rollback(conn)  # read-only: nothing to keep
+            await self._checkout.release(conn)
 
 
 @asynccontextmanager

@@ -41,6 +41,8 @@ _DASHBOARDS = {"dashboards:read"}
 # Segments group patients for follow-ups and campaigns: the clinic reads them; admins and
 # staff (who run the campaigns) change them. Patients see none.
 _SEGMENTS = {"segments:read", "segments:write"}
+# CSV export: the clinic's staff roles; health data columns only for admins.
+_EXPORT = {"export:run"}
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
@@ -70,6 +72,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "dashboards:staff",
             "security_events:read",
             "privacy:manage",
+            "export:phi",
+            *_EXPORT,
             *_SEGMENTS,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
@@ -90,6 +94,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "documents:read",
             "documents:write",
             "segments:read",
+            *_EXPORT,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -106,6 +111,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "appointment_templates:write",
             "documents:read",
             *_SEGMENTS,
+            *_EXPORT,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,

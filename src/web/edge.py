@@ -29,7 +29,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -126,9 +126,28 @@ class Exchange:
                 "headers": self._headers(rendered.headers),
             }
         )
+        if rendered.stream is not None:
+            await self._stream(rendered.stream)
+            return
         await self.send(
             {"type": "http.response.body", "body": rendered.body, "more_body": more_body}
         )
+
+    async def _stream(self, chunks: AsyncIterator[bytes]) -> None:
+        """Each chunk as it comes. Should the producer fail, the exception goes up without
+        the final empty chunk: the server then cuts the connection, and the client sees an
+        incomplete body rather than a short file that looks whole."""
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    await self.send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+        finally:
+            closing = getattr(chunks, "aclose", None)
+            if closing is not None:
+                await closing()
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def forward(self, message: Message) -> None:
         """For apps that send ASGI messages themselves (Swagger UI's static files)."""

@@ -37,7 +37,7 @@ from carebase.web.conformance import ResponseCheck
 from carebase.web.contract import Contract, Operation
 from carebase.web.idempotency import IdempotencyKeys
 from carebase.web.parameters import Parameters, python_name
-from carebase.web.results import Reply
+from carebase.web.results import Reply, Stream
 from carebase.web.signatures import Handler, check_annotation
 from carebase.web.wire import Headers, Rendered
 
@@ -349,16 +349,24 @@ class Plan:
 
 def _render(reply: Reply) -> Rendered:
     body = reply.body
+    if isinstance(body, Stream):
+        return Rendered(reply.status, _headers(reply, None), b"", stream=body.chunks)
     if body is None:
         payload = b""
     elif isinstance(body, bytes):
         payload = body
     else:
         payload = render.dumps(body)
+    return Rendered(reply.status, _headers(reply, payload), payload)
+
+
+def _headers(reply: Reply, payload: bytes | None) -> Headers:
+    """The answer's headers; no Content-Length for a stream (`payload` None)."""
     out: Headers = []
-    if body is not None:
+    if reply.body is not None:
         out.append((b"content-type", reply.media_type.encode()))
-    out.append((b"content-length", str(len(payload)).encode()))
+    if payload is not None:
+        out.append((b"content-length", str(len(payload)).encode()))
     if reply.version is not None:
         out.append((b"etag", etags.etag(reply.version).encode()))
     if reply.location is not None:
@@ -367,7 +375,7 @@ def _render(reply: Reply) -> Rendered:
         out += [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
         ]
-    return Rendered(reply.status, out, payload)
+    return out
 
 
 def _kind(principal: Principal) -> str:

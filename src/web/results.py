@@ -9,7 +9,7 @@ for `HEAD`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,18 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """A body sent as it is produced, with no Content-Length (chunked): the first bytes leave
+    before the last are made. Should producing fail midway, the connection is cut, so a
+    client never takes a truncated body for a whole one."""
+
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     body: Any = None
-    """A generated model, JSON-ready data, bytes already encoded, or None for no body."""
+    """A generated model, JSON-ready data, bytes already encoded, a `Stream`, or None."""
     status: int = 200
     version: int | None = None
     """The resource's version: sent as a strong `ETag`, compared with `If-None-Match`."""

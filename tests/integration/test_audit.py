@@ -381,6 +381,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "deleteAttachment": lambda w: ("DELETE", f"/v1/attachments/{w.ids['attachment_id']}", None),
     **_webhook_recipes(),
+    "exportCsv": lambda w: ("POST", "/v1/export/csv", {"entity": "patients"}),
     "createSegment": lambda w: (
         "POST",
         "/v1/segments",
