@@ -24,6 +24,7 @@ from argon2 import PasswordHasher
 from carebase.operations.seed_clinical import seed_clinic
 from carebase.operations.seed_forms import seed_attachments, seed_documents, seed_forms
 from carebase.operations.seed_scheduling import seed_schedule
+from carebase.operations.seed_segments import seed_segments
 from carebase.security.encryption import DataKeyring
 
 DOMAIN = "carebase-demo.example.com"
@@ -100,6 +101,15 @@ def seed_demo(
             )
             _seed_schedule(conn, row[0], zone, users)
             _seed_forms(conn, row[0], keyring, users, store_blob)
+            patients = conn.execute(
+                "SELECT id FROM patients.patients WHERE organization_id = %s ORDER BY id",
+                (row[0],),
+            ).fetchall()
+            seed_segments(
+                conn,
+                uuid.UUID(str(row[0])),
+                patient_ids=[uuid.UUID(str(p[0])) for p in patients],
+            )
     return accounts
 
 

@@ -97,3 +97,19 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
         )
         assert pdf.status_code == 200
         assert pdf.content.startswith(b"%PDF-")
+
+    # Segments: the seed's evaluation is the API's own (evaluating again changes nothing).
+    admin = next(a for a in accounts if a.role == "admin" and a.organization == "north-clinic")
+    login = await client.post(
+        "/v1/auth/login", json={"email": admin.email, "password": "demo-password-for-tests"}
+    )
+    admin_auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    segments = {
+        s["kind"]: s for s in (await client.get("/v1/segments", headers=admin_auth)).json()["data"]
+    }
+    assert segments["static"]["member_count"] == 5
+    assert segments["dynamic"]["member_count"] > 0
+    again = await client.post(
+        f"/v1/segments/{segments['dynamic']['id']}/evaluate", headers=admin_auth
+    )
+    assert (again.json()["added"], again.json()["removed"]) == (0, 0), again.text
