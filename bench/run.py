@@ -22,7 +22,8 @@ user+system CPU over the run divided by the requests wrk completed.
 Then the event relay is measured (bench/webhooks.py; BENCH_WEBHOOKS=0 skips it): deliveries/s
 from one worker and outbox → first attempt latency. Then telemetry's ingest (bench/telemetry.py;
 BENCH_TELEMETRY=0 skips it): analytics events/s and pose frames/s into one `carebase serve
-telemetry`, and how soon an event is queryable. Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+telemetry`, and how soon an event is queryable. Then segments and CSV export over a clinic of
+100,000 patients (bench/segments.py; BENCH_SEGMENTS=0 skips it). Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
 (BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
 
 BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
@@ -60,6 +61,7 @@ import forms
 import psutil
 import psycopg
 import scheduling
+import segments
 import telemetry
 import webhooks
 from argon2 import PasswordHasher
@@ -671,6 +673,11 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
         if telemetry.RESULTS.exists()
         else ""
     )
+    grouped = (
+        segments.markdown(json.loads(segments.RESULTS.read_text()))
+        if segments.RESULTS.exists()
+        else ""
+    )
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -729,6 +736,7 @@ patient and visit read, the read audited).
 
 {hooks}
 {ingest}
+{grouped}
 {plan}
 {history}"""
     )
@@ -763,7 +771,7 @@ def main() -> None:
             for workers in worker_counts:
                 for kind in order:
                     records += measure(wrk, stack, kind, workers, round_, token)
-        plan, hooks, ingest = _beside(stack, clinic, wrk)
+        plan, hooks, ingest, grouped = _beside(stack, clinic, wrk)
     finally:
         stack.stop()
     if plan is not None:
@@ -773,12 +781,12 @@ def main() -> None:
     for what, wanted, value, met in targets(records):
         print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
     if os.environ.get("BENCH_WRITE", "1") != "0":
-        save(records, wrk, plan=plan, hooks=hooks, ingest=ingest)
+        save(records, wrk, plan=plan, hooks=hooks, ingest=ingest, grouped=grouped)
 
 
 def _beside(
     stack: devstack.EmbeddedStack, clinic: uuid.UUID, wrk: str
-) -> tuple[dict[str, object] | None, object | None, object | None]:
+) -> tuple[dict[str, object] | None, object | None, object | None, object | None]:
     """The measurements beside the HTTP table, each skipped by its BENCH_… = 0."""
 
     def wanted(name: str) -> bool:
@@ -787,7 +795,8 @@ def _beside(
     plan = scheduling.calendar_plan(stack, clinic) if wanted("BENCH_PLAN") else None
     hooks = webhooks.measure(stack, BENCH_DIR) if wanted("BENCH_WEBHOOKS") else None
     ingest = telemetry.measure(stack, BENCH_DIR, wrk) if wanted("BENCH_TELEMETRY") else None
-    return plan, hooks, ingest
+    grouped = segments.measure(stack) if wanted("BENCH_SEGMENTS") else None
+    return plan, hooks, ingest, grouped
 
 
 def save(
@@ -797,6 +806,7 @@ def save(
     plan: dict[str, object] | None,
     hooks: object | None,
     ingest: object | None,
+    grouped: object | None,
 ) -> None:
     if plan is not None:
         PLAN.write_text(json.dumps(plan, indent=1) + "\n")
@@ -804,6 +814,8 @@ def save(
         webhooks.RESULTS.write_text(json.dumps(hooks, indent=1) + "\n")
     if ingest is not None:
         telemetry.RESULTS.write_text(json.dumps(ingest, indent=1) + "\n")
+    if grouped is not None:
+        segments.RESULTS.write_text(json.dumps(grouped, indent=1) + "\n")
     write_report(records, wrk)
 
 
