@@ -21,7 +21,13 @@ FOLLOW_UP = {
     "rules": [
         {"field": "status", "operator": "=", "value": "active"},
         {"field": "visit_count", "operator": ">=", "value": 1},
-        {"field": "next_appointment", "operator": "null"},
+        {
+            "combinator": "or",
+            "rules": [
+                {"field": "next_appointment", "operator": "null"},
+                {"field": "last_visit", "operator": "withinLastDays", "value": 14},
+            ],
+        },
     ],
 }
 
@@ -36,8 +42,8 @@ def seed_segments(conn: Conn, organization_id: uuid.UUID, *, patient_ids: list[u
     dynamic, static = uuid.uuid4(), uuid.uuid4()
     conn.execute(
         "INSERT INTO segments.segments (organization_id, id, name, description, kind, rules)"
-        " VALUES (%s, %s, 'Follow-up: seen, nothing booked',"
-        " 'Active patients with a completed visit and no upcoming appointment.', 'dynamic', %s),"
+        " VALUES (%s, %s, 'Follow-up',"
+        " 'Active patients seen lately, or seen and with nothing booked.', 'dynamic', %s),"
         " (%s, %s, 'Newsletter pilot', 'Patients who agreed to try the newsletter.', 'static',"
         " NULL)",
         (organization_id, dynamic, Jsonb(FOLLOW_UP), organization_id, static),
