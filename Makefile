@@ -30,7 +30,7 @@ dev: install | $(XDG_RUNTIME_DIR) ## embedded PostgreSQL + Redis, migrate, serve
 	$(BIN)/carebase dev
 
 test: install | $(XDG_RUNTIME_DIR) ## unit, integration (real engines) and contract tests
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 gen: install ## bundle + lint the specs, regenerate models
 	VENV_BIN=$(BIN) scripts/codegen.sh
