@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     segments_worker: bool = True
     """Re-evaluate dynamic segments wherever the background work runs; tests turn it off and
     drive it step by step."""
+    gdpr_worker: bool = True
+    """Carry out approved data-subject requests wherever the background work runs; tests turn it
+    off and drive it step by step."""
     segment_refresh_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 900
     """How old a dynamic segment's evaluation may grow before the worker evaluates it again."""
     segment_evaluation_timeout_ms: Annotated[int, Field(ge=1_000, le=600_000)] = 30_000

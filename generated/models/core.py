@@ -413,6 +413,121 @@ class FormUpdate(BaseModel):
     """
 
 
+class Store(StrEnum):
+    core = "core"
+    telemetry = "telemetry"
+    clickhouse = "clickhouse"
+    blobs = "blobs"
+
+
+class Erase(StrEnum):
+    delete = "delete"
+    anonymize = "anonymize"
+    retain = "retain"
+    ttl = "ttl"
+    none = "none"
+
+
+class GdprDataMapEntry(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    store: Store
+    table: Annotated[str, Field(max_length=100)]
+    subject: Annotated[str, Field(max_length=300)]
+    """
+    What of the subject the table holds, or that it holds none.
+    """
+    erase: Erase
+    exported: bool
+    basis: Annotated[str | None, Field(max_length=300)]
+    """
+    Why retained rows are kept.
+    """
+    retention_years: Annotated[int | None, Field(ge=0)]
+
+
+class GdprExportLink(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[str, Field(max_length=2048)]
+    expires_at: AwareDatetime
+    size_bytes: Annotated[int, Field(ge=0)]
+
+
+class GdprKind(StrEnum):
+    """
+    `export`: a zip of everything stored about the subject. `erase`: telemetry and analytics deleted (ClickHouse rows physically), files removed, the account closed, clinical records anonymized and kept under their legal basis. `anonymize`: direct identifiers replaced (name, e-mail, phone, birth date → year, address → region), clinical facts kept, no more sign-in. `restrict`: kept but excluded from analytics, segments and campaigns, readable only by admins.
+    """
+
+    export = "export"
+    erase = "erase"
+    anonymize = "anonymize"
+    restrict = "restrict"
+
+
+class GdprReject(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str, Field(max_length=1000, min_length=1, pattern="\\S")]
+
+
+class Export(BaseModel):
+    """
+    A completed export's file, until it is deleted.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    size_bytes: Annotated[int, Field(ge=0)]
+    expires_at: AwareDatetime
+
+
+class GdprRequestCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    kind: GdprKind
+    patient_id: UUID | None = None
+    """
+    The subject's patient record (or give `user_id`).
+    """
+    user_id: UUID | None = None
+    """
+    The subject's account (or give `patient_id`).
+    """
+    reason: Annotated[str, Field(max_length=1000, min_length=1, pattern="\\S")]
+
+
+class GdprStatus(StrEnum):
+    received = "received"
+    approved = "approved"
+    running = "running"
+    completed = "completed"
+    partially_completed = "partially_completed"
+    rejected = "rejected"
+
+
+class Status1(StrEnum):
+    pending = "pending"
+    done = "done"
+    skipped = "skipped"
+    failed = "failed"
+
+
+class GdprStep(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=100)]
+    status: Status1
+    rows: Annotated[int | None, Field(ge=0)]
+    detail: Annotated[str | None, Field(max_length=500)]
+
+
 class HealthCheck(BaseModel):
     """
     The outcome of one readiness check.
@@ -911,7 +1026,7 @@ class TransitionReason(BaseModel):
     reason: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
 
 
-class Status1(StrEnum):
+class Status2(StrEnum):
     none = "none"
     pending = "pending"
     ready = "ready"
@@ -920,7 +1035,7 @@ class Status1(StrEnum):
 
 class Video(BaseModel):
     enabled: bool
-    status: Status1
+    status: Status2
     room_url: Annotated[str | None, Field(max_length=500)]
     expires_at: Annotated[AwareDatetime | None, Field(...)]
 
@@ -991,7 +1106,7 @@ class WebhookEndpointStatus(StrEnum):
     disabled_auto = "disabled_auto"
 
 
-class Status2(StrEnum):
+class Status3(StrEnum):
     enabled = "enabled"
     disabled = "disabled"
 
@@ -1041,6 +1156,10 @@ class WebhookEventType(StrEnum):
     form_template_deleted = "form_template.deleted"
     form_template_published = "form_template.published"
     form_template_updated = "form_template.updated"
+    gdpr_request_approved = "gdpr_request.approved"
+    gdpr_request_created = "gdpr_request.created"
+    gdpr_request_export_downloaded = "gdpr_request.export_downloaded"
+    gdpr_request_rejected = "gdpr_request.rejected"
     member_added = "member.added"
     member_removed = "member.removed"
     member_updated = "member.updated"
@@ -1783,6 +1902,47 @@ class FormVerification(BaseModel):
     checked_at: AwareDatetime
 
 
+class GdprDataMap(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[GdprDataMapEntry], Field(max_length=500)]
+
+
+class GdprRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    kind: GdprKind
+    status: GdprStatus
+    patient_id: Annotated[UUID | None, Field(...)]
+    user_id: Annotated[UUID | None, Field(...)]
+    reason: Annotated[str, Field(max_length=1000)]
+    received_at: AwareDatetime
+    due_at: AwareDatetime
+    """
+    One month after receipt (GDPR Art. 12(3)).
+    """
+    approved_at: Annotated[AwareDatetime | None, Field(...)]
+    rejected_reason: Annotated[str | None, Field(max_length=1000)]
+    started_at: Annotated[AwareDatetime | None, Field(...)]
+    finished_at: Annotated[AwareDatetime | None, Field(...)]
+    steps: Annotated[list[GdprStep], Field(max_length=200)]
+    export: Annotated[Export | None, Field(...)]
+    """
+    A completed export's file, until it is deleted.
+    """
+
+
+class GdprRequestPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[GdprRequest], Field(max_length=100)]
+    meta: PageMeta
+
+
 class Liveness(BaseModel):
     status: ServiceStatus
 
@@ -2418,7 +2578,7 @@ class WebhookEndpointUpdate(BaseModel):
     """
     description: Annotated[str | None, Field(max_length=500)] = None
     event_types: Annotated[list[WebhookEventType] | None, Field(max_length=200)] = None
-    status: Status2 | None = None
+    status: Status3 | None = None
 
 
 class Availability(BaseModel):

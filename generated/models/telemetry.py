@@ -305,6 +305,74 @@ class StaffActivityPage(BaseModel):
     meta: PageMeta
 
 
+class Reason1(StrEnum):
+    """
+    `restrict` writes the tombstone only (kept, no longer taken in).
+    """
+
+    erase = "erase"
+    restrict = "restrict"
+
+
+class SubjectErase(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    organization_id: UUID
+    subject_id: Annotated[UUID | None, Field(...)]
+    session_ids: Annotated[list[UUID], Field(max_length=10000)]
+    reason: Reason1 | None = None
+    """
+    `restrict` writes the tombstone only (kept, no longer taken in).
+    """
+
+
+class Table(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    table: Annotated[str, Field(max_length=100)]
+    deleted: Annotated[int, Field(ge=0)]
+    remaining: Annotated[int, Field(ge=0)]
+
+
+class SubjectErasure(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tables: Annotated[list[Table], Field(max_length=50)]
+
+
+class Table1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    table: Annotated[str, Field(max_length=100)]
+    rows: Annotated[list[dict[str, Any]], Field(max_length=100000)]
+
+
+class SubjectExport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tables: Annotated[list[Table1], Field(max_length=50)]
+
+
+class SubjectRef(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    organization_id: UUID
+    subject_id: Annotated[UUID | None, Field(...)]
+    """
+    The subject's user id (hashed here); null when they have no account.
+    """
+    session_ids: Annotated[list[UUID], Field(max_length=10000)]
+    """
+    The subject's appointments (telemetry's sessions).
+    """
+
+
 class Page(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -20,6 +20,7 @@ from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, loa
 from carebase.integrations.blobs.s3 import S3BlobStore
 from carebase.integrations.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
 from carebase.integrations.redis_pipe import RedisPipe
+from carebase.integrations.telemetry import TelemetrySubjects
 from carebase.integrations.video.daily import DailyVideo
 from carebase.integrations.video.jitsi import JitsiVideo
 from carebase.integrations.video.local import LocalVideo
@@ -32,6 +33,7 @@ from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.events import SecurityEvents
 from carebase.security.tokens import TokenService, load_keyring
 from carebase.services.attachments import BlobReaper
+from carebase.services.gdpr import GdprWorker
 from carebase.services.scheduling_worker import SchedulingWorker
 from carebase.services.segments import SegmentRefresher, SegmentService
 from carebase.services.webhook_delivery import EventDispatcher, TelemetryForwarder, WebhookSender
@@ -235,7 +237,7 @@ def event_relays(
 class Background:
     """The work no request waits for: the mail relay, the scheduling worker (video rooms,
     reminders, expired holds), the blob worker, the event relays (webhooks, telemetry), the
-    segment refresher and housekeeping. `carebase worker` runs it;
+    segment refresher, the GDPR worker and housekeeping. `carebase worker` runs it;
     an API process runs it too unless RUN_WORKERS=false."""
 
     database: Database
@@ -244,6 +246,7 @@ class Background:
     reaper: BlobReaper
     events: EventRelays
     segments: SegmentRefresher | None = None
+    gdpr: GdprWorker | None = None
 
     def wake(self, table: str) -> None:
         """A queue announced new rows (`work_queue.listen`): its worker starts now."""
@@ -258,6 +261,7 @@ class Background:
                 *((events.forwarder.nudge,) if events.forwarder else ()),
             ),
             "webhooks.deliveries": (events.sender.nudge,),
+            "gdpr.requests": (self.gdpr.nudge,) if self.gdpr else (),
         }
         for nudge in listeners.get(table, ()):
             nudge()
@@ -280,6 +284,8 @@ class Background:
             tasks.append(asyncio.create_task(self.reaper.run(), name="blob-reaper"))
         if settings.segments_worker and self.segments is not None:
             tasks.append(asyncio.create_task(self.segments.run(), name="segment-refresher"))
+        if settings.gdpr_worker and self.gdpr is not None:
+            tasks.append(asyncio.create_task(self.gdpr.run(), name="gdpr-worker"))
         if settings.webhooks_worker:
             events = self.events
             tasks.append(asyncio.create_task(events.dispatcher.run(), name="webhook-dispatcher"))
@@ -299,6 +305,25 @@ def segment_refresher(settings: Settings, database: Database) -> SegmentRefreshe
     return SegmentRefresher(
         database, segment_service(settings, database), age_s=settings.segment_refresh_s
     )
+
+
+def telemetry_subjects(
+    settings: Settings, transport: Any | None = None
+) -> TelemetrySubjects | None:
+    """Telemetry's data-subject endpoints, where telemetry is configured."""
+    if not (settings.telemetry_internal_url and settings.telemetry_service_token):
+        return None
+    return TelemetrySubjects(
+        base_url=settings.telemetry_internal_url,
+        token=settings.telemetry_service_token,
+        transport=transport,
+    )
+
+
+def gdpr_worker(
+    settings: Settings, database: Database, sealer: Sealer, blobs: BlobStore
+) -> GdprWorker:
+    return GdprWorker(database, sealer=sealer, blobs=blobs, telemetry=telemetry_subjects(settings))
 
 
 async def stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -22,6 +22,7 @@ from carebase.handlers.core.custom_fields import CustomFieldHandlers
 from carebase.handlers.core.export import ExportHandlers
 from carebase.handlers.core.form_templates import FormTemplateHandlers
 from carebase.handlers.core.forms import FormHandlers
+from carebase.handlers.core.gdpr import GdprHandlers
 from carebase.handlers.core.organizations import OrganizationHandlers
 from carebase.handlers.core.patients import PatientHandlers
 from carebase.handlers.core.prescriptions import PrescriptionHandlers
@@ -53,6 +54,7 @@ from carebase.services.custom_fields import CustomFieldService
 from carebase.services.documents import DocumentService
 from carebase.services.export import ExportService
 from carebase.services.forms import FormService, FormTemplateService
+from carebase.services.gdpr import GdprService, GdprWorker
 from carebase.services.identity import IdentityService, Links
 from carebase.services.organizations import OrganizationService
 from carebase.services.patients import PatientService
@@ -88,8 +90,10 @@ class CoreApp(Application):
         reaper: BlobReaper,
         events: common.EventRelays,
         security: SecurityEvents,
+        gdpr: GdprWorker,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
+        self.gdpr = gdpr
         self.security = security
         self.events = events
         self.blobs = blobs
@@ -117,23 +121,12 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     extra_handlers: list[object] = given.pop("extra_handlers", [])
     rooms: video.VideoProvider = given.pop("video", None) or common.video_provider(settings)
     blobs: BlobStore = given.pop("blobs", None) or common.blob_store(settings)
-    resolver = given.pop("resolver", None)
-    jwks_transport = given.pop("jwks_transport", None)
+    resolver, jwks_transport = given.pop("resolver", None), given.pop("jwks_transport", None)
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     security = SecurityEvents(database)
     links = Links(settings.app_base_url)
-    # An external identity provider's tokens, beside Carebase's own (AUTH_JWKS_URL).
-    external = (
-        JwksClient(
-            settings.auth_jwks_url,
-            issuer=settings.auth_issuer or "",
-            audience=settings.auth_audience or "",
-            transport=jwks_transport,
-        )
-        if settings.auth_jwks_url
-        else None
-    )
+    external = _external_identity(settings, jwks_transport)
     authenticator = Authenticator(
         tokens=dependencies.tokens, db=database, cache_s=settings.auth_cache_s, external=external
     )
@@ -160,6 +153,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     reaper = BlobReaper(database, blobs)
     sealer = dependencies.sealer
     events = common.event_relays(settings, database, sealer, resolver, security)
+    gdpr = common.gdpr_worker(settings, database, sealer, blobs)
     pdf = PdfRenderer()
     patients = PatientService(
         db=database,
@@ -199,6 +193,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             ),
             FormTemplateHandlers(templates=FormTemplateService(db=database)),
             ExportHandlers(export=ExportService(db=database, sealer=sealer)),
+            GdprHandlers(gdpr=GdprService(db=database, blobs=blobs)),
             PatientHandlers(patients=patients),
             PrescriptionHandlers(
                 documents=DocumentService(db=database, sealer=sealer, kind="prescription", pdf=pdf)
@@ -267,6 +262,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             reaper,
             events,
             common.segment_refresher(settings, database),
+            gdpr,
         )
         tasks = background.start(settings) if settings.run_workers else []
         tasks.append(asyncio.create_task(security.run(), name="security-events"))
@@ -297,6 +293,19 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         reaper=reaper,
         events=events,
         security=security,
+        gdpr=gdpr,
+    )
+
+
+def _external_identity(settings: Settings, transport: Any) -> JwksClient | None:
+    """An external identity provider's tokens, beside Carebase's own (AUTH_JWKS_URL)."""
+    if not settings.auth_jwks_url:
+        return None
+    return JwksClient(
+        settings.auth_jwks_url,
+        issuer=settings.auth_issuer or "",
+        audience=settings.auth_audience or "",
+        transport=transport,
     )
 
 

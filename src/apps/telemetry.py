@@ -49,6 +49,7 @@ from carebase.services.telemetry.media import MEDIA_TABLES, MediaIngest, MediaSu
 from carebase.services.telemetry.pose import PoseIngest
 from carebase.services.telemetry.privacy import PrivacyGate
 from carebase.services.telemetry.security_events import SecurityEventService
+from carebase.services.telemetry.subjects import SubjectData
 from carebase.web import routing
 from carebase.web.accesslog import AccessLog
 from carebase.web.application import Application
@@ -162,7 +163,10 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             ),
             AuditHandlers(ingest=AuditIngest(db=database, privacy=privacy, buffer=buffer)),
             ConsentHandlers(consents=ConsentService(db=database, privacy=privacy)),
-            PrivacyHandlers(settings=PrivacySettingsService(db=database, privacy=privacy)),
+            PrivacyHandlers(
+                settings=PrivacySettingsService(db=database, privacy=privacy),
+                subjects=SubjectData(db=database, store=store, privacy=privacy, buffer=buffer),
+            ),
             PoseHandlers(ingest=PoseIngest(privacy=privacy, buffer=buffer)),
             MediaHandlers(ingest=MediaIngest(db=database, privacy=privacy, buffer=buffer)),
             DashboardHandlers(dashboards=DashboardService(db=database, store=store)),

@@ -24,15 +24,18 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     """Run the background work until `stopping` is set, then finish cleanly."""
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     database = common.build_database(settings, service="worker")
+    sealer = common.build_sealer(settings)
+    blobs = common.blob_store(settings)
     security = SecurityEvents(database)
     rooms = common.video_provider(settings)
     background = common.Background(
         database,
         OutboxRelay(database, common.build_mail(settings)),
         SchedulingWorker(database, rooms),
-        BlobReaper(database, common.blob_store(settings)),
-        common.event_relays(settings, database, common.build_sealer(settings), security=security),
+        BlobReaper(database, blobs),
+        common.event_relays(settings, database, sealer, security=security),
         common.segment_refresher(settings, database),
+        common.gdpr_worker(settings, database, sealer, blobs),
     )
     await database.open(wait=False)
     tasks = [

@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "attachments",
     "webhooks",
     "segments",
+    "gdpr",
 )
 
 # Telemetry's own PostgreSQL database, migrated the same way from sql/telemetry/<module>.

@@ -44,6 +44,9 @@ QUERY_SETTINGS: Mapping[str, Any] = {
 
 # Every tenant query names the organization by this one bound parameter.
 ORGANIZATION_PARAMETER = "{organization_id:UUID}"
+MUTATION_SETTINGS: Mapping[str, Any] = {
+    "mutations_sync": 2,  # wait until every replica has rewritten its parts
+}
 _SCOPED = re.compile(r"\borganization_id\s*=\s*\{organization_id:UUID\}")
 
 
@@ -135,6 +138,34 @@ class ClickHouse:
             self._client.query, query, parameters=bound, settings=dict(QUERY_SETTINGS)
         )
         return [tuple(row) for row in result.result_rows]
+
+    async def scoped_records(
+        self, organization_id: UUID, query: str, parameters: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Like `scoped`, each row as a mapping of its column names (a subject's export)."""
+        if not _SCOPED.search(query):
+            raise ValueError("a tenant query must filter organization_id = {organization_id:UUID}")
+        bound = {**(parameters or {}), "organization_id": organization_id}
+        result = await self._call(
+            self._client.query, query, parameters=bound, settings=dict(QUERY_SETTINGS)
+        )
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    async def scoped_mutation(
+        self, organization_id: UUID, statement: str, parameters: Mapping[str, Any] | None = None
+    ) -> None:
+        """An `ALTER TABLE … DELETE` of one organization's rows, waited for: a mutation
+        rewrites the parts, so the rows are physically gone when this returns (a lightweight
+        DELETE only masks them until a merge)."""
+        if not statement.lstrip().upper().startswith("ALTER TABLE") or not _SCOPED.search(
+            statement
+        ):
+            raise ValueError("a mutation is an ALTER TABLE filtering organization_id")
+        bound = {**(parameters or {}), "organization_id": organization_id}
+        await self._call(
+            self._client.command, statement, parameters=bound, settings=MUTATION_SETTINGS
+        )
 
     async def ping(self) -> None:
         await self._call(self._client.command, "SELECT 1")

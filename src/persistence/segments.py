@@ -145,7 +145,8 @@ SELECT m.patient_id, p.given_name, p.family_name, m.source, m.added_at
  ORDER BY lower(p.family_name), lower(p.given_name), p.id LIMIT %(limit)s OFFSET %(offset)s
 """
 EXISTING_PATIENTS = """
-SELECT id FROM patients.patients WHERE organization_id = %s AND id = ANY(%s::uuid[])
+SELECT id FROM patients.patients
+ WHERE organization_id = %s AND id = ANY(%s::uuid[]) AND restricted_at IS NULL
 """
 ADD_MEMBERS = """
 INSERT INTO segments.members (organization_id, segment_id, patient_id, source)

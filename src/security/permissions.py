@@ -73,6 +73,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "security_events:read",
             "privacy:manage",
             "export:phi",
+            "gdpr:manage",
             *_EXPORT,
             *_SEGMENTS,
             *_CLINICAL_READ,
@@ -138,8 +139,9 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             *_TELEMETRY,
         }
     ),
-    # Core's relay calling telemetry with the service credential: ingest only.
-    "service": frozenset({"audit:ingest", "security_events:ingest"}),
+    # Core's relay calling telemetry with the service credential: ingest only…
+    # …and core's GDPR worker: a subject's telemetry exported or erased.
+    "service": frozenset({"audit:ingest", "security_events:ingest", "privacy:subjects"}),
     # A telemetry session token (core mints it per appointment): that session's frames only.
     "telemetry_session": frozenset({"pose:write"}),
 }

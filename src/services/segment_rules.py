@@ -462,7 +462,8 @@ _FORMS = sql.SQL(
 
 def matching_patients(compiled: Compiled) -> sql.Composed:
     """SELECT p.id of the patients the condition matches, in organization `%(org)s`; the
-    aggregates are joined only when the rules read them."""
+    aggregates are joined only when the rules read them. A restricted patient (GDPR Art. 18)
+    is in no segment."""
     joins = sql.Composed(
         [
             *([_VISITS] if "visits" in compiled.needs else []),
@@ -470,5 +471,6 @@ def matching_patients(compiled: Compiled) -> sql.Composed:
         ]
     )
     return sql.SQL(
-        "SELECT p.id FROM patients.patients p{joins} WHERE p.organization_id = %(org)s AND {cond}"
+        "SELECT p.id FROM patients.patients p{joins} WHERE p.organization_id = %(org)s"
+        " AND p.restricted_at IS NULL AND {cond}"
     ).format(joins=joins, cond=compiled.condition)

@@ -39,6 +39,7 @@ _log = structlog.get_logger("carebase.segments")
 
 NO_SEGMENT = "No such segment."
 NO_PATIENT = "No such patient."
+NOT_ADDED = "No such patient, or one whose data is restricted (GDPR Art. 18)."
 ENTITY = "segment"
 
 
@@ -233,7 +234,7 @@ class SegmentService:
             current = await self._static(q, org, segment_id)
             known = await repo.existing_patients(q, org, patient_ids)
             problems = [
-                FieldError(f"/body/patient_ids/{i}", NO_PATIENT, "unknown")
+                FieldError(f"/body/patient_ids/{i}", NOT_ADDED, "unknown")
                 for i, patient in enumerate(patient_ids)
                 if patient not in known
             ]

@@ -382,6 +382,27 @@ RECIPES: dict[str, Recipe] = {
     "deleteAttachment": lambda w: ("DELETE", f"/v1/attachments/{w.ids['attachment_id']}", None),
     **_webhook_recipes(),
     "exportCsv": lambda w: ("POST", "/v1/export/csv", {"entity": "patients"}),
+    "createGdprRequest": lambda w: (
+        "POST",
+        "/v1/gdpr/requests",
+        {"kind": "export", "patient_id": w.ids["patient_id"], "reason": "Asked in writing."},
+    ),
+    "approveGdprRequest": lambda w: (
+        "POST",
+        f"/v1/gdpr/requests/{w.ids['gdpr_request_id']}/approve",
+        None,
+    ),
+    "rejectGdprRequest": lambda w: (
+        "POST",
+        f"/v1/gdpr/requests/{w.ids['gdpr_request_id']}/reject",
+        {"reason": "Identity not verified."},
+    ),
+    "eraseGdprUser": lambda w: ("DELETE", f"/v1/gdpr/users/{w.ids['patient_user_id']}", None),
+    "anonymizeGdprUser": lambda w: (
+        "POST",
+        f"/v1/gdpr/users/{w.ids['patient_user_id']}/anonymize",
+        None,
+    ),
     "createSegment": lambda w: (
         "POST",
         "/v1/segments",
@@ -490,6 +511,13 @@ async def world(
     ids["static_segment_id"] = await made(
         "POST", "/v1/segments", {"name": "Static", "kind": "static"}
     )
+    received = await call(
+        "POST",
+        "/v1/gdpr/requests",
+        {"kind": "restrict", "patient_id": ids["patient_id"], "reason": "Asked in writing."},
+    )
+    assert received.status_code == 202, received.text
+    ids["gdpr_request_id"] = str(received.json()["id"])
     return world
 
 

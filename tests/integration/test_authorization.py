@@ -208,6 +208,11 @@ def _clinical_rows(
         (org, ids["delivery_id"], ids["endpoint_id"]),
     )
     conn.execute(
+        "INSERT INTO gdpr.requests (organization_id, id, kind, patient_id, reason)"
+        " VALUES (%s, %s, 'export', %s, 'B asked')",
+        (org, ids["request_id"], ids["patient_id"]),
+    )
+    conn.execute(
         "INSERT INTO segments.segments (organization_id, id, name, kind, member_count)"
         " VALUES (%s, %s, 'B segment', 'static', 1)",
         (org, ids["segment_id"]),
@@ -312,6 +317,7 @@ NEW_IDS = (
     "endpoint_id",
     "delivery_id",
     "segment_id",
+    "request_id",
 )
 
 

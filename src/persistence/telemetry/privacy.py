@@ -29,8 +29,9 @@ SELECT subject_id, purpose FROM (
 """
 TOMBSTONES = "SELECT actor_hash FROM privacy.erasure_tombstones WHERE organization_id = %s"
 ADD_TOMBSTONE = """
-INSERT INTO privacy.erasure_tombstones (organization_id, actor_hash) VALUES (%s, %s)
-ON CONFLICT DO NOTHING
+INSERT INTO privacy.erasure_tombstones (organization_id, actor_hash, reason) VALUES (%s, %s, %s)
+ON CONFLICT (organization_id, actor_hash)
+DO UPDATE SET reason = 'erase' WHERE EXCLUDED.reason = 'erase'
 """
 SET_OPT_OUT = """
 INSERT INTO privacy.organization_settings (organization_id, analytics_opt_out) VALUES (%s, %s)
@@ -64,8 +65,12 @@ async def tombstones(q: Querier, organization_id: UUID) -> set[str]:
     return {row.actor_hash for row in rows}
 
 
-async def add_tombstone(q: Querier, organization_id: UUID, actor_hash: str) -> None:
-    await q.execute(ADD_TOMBSTONE, (organization_id, actor_hash))
+async def add_tombstone(
+    q: Querier, organization_id: UUID, actor_hash: str, *, reason: str = "erase"
+) -> None:
+    """Drop the actor's events at ingest from now on: erased, or restricted (an erasure
+    overrides a restriction, never the other way)."""
+    await q.execute(ADD_TOMBSTONE, (organization_id, actor_hash, reason))
 
 
 async def set_analytics_opt_out(q: Querier, organization_id: UUID, opt_out: bool) -> None:
