@@ -23,7 +23,8 @@ Then the event relay is measured (bench/webhooks.py; BENCH_WEBHOOKS=0 skips it):
 from one worker and outbox → first attempt latency. Then telemetry's ingest (bench/telemetry.py;
 BENCH_TELEMETRY=0 skips it): analytics events/s and pose frames/s into one `carebase serve
 telemetry`, and how soon an event is queryable. Then segments and CSV export over a clinic of
-100,000 patients (bench/segments.py; BENCH_SEGMENTS=0 skips it). Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+100,000 patients (bench/segments.py; BENCH_SEGMENTS=0 skips it), and the erasure of one
+data subject with 10,000 telemetry rows (bench/gdpr.py; BENCH_GDPR=0 skips it). Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
 (BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
 
 BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
@@ -58,6 +59,7 @@ from pathlib import Path
 
 import documents
 import forms
+import gdpr
 import psutil
 import psycopg
 import scheduling
@@ -678,6 +680,7 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
         if segments.RESULTS.exists()
         else ""
     )
+    erased = gdpr.markdown(json.loads(gdpr.RESULTS.read_text())) if gdpr.RESULTS.exists() else ""
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -737,6 +740,7 @@ patient and visit read, the read audited).
 {hooks}
 {ingest}
 {grouped}
+{erased}
 {plan}
 {history}"""
     )
@@ -771,7 +775,7 @@ def main() -> None:
             for workers in worker_counts:
                 for kind in order:
                     records += measure(wrk, stack, kind, workers, round_, token)
-        plan, hooks, ingest, grouped = _beside(stack, clinic, wrk)
+        plan, hooks, ingest, grouped, erased = _beside(stack, clinic, wrk)
     finally:
         stack.stop()
     if plan is not None:
@@ -781,12 +785,12 @@ def main() -> None:
     for what, wanted, value, met in targets(records):
         print(f"  {what}: {value:.2f}× (wanted {wanted}) {'met' if met else 'MISSED'}")
     if os.environ.get("BENCH_WRITE", "1") != "0":
-        save(records, wrk, plan=plan, hooks=hooks, ingest=ingest, grouped=grouped)
+        save(records, wrk, plan=plan, hooks=hooks, ingest=ingest, grouped=grouped, erased=erased)
 
 
 def _beside(
     stack: devstack.EmbeddedStack, clinic: uuid.UUID, wrk: str
-) -> tuple[dict[str, object] | None, object | None, object | None, object | None]:
+) -> tuple[dict[str, object] | None, object | None, object | None, object | None, object | None]:
     """The measurements beside the HTTP table, each skipped by its BENCH_… = 0."""
 
     def wanted(name: str) -> bool:
@@ -796,7 +800,8 @@ def _beside(
     hooks = webhooks.measure(stack, BENCH_DIR) if wanted("BENCH_WEBHOOKS") else None
     ingest = telemetry.measure(stack, BENCH_DIR, wrk) if wanted("BENCH_TELEMETRY") else None
     grouped = segments.measure(stack) if wanted("BENCH_SEGMENTS") else None
-    return plan, hooks, ingest, grouped
+    erased = gdpr.measure(stack, BENCH_DIR) if wanted("BENCH_GDPR") else None
+    return plan, hooks, ingest, grouped, erased
 
 
 def save(
@@ -807,6 +812,7 @@ def save(
     hooks: object | None,
     ingest: object | None,
     grouped: object | None,
+    erased: object | None,
 ) -> None:
     if plan is not None:
         PLAN.write_text(json.dumps(plan, indent=1) + "\n")
@@ -816,6 +822,8 @@ def save(
         telemetry.RESULTS.write_text(json.dumps(ingest, indent=1) + "\n")
     if grouped is not None:
         segments.RESULTS.write_text(json.dumps(grouped, indent=1) + "\n")
+    if erased is not None:
+        gdpr.RESULTS.write_text(json.dumps(erased, indent=1) + "\n")
     write_report(records, wrk)
 
 
