@@ -151,8 +151,14 @@ def tokens_by_caller(stack: EmbeddedStack, settings: Settings) -> dict[str, dict
     return headers
 
 
+# Examples per operation, within make test's 10-minute budget (measured with issue 14's ~200
+# operations: the admin run took 157 s at 25 examples, the four other roles 115 s at 8). The
+# coverage phase's boundary cases run whatever the number; these bound the random fuzzing.
+ADMIN_EXAMPLES, ROLE_EXAMPLES = 18, 5
+
+
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=ADMIN_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms(
     case: schemathesis.Case, live_server: str, tokens_by_caller: dict[str, dict[str, str]]
 ) -> None:
@@ -162,7 +168,7 @@ def test_operation_conforms(
 
 @pytest.mark.parametrize("caller", [c for c in CALLERS if c != "admin"])
 @role_schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=ROLE_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms_for_every_role(
     case: schemathesis.Case,
     live_server: str,
