@@ -183,13 +183,13 @@ def test_operation_conforms_for_every_role(
 # Each group gets its own run, so its scenarios are not spread over the other's links.
 STATEFUL_GROUPS = {
     "clinical": r"^/v1/(patients|specialties|specialists|custom-fields)",
-    "templates": r"^/v1/appointment-templates",
+    # Segments share a run: their links are few, and each run's start-up costs seconds.
+    "templates": r"^/v1/(appointment-templates|segments)",
     "appointments": r"^/v1/appointments",
     "forms": r"^/v1/(form-templates|forms)",
     "documents": r"^/v1/(reports|prescriptions)",
     "attachments": r"^/v1/attachments",
     "webhooks": r"^/v1/webhooks/endpoints",
-    "segments": r"^/v1/segments",
 }
 # For the appointments' run: starts drawn from free future hours and a plain reason, so the
 # scenarios get past "in the past" and reach reschedule and cancel (the other phases fuzz

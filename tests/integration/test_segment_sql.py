@@ -385,7 +385,7 @@ def tenant(stack: EmbeddedStack, seeded: Seeded) -> Iterator[psycopg.Connection[
         yield conn
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_members_are_what_python_evaluates(
     data: st.DataObject, seeded: Seeded, tenant: psycopg.Connection[Any]
