@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 
@@ -160,3 +161,14 @@ async def test_close_writes_everything_accepted() -> None:
 )
 def test_addresses_are_truncated(given: str | None, stored: str) -> None:
     assert truncate_ip(given) == stored
+
+
+def test_instants_are_held_in_utc_whatever_their_offset() -> None:
+    """RFC 3339 allows offsets to ±23:59, PostgreSQL only to ±15:59: an event relayed with
+    `-18:51` was a 500 at the database (schemathesis found it)."""
+    moment = instant("2003-09-19T08:39:11-18:51")
+    assert moment is not None
+    assert moment.utcoffset() == timedelta(0)
+    assert (moment.day, moment.hour, moment.minute) == (20, 3, 30)
+    assert instant("0001-01-01T00:30:00+01:00") is None  # before year 1 in UTC
+    assert instant("9999-12-31T23:30:00-01:00") is None  # after year 9999 in UTC

@@ -241,13 +241,14 @@ def _encoded_parts(event: Mapping[str, Any]) -> tuple[str, str, int]:
 
 
 def instant(text: str) -> datetime | None:
-    """An RFC 3339 instant (`t` and `z` in any case), or None when Python cannot hold it (a
-    leap second)."""
+    """An RFC 3339 instant (`t` and `z` in any case) in UTC, or None when Python cannot hold
+    it (a leap second, a year past 9999 in UTC). In UTC because RFC 3339 allows offsets up to
+    ±23:59 and PostgreSQL only ±15:59: `-18:51` was a 500 at the database."""
     try:
         moment = datetime.fromisoformat(text.upper())
-    except ValueError:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
