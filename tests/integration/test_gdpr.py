@@ -277,15 +277,7 @@ async def test_an_erased_subject_is_found_nowhere_and_a_second_erase_is_a_no_op(
     telemetry_app = env.telemetry_app
     c = clinic()
     token = f"canary{uuid.uuid4().hex[:12]}"
-    appointment = await canary_patient(
-        c,
-        token,
-        client=client,
-        telemetry=telemetry,
-        admin_conn=admin_conn,
-        app=app,
-        telemetry_app=telemetry_app,
-    )
+    appointment = await env.canary(c, token)
     hashed_row = clickhouse_store.client.query(
         "SELECT any(actor_hash) FROM telemetry.analytics_events"
         " WHERE position(properties, {t:String}) > 0", parameters={"t": token},
@@ -348,25 +340,10 @@ async def test_an_erased_subject_is_found_nowhere_and_a_second_erase_is_a_no_op(
 async def test_the_export_holds_everything_of_the_subject_and_nothing_of_anyone_else(
     env: Env, clinic: Callable[..., Clinic]
 ) -> None:
-    app, client, telemetry, admin_conn, worker = (
-        env.app,
-        env.client,
-        env.telemetry,
-        env.admin_conn,
-        env.worker,
-    )
-    telemetry_app = env.telemetry_app
+    client, admin_conn, worker = env.client, env.admin_conn, env.worker
     c = clinic()
     token = f"canary{uuid.uuid4().hex[:12]}"
-    await canary_patient(
-        c,
-        token,
-        client=client,
-        telemetry=telemetry,
-        admin_conn=admin_conn,
-        app=app,
-        telemetry_app=telemetry_app,
-    )
+    await env.canary(c, token)
     other = admin_conn.execute(
         "INSERT INTO patients.patients (organization_id, given_name, family_name)"
         " VALUES (%s, 'Someone', 'Else') RETURNING id",
@@ -416,25 +393,10 @@ async def test_the_export_holds_everything_of_the_subject_and_nothing_of_anyone_
 async def test_a_worker_killed_midway_is_resumed_by_the_next(
     env: Env, clinic: Callable[..., Clinic]
 ) -> None:
-    app, client, telemetry, admin_conn, worker = (
-        env.app,
-        env.client,
-        env.telemetry,
-        env.admin_conn,
-        env.worker,
-    )
-    telemetry_app = env.telemetry_app
+    client, admin_conn, worker = env.client, env.admin_conn, env.worker
     c = clinic()
     token = f"canary{uuid.uuid4().hex[:12]}"
-    await canary_patient(
-        c,
-        token,
-        client=client,
-        telemetry=telemetry,
-        admin_conn=admin_conn,
-        app=app,
-        telemetry_app=telemetry_app,
-    )
+    await env.canary(c, token)
     erased = await request(client, c, "erase", c.patient_id)
     assert await worker.carry_out_one(stop_after=3)  # then the process dies
     midway = await fetched(client, c, erased["id"])
@@ -459,25 +421,10 @@ async def test_a_worker_killed_midway_is_resumed_by_the_next(
 async def test_anonymize_keeps_clinical_facts_and_restrict_hides_the_record(
     env: Env, clinic: Callable[..., Clinic]
 ) -> None:
-    app, client, telemetry, admin_conn, worker = (
-        env.app,
-        env.client,
-        env.telemetry,
-        env.admin_conn,
-        env.worker,
-    )
-    telemetry_app = env.telemetry_app
+    client, admin_conn, worker = env.client, env.admin_conn, env.worker
     c = clinic()
     token = f"canary{uuid.uuid4().hex[:12]}"
-    await canary_patient(
-        c,
-        token,
-        client=client,
-        telemetry=telemetry,
-        admin_conn=admin_conn,
-        app=app,
-        telemetry_app=telemetry_app,
-    )
+    await env.canary(c, token)
     made = await client.post(f"/v1/gdpr/users/{c.patient.user_id}/anonymize", headers=c.admin.auth)
     assert made.status_code == 202, made.text
     await worker.run_once()
