@@ -315,7 +315,7 @@ class GdprWorker:
             else await repo.subject_by_user(q, org, row.user_id)  # type: ignore[arg-type]
         )
         patient = subject.patient_id if subject else row.patient_id
-        emails = [e for e in {subject.email if subject else None} if e]
+        emails = [subject.email] if subject and subject.email else []
         return _Run(
             row=row,
             patient_id=patient,  # type: ignore[arg-type]
