@@ -105,6 +105,17 @@ async def fetched(client: httpx.AsyncClient, who: Clinic, request_id: str) -> di
     return dict(answer.json())
 
 
+async def track(telemetry: httpx.AsyncClient, c: Clinic, event: str, token: str) -> httpx.Response:
+    """One analytics event sent as the clinic's patient, carrying `token`."""
+    return await telemetry.post(
+        "/v1/analytics/batch",
+        headers=c.patient.auth,
+        json={"batch": [{"message_id": f"m-{uuid.uuid4()}", "event": event,
+                         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                         "properties": {"note": token}}]},
+    )  # fmt: skip
+
+
 async def canary_patient(
     c: Clinic,
     token: str,
@@ -166,13 +177,7 @@ async def canary_patient(
         json={"patient_ids": [c.patient_id]},
     )
     # Telemetry: analytics, consent, media and pose, as the patient.
-    batch = await telemetry.post(
-        "/v1/analytics/batch",
-        headers=c.patient.auth,
-        json={"batch": [{"message_id": f"m-{uuid.uuid4()}", "event": "Exercise Started",
-                         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-                         "properties": {"note": token}}]},
-    )  # fmt: skip
+    batch = await track(telemetry, c, "Exercise Started", token)
     assert batch.status_code == 202, batch.text
     consent = await telemetry.post(
         "/v1/consents",
@@ -315,13 +320,7 @@ async def test_an_erased_subject_is_found_nowhere_and_a_second_erase_is_a_no_op(
     ).result_rows
     assert trail[0][0] > 0
     # The tombstone: the subject's events are dropped at ingest from now on.
-    again = await telemetry.post(
-        "/v1/analytics/batch",
-        headers=c.patient.auth,
-        json={"batch": [{"message_id": f"m-{uuid.uuid4()}", "event": "Late",
-                         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-                         "properties": {"note": token}}]},
-    )  # fmt: skip
+    again = await track(telemetry, c, "Late", token)
     assert again.status_code == 202
     await telemetry_app.buffer.flush()
     assert clickhouse_hits(clickhouse_store, token, hashed, [appointment]) == {}
