@@ -120,6 +120,7 @@ class Plan:
         "wanted",
         "wants_body",
         "wants_principal",
+        "wants_raw_body",
     )
 
     def __init__(self, operation: Operation, handler: Handler, runtime: Runtime) -> None:
@@ -139,8 +140,12 @@ class Plan:
         accepted = self._accepted(handler)
         self.wants_principal = "principal" in accepted
         self.wants_body = "body" in accepted
+        # The body's exact bytes too, for a handler that checks a signature over them.
+        self.wants_raw_body = "raw_body" in accepted
         self.body_model = self._body_model(accepted.get("body"))
-        self.parameters = Parameters(operation, keep=frozenset(accepted) - {"principal", "body"})
+        self.parameters = Parameters(
+            operation, keep=frozenset(accepted) - {"principal", "body", "raw_body"}
+        )
         self.if_match = "if_match" in accepted
         self.conditional = operation.method == "GET" and any(
             p.location == "header" and p.name.lower() == "if-none-match"
@@ -169,6 +174,8 @@ class Plan:
         declared = {python_name(p.name): p for p in self.operation.parameters}
         for key in accepted:
             if key in ("principal", "body"):
+                continue
+            if key == "raw_body" and self.operation.body is not None:
                 continue
             if key not in declared:
                 raise RuntimeError(f"{name} takes {key!r}, which the contract does not declare")
@@ -223,6 +230,8 @@ class Plan:
             if isinstance(body, JsonBody):
                 document = body.parse(headers.get("content-type"), raw)
                 kwargs["body"] = self._model(document) if self.body_model else document
+                if self.wants_raw_body:
+                    kwargs["raw_body"] = raw
             else:
                 read = await body.read(headers.get("content-type"), raw)
                 kwargs["body"] = read
