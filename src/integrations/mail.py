@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -36,6 +37,10 @@ class Mail:
     recipient: str
     subject: str
     body: str
+    html: str | None = None
+    """An HTML alternative to `body` (broadcasts), already escaped."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra headers; a `Message-ID` here replaces the generated one."""
 
 
 class MailSender(Protocol):
@@ -47,8 +52,13 @@ def _message(mail: Mail, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = mail.recipient
     message["Subject"] = mail.subject
-    message["Message-ID"] = make_msgid(domain="carebase.localhost")
+    if "Message-ID" not in mail.headers:
+        message["Message-ID"] = make_msgid(domain="carebase.localhost")
+    for name, value in mail.headers.items():
+        message[name] = value
     message.set_content(mail.body)
+    if mail.html is not None:
+        message.add_alternative(mail.html, subtype="html")
     return message
 
 
