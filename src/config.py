@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +32,11 @@ class VideoProvider(StrEnum):
     LOCAL = "local"
     DAILY = "daily"
     JITSI = "jitsi"
+
+
+class MessagingProvider(StrEnum):
+    OUTBOX = "outbox"
+    HTTP = "http"
 
 
 class ConfigError(Exception):
@@ -153,6 +160,28 @@ class Settings(BaseSettings):
     """How old a dynamic segment's evaluation may grow before the worker evaluates it again."""
     segment_evaluation_timeout_ms: Annotated[int, Field(ge=1_000, le=600_000)] = 30_000
     """The statement timeout of one segment evaluation (beyond it: 503, nothing changed)."""
+    broadcasts_worker: bool = True
+    """Run recipient imports and send campaigns wherever the background work runs; tests turn
+    it off and drive it step by step."""
+    broadcast_rate_per_organization: Annotated[int, Field(ge=1, le=10_000)] = 20
+    """Broadcast messages one organization may send per second (across workers, in Redis)."""
+    broadcast_rate_per_provider: Annotated[int, Field(ge=1, le=100_000)] = 50
+    """Broadcast messages per second to each provider, all organizations together."""
+    messaging_provider: MessagingProvider = MessagingProvider.OUTBOX
+    """Where SMS and WhatsApp broadcasts go: `outbox` (development: files under
+    <DATA_DIR>/outbox) or `http` (a Twilio-shaped REST API). E-mail uses the SMTP settings."""
+    messaging_base_url: str = "https://api.twilio.com"
+    messaging_account_id: str | None = None
+    messaging_auth_token: str | None = None
+    messaging_from_sms: str | None = None
+    """The sender number for SMS (E.164)."""
+    messaging_from_whatsapp: str | None = None
+    """The WhatsApp sender number (E.164, without the `whatsapp:` prefix)."""
+    messaging_status_callback_url: str | None = None
+    """Sent to the provider as each message's `StatusCallback`, when set."""
+    messaging_webhook_secret: str | None = None
+    """The `whsec_…` secret the provider signs delivery receipts with (Standard Webhooks);
+    unset, every receipt is refused."""
     telemetry_internal_url: str | None = None
     """Telemetry's base URL for core's relay (`…/v1/audit/events`); unset, events are not
     forwarded."""
@@ -279,6 +308,19 @@ class Settings(BaseSettings):
             raise ValueError("BLOB_SIGNING_KEY needs at least 32 characters")
         return value
 
+    @field_validator("messaging_webhook_secret")
+    @classmethod
+    def _messaging_webhook_secret(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) < 24:
+            raise ValueError("a whsec_ secret: base64 of at least 24 random bytes")
+        return value
+
     def telemetry_urls(self) -> ServerUrls:
         """Telemetry's database (app and owner roles) and Redis, or a `ConfigError`."""
         missing = [
@@ -393,6 +435,17 @@ def _pairing_problems(settings: Settings) -> list[str]:
         problems.append("TELEMETRY_SERVICE_TOKEN: required with TELEMETRY_INTERNAL_URL")
     if settings.db_pool_min_size > settings.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    if settings.messaging_provider == MessagingProvider.HTTP:
+        problems += [
+            f"{name.upper()}: required with MESSAGING_PROVIDER=http"
+            for name in ("messaging_account_id", "messaging_auth_token")
+            if not getattr(settings, name)
+        ]
+        if not (settings.messaging_from_sms or settings.messaging_from_whatsapp):
+            problems.append(
+                "MESSAGING_FROM_SMS or MESSAGING_FROM_WHATSAPP:"
+                " required with MESSAGING_PROVIDER=http"
+            )
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -85,6 +86,9 @@ def inbox(smtp: tuple[Inbox, int]) -> Inbox:
     return smtp[0]
 
 
+RECEIPT_SECRET = "whsec_" + base64.b64encode(b"fake-receipt-secret-for-tests-only").decode()
+
+
 @pytest.fixture(scope="session")
 def settings(
     stack: devstack.EmbeddedStack,
@@ -122,6 +126,8 @@ def settings(
             "WEBHOOKS_WORKER": "false",
             # The loopback receiver of the webhook tests (tests/webhook_support.py).
             "WEBHOOK_TRUSTED_HOSTS": "receiver.carebase.test",
+            # An obviously fake secret the broadcast tests sign provider receipts with.
+            "MESSAGING_WEBHOOK_SECRET": RECEIPT_SECRET,
         }
     )
 

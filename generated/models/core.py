@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date as date_aliased
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated
 from uuid import UUID
 
@@ -232,6 +232,149 @@ class AuditEvent(BaseModel):
     """
 
 
+class Excluded(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    opted_out: Annotated[int, Field(ge=0)]
+    restricted: Annotated[int, Field(ge=0)]
+    no_address: Annotated[int, Field(ge=0)]
+
+
+class Messages(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    total: Annotated[int, Field(ge=0)]
+    queued: Annotated[int, Field(ge=0)]
+    sending: Annotated[int, Field(ge=0)]
+    sent: Annotated[int, Field(ge=0)]
+    delivered: Annotated[int, Field(ge=0)]
+    failed: Annotated[int, Field(ge=0)]
+    bounced: Annotated[int, Field(ge=0)]
+    cancelled: Annotated[int, Field(ge=0)]
+    suppressed: Annotated[int, Field(ge=0)]
+
+
+class BroadcastChannel(StrEnum):
+    email = "email"
+    sms = "sms"
+    whatsapp = "whatsapp"
+
+
+class MediaType1(StrEnum):
+    text_csv = "text/csv"
+    application_vnd_openxmlformats_officedocument_spreadsheetml_sheet = (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+
+
+class Status1(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+
+
+class Counts(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    created: Annotated[int, Field(ge=0)]
+    matched: Annotated[int, Field(ge=0)]
+    invalid: Annotated[int, Field(ge=0)]
+    duplicate: Annotated[int, Field(ge=0)]
+
+
+class BroadcastPreview(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    subject: Annotated[str | None, Field(max_length=1000)]
+    text: Annotated[str, Field(max_length=100000)]
+    html: Annotated[str | None, Field(max_length=200000)]
+    """
+    E-mail's HTML part; null for SMS and WhatsApp.
+    """
+
+
+class BroadcastPreviewRequest(BaseModel):
+    """
+    One of `patient_id` and `recipient_id`, or neither for sample values.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    patient_id: UUID | None = None
+    recipient_id: UUID | None = None
+
+
+class BroadcastSchedule(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    at: AwareDatetime
+    """
+    In the future, at most a year ahead.
+    """
+
+
+class BroadcastTemplate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    name: Annotated[str, Field(max_length=120)]
+    channel: BroadcastChannel
+    subject: Annotated[str | None, Field(max_length=200)]
+    """
+    E-mail's subject; null for SMS and WhatsApp.
+    """
+    body: Annotated[str, Field(max_length=20000)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class BroadcastTemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=120, min_length=1, pattern="\\S")]
+    channel: BroadcastChannel
+    subject: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    """
+    Required for e-mail; absent otherwise.
+    """
+    body: Annotated[str, Field(max_length=20000, min_length=1, pattern="\\S")]
+
+
+class BroadcastTemplateUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=120, min_length=1, pattern="\\S")] = None
+    subject: Annotated[str | None, Field(max_length=200, min_length=1, pattern="\\S")] = None
+    body: Annotated[str | None, Field(max_length=20000, min_length=1, pattern="\\S")] = None
+
+
+class Datum1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=100)]
+    description: Annotated[str, Field(max_length=300)]
+    channels: Annotated[list[BroadcastChannel], Field(max_length=3)]
+
+
+class BroadcastVariableList(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[Datum1], Field(max_length=50)]
+
+
 class CalendarFeed(BaseModel):
     id: UUID
     specialist_id: UUID
@@ -267,6 +410,15 @@ class CalendarQuery(BaseModel):
     specialist_ids: Annotated[list[UUID] | None, Field(max_length=50)] = None
     statuses: Annotated[list[AppointmentStatus] | None, Field(max_length=9)] = None
     limit: Annotated[int, Field(ge=1, le=2000)] = 500
+
+
+class CampaignStatus(StrEnum):
+    draft = "draft"
+    scheduled = "scheduled"
+    sending = "sending"
+    sent = "sent"
+    cancelled = "cancelled"
+    failed = "failed"
 
 
 class CheckStatus(StrEnum):
@@ -511,7 +663,7 @@ class GdprStatus(StrEnum):
     rejected = "rejected"
 
 
-class Status1(StrEnum):
+class Status2(StrEnum):
     pending = "pending"
     done = "done"
     skipped = "skipped"
@@ -523,7 +675,7 @@ class GdprStep(BaseModel):
         extra="forbid",
     )
     name: Annotated[str, Field(max_length=100)]
-    status: Status1
+    status: Status2
     rows: Annotated[int | None, Field(ge=0)]
     detail: Annotated[str | None, Field(max_length=500)]
 
@@ -548,6 +700,13 @@ class ImpersonationToken(BaseModel):
     expires_in: Annotated[int, Field(ge=1)]
     user_id: UUID
     impersonator_id: UUID
+
+
+class ImportOutcome(StrEnum):
+    created = "created"
+    matched = "matched"
+    invalid = "invalid"
+    duplicate = "duplicate"
 
 
 class ItemType(StrEnum):
@@ -601,6 +760,21 @@ class JsonWebKeySet(BaseModel):
     keys: Annotated[list[JsonWebKey], Field(max_length=16)]
 
 
+class ListName(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            examples=["newsletter"],
+            max_length=80,
+            min_length=1,
+            pattern="^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        ),
+    ]
+    """
+    A recipient list's name (letters, digits, spaces, `.`, `_`, `-`).
+    """
+
+
 class MeUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -609,6 +783,58 @@ class MeUpdate(BaseModel):
     locale: Annotated[
         str | None, Field(examples=["en"], max_length=5, pattern="^[a-z]{2}(-[A-Z]{2})?$")
     ] = None
+
+
+class Source(StrEnum):
+    patient = "patient"
+    staff = "staff"
+    unsubscribe_link = "unsubscribe_link"
+    provider = "provider"
+
+
+class Channel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    channel: BroadcastChannel
+    subscribed: bool
+    changed_at: Annotated[AwareDatetime | None, Field(...)]
+    """
+    When the patient opted out; null while subscribed.
+    """
+    source: Annotated[Source | None, Field(...)]
+
+
+class MessagePreferences(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    patient_id: UUID
+    channels: Annotated[list[Channel], Field(max_length=3)]
+
+
+class MessagePreferencesChange(BaseModel):
+    """
+    `true` to get a channel's broadcasts, `false` to stop them; channels left out stay.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    email: bool | None = None
+    sms: bool | None = None
+    whatsapp: bool | None = None
+
+
+class MessageStatus(StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    delivered = "delivered"
+    failed = "failed"
+    bounced = "bounced"
+    cancelled = "cancelled"
+    suppressed = "suppressed"
 
 
 class OwnerType(StrEnum):
@@ -703,6 +929,34 @@ class ProfileUpdate(BaseModel):
     """
     The whole set of values; a field left out (or `null`) has no value.
     """
+
+
+class Status3(StrEnum):
+    sent = "sent"
+    delivered = "delivered"
+    failed = "failed"
+    bounced = "bounced"
+
+
+class ProviderEvent(BaseModel):
+    """
+    Other members a provider sends are ignored.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    provider_message_id: Annotated[str, Field(max_length=200, min_length=1)]
+    status: Status3
+    error: Annotated[str | None, Field(max_length=500)] = None
+    occurred_at: AwareDatetime | None = None
+
+
+class ProviderEventResult(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    applied: bool
 
 
 class RefreshRequest(BaseModel):
@@ -1026,7 +1280,19 @@ class TransitionReason(BaseModel):
     reason: Annotated[str | None, Field(max_length=500, min_length=1, pattern="\\S")] = None
 
 
-class Status2(StrEnum):
+class Unsubscribed1(Enum):
+    boolean_True = True
+
+
+class Unsubscribed(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    channel: BroadcastChannel
+    unsubscribed: Unsubscribed1
+
+
+class Status4(StrEnum):
     none = "none"
     pending = "pending"
     ready = "ready"
@@ -1035,7 +1301,7 @@ class Status2(StrEnum):
 
 class Video(BaseModel):
     enabled: bool
-    status: Status2
+    status: Status4
     room_url: Annotated[str | None, Field(max_length=500)]
     expires_at: Annotated[AwareDatetime | None, Field(...)]
 
@@ -1106,7 +1372,7 @@ class WebhookEndpointStatus(StrEnum):
     disabled_auto = "disabled_auto"
 
 
-class Status3(StrEnum):
+class Status5(StrEnum):
     enabled = "enabled"
     disabled = "disabled"
 
@@ -1140,6 +1406,18 @@ class WebhookEventType(StrEnum):
     attachment_downloaded = "attachment.downloaded"
     attachment_upload_started = "attachment.upload_started"
     availability_updated = "availability.updated"
+    broadcast_campaign_cancelled = "broadcast_campaign.cancelled"
+    broadcast_campaign_created = "broadcast_campaign.created"
+    broadcast_campaign_deleted = "broadcast_campaign.deleted"
+    broadcast_campaign_scheduled = "broadcast_campaign.scheduled"
+    broadcast_campaign_sent = "broadcast_campaign.sent"
+    broadcast_campaign_updated = "broadcast_campaign.updated"
+    broadcast_import_created = "broadcast_import.created"
+    broadcast_recipient_created = "broadcast_recipient.created"
+    broadcast_recipient_deleted = "broadcast_recipient.deleted"
+    broadcast_template_created = "broadcast_template.created"
+    broadcast_template_deleted = "broadcast_template.deleted"
+    broadcast_template_updated = "broadcast_template.updated"
     calendar_feed_created = "calendar_feed.created"
     calendar_feed_revoked = "calendar_feed.revoked"
     custom_field_archived = "custom_field.archived"
@@ -1168,6 +1446,7 @@ class WebhookEventType(StrEnum):
     patient_created = "patient.created"
     patient_deleted = "patient.deleted"
     patient_impersonated = "patient.impersonated"
+    patient_message_preferences_changed = "patient.message_preferences_changed"
     patient_onboarded = "patient.onboarded"
     patient_profile_updated = "patient.profile_updated"
     patient_updated = "patient.updated"
@@ -1513,6 +1792,236 @@ class AttachmentUploadCreate(BaseModel):
 
 class AuditEventPage(BaseModel):
     data: Annotated[list[AuditEvent], Field(max_length=100)]
+    meta: PageMeta
+
+
+class BroadcastAudience(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    segment_ids: Annotated[list[UUID] | None, Field(max_length=20)] = None
+    recipient_lists: Annotated[list[ListName] | None, Field(max_length=20)] = None
+
+
+class BroadcastCampaign(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    name: Annotated[str, Field(max_length=120)]
+    template_id: UUID
+    channel: BroadcastChannel
+    audience: BroadcastAudience
+    status: CampaignStatus
+    scheduled_at: Annotated[AwareDatetime | None, Field(...)]
+    started_at: Annotated[AwareDatetime | None, Field(...)]
+    finished_at: Annotated[AwareDatetime | None, Field(...)]
+    failure_reason: Annotated[str | None, Field(max_length=200)]
+    version: Annotated[int, Field(ge=1)]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class BroadcastCampaignCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=120, min_length=1, pattern="\\S")]
+    template_id: UUID
+    audience: BroadcastAudience
+
+
+class BroadcastCampaignPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[BroadcastCampaign], Field(max_length=100)]
+    meta: PageMeta
+
+
+class BroadcastCampaignStats(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    campaign_id: UUID
+    status: CampaignStatus
+    audience: Annotated[int | None, Field(ge=0)]
+    """
+    People in the audience when it was expanded; null before.
+    """
+    excluded: Excluded
+    messages: Messages
+
+
+class BroadcastCampaignUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=120, min_length=1, pattern="\\S")] = None
+    template_id: UUID | None = None
+    audience: BroadcastAudience | None = None
+
+
+class BroadcastImport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    list_name: Annotated[
+        str,
+        Field(
+            examples=["newsletter"],
+            max_length=80,
+            min_length=1,
+            pattern="^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        ),
+    ]
+    """
+    A recipient list's name (letters, digits, spaces, `.`, `_`, `-`).
+    """
+    filename: Annotated[str, Field(max_length=255)]
+    media_type: MediaType1
+    status: Status1
+    total_rows: Annotated[int | None, Field(ge=0)]
+    """
+    Rows below the header, once the worker counted them.
+    """
+    rows_done: Annotated[int, Field(ge=0)]
+    """
+    Rows below the header read so far.
+    """
+    counts: Counts
+    error: Annotated[str | None, Field(max_length=500)]
+    """
+    Why the file as a whole failed.
+    """
+    created_at: AwareDatetime
+    finished_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class BroadcastImportPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[BroadcastImport], Field(max_length=100)]
+    meta: PageMeta
+
+
+class Datum(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    line: Annotated[int, Field(ge=2)]
+    outcome: ImportOutcome
+    reason: Annotated[str | None, Field(max_length=200)]
+    recipient_id: Annotated[UUID | None, Field(...)]
+
+
+class BroadcastImportRowPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[Datum], Field(max_length=100)]
+    meta: PageMeta
+
+
+class BroadcastMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    campaign_id: UUID
+    channel: BroadcastChannel
+    patient_id: Annotated[UUID | None, Field(...)]
+    recipient_id: Annotated[UUID | None, Field(...)]
+    status: MessageStatus
+    attempts: Annotated[int, Field(ge=0)]
+    provider: Annotated[str | None, Field(max_length=40)]
+    provider_message_id: Annotated[str | None, Field(max_length=200)]
+    error: Annotated[str | None, Field(max_length=500)]
+    created_at: AwareDatetime
+    sent_at: Annotated[AwareDatetime | None, Field(...)]
+    delivered_at: Annotated[AwareDatetime | None, Field(...)]
+    updated_at: AwareDatetime
+
+
+class BroadcastMessagePage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[BroadcastMessage], Field(max_length=100)]
+    meta: PageMeta
+
+
+class BroadcastRecipient(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    id: UUID
+    list_name: Annotated[
+        str,
+        Field(
+            examples=["newsletter"],
+            max_length=80,
+            min_length=1,
+            pattern="^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        ),
+    ]
+    """
+    A recipient list's name (letters, digits, spaces, `.`, `_`, `-`).
+    """
+    patient_id: Annotated[UUID | None, Field(...)]
+    """
+    The patient the row was matched to or added as.
+    """
+    given_name: Annotated[str, Field(max_length=100)]
+    family_name: Annotated[str, Field(max_length=100)]
+    email: Annotated[str | None, Field(max_length=254)]
+    phone: Annotated[str | None, Field(max_length=32)]
+    import_id: Annotated[UUID | None, Field(...)]
+    created_at: AwareDatetime
+
+
+class BroadcastRecipientCreate(BaseModel):
+    """
+    A `patient_id`, or a contact's `email` and/or `phone`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    list_name: Annotated[
+        str,
+        Field(
+            examples=["newsletter"],
+            max_length=80,
+            min_length=1,
+            pattern="^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        ),
+    ]
+    """
+    A recipient list's name (letters, digits, spaces, `.`, `_`, `-`).
+    """
+    patient_id: UUID | None = None
+    email: Annotated[str | None, Field(max_length=254)] = None
+    phone: Annotated[str | None, Field(max_length=32)] = None
+    given_name: Annotated[str, Field(max_length=100)] = ""
+    family_name: Annotated[str, Field(max_length=100)] = ""
+
+
+class BroadcastRecipientPage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[BroadcastRecipient], Field(max_length=100)]
+    meta: PageMeta
+
+
+class BroadcastTemplatePage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Annotated[list[BroadcastTemplate], Field(max_length=100)]
     meta: PageMeta
 
 
@@ -2578,7 +3087,7 @@ class WebhookEndpointUpdate(BaseModel):
     """
     description: Annotated[str | None, Field(max_length=500)] = None
     event_types: Annotated[list[WebhookEventType] | None, Field(max_length=200)] = None
-    status: Status3 | None = None
+    status: Status5 | None = None
 
 
 class Availability(BaseModel):

@@ -14,11 +14,18 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from carebase.config import Environment, Settings, VideoProvider
+from carebase.config import Environment, MessagingProvider, Settings, VideoProvider
 from carebase.integrations import video
 from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
 from carebase.integrations.blobs.s3 import S3BlobStore
 from carebase.integrations.mail import MailboxSender, MailSender, OutboxRelay, SmtpSender
+from carebase.integrations.messaging import (
+    Channels,
+    EmailMessaging,
+    HttpMessaging,
+    MessageSender,
+    OutboxMessaging,
+)
 from carebase.integrations.redis_pipe import RedisPipe
 from carebase.integrations.telemetry import TelemetrySubjects
 from carebase.integrations.video.daily import DailyVideo
@@ -31,8 +38,12 @@ from carebase.persistence.pools import make_pool
 from carebase.security.egress import EgressPolicy, Resolver, system_resolver
 from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.events import SecurityEvents
+from carebase.security.ratelimit import RateLimiter
 from carebase.security.tokens import TokenService, load_keyring
 from carebase.services.attachments import BlobReaper
+from carebase.services.broadcast_recipients import ImportRunner
+from carebase.services.broadcast_worker import BroadcastWorker, Pace, Rates
+from carebase.services.broadcasts import UnsubscribeLinks
 from carebase.services.gdpr import GdprWorker
 from carebase.services.scheduling_worker import SchedulingWorker
 from carebase.services.segments import SegmentRefresher, SegmentService
@@ -237,8 +248,8 @@ def event_relays(
 class Background:
     """The work no request waits for: the mail relay, the scheduling worker (video rooms,
     reminders, expired holds), the blob worker, the event relays (webhooks, telemetry), the
-    segment refresher, the GDPR worker and housekeeping. `carebase worker` runs it;
-    an API process runs it too unless RUN_WORKERS=false."""
+    segment refresher, the GDPR worker, the broadcast worker and housekeeping. `carebase worker`
+    runs it; an API process runs it too unless RUN_WORKERS=false."""
 
     database: Database
     relay: OutboxRelay
@@ -247,6 +258,7 @@ class Background:
     events: EventRelays
     segments: SegmentRefresher | None = None
     gdpr: GdprWorker | None = None
+    broadcasts: BroadcastWorker | None = None
 
     def wake(self, table: str) -> None:
         """A queue announced new rows (`work_queue.listen`): its worker starts now."""
@@ -262,6 +274,10 @@ class Background:
             ),
             "webhooks.deliveries": (events.sender.nudge,),
             "gdpr.requests": (self.gdpr.nudge,) if self.gdpr else (),
+            **{
+                f"broadcasts.{table}": (self.broadcasts.nudge,) if self.broadcasts else ()
+                for table in ("imports", "campaigns", "messages")
+            },
         }
         for nudge in listeners.get(table, ()):
             nudge()
@@ -286,6 +302,8 @@ class Background:
             tasks.append(asyncio.create_task(self.segments.run(), name="segment-refresher"))
         if settings.gdpr_worker and self.gdpr is not None:
             tasks.append(asyncio.create_task(self.gdpr.run(), name="gdpr-worker"))
+        if settings.broadcasts_worker and self.broadcasts is not None:
+            tasks.append(asyncio.create_task(self.broadcasts.run(), name="broadcast-worker"))
         if settings.webhooks_worker:
             events = self.events
             tasks.append(asyncio.create_task(events.dispatcher.run(), name="webhook-dispatcher"))
@@ -317,6 +335,57 @@ def telemetry_subjects(
         base_url=settings.telemetry_internal_url,
         token=settings.telemetry_service_token,
         transport=transport,
+    )
+
+
+def unsubscribe_links(settings: Settings, sealer: Sealer) -> UnsubscribeLinks:
+    return UnsubscribeLinks(
+        sealer, app_base_url=settings.app_base_url, public_base_url=settings.public_base_url
+    )
+
+
+def message_channels(settings: Settings, mail: MailSender) -> Channels:
+    """E-mail through the platform's mail sender; SMS and WhatsApp as MESSAGING_PROVIDER says."""
+    text: MessageSender
+    if settings.messaging_provider == MessagingProvider.HTTP:
+        text = HttpMessaging(
+            base_url=settings.messaging_base_url,
+            account_id=settings.messaging_account_id or "",
+            auth_token=settings.messaging_auth_token or "",
+            from_sms=settings.messaging_from_sms,
+            from_whatsapp=settings.messaging_from_whatsapp,
+            status_callback=settings.messaging_status_callback_url,
+        )
+    else:
+        text = OutboxMessaging(settings.data_dir / "outbox")
+    return Channels(EmailMessaging(mail), text)
+
+
+def broadcast_worker(
+    settings: Settings,
+    database: Database,
+    *,
+    sealer: Sealer,
+    blobs: BlobStore,
+    mail: MailSender,
+    redis_pipe: RedisPipe | None,
+    channels: Channels | None = None,
+) -> BroadcastWorker:
+    segments = segment_service(settings, database)
+    return BroadcastWorker(
+        db=database,
+        sealer=sealer,
+        channels=channels or message_channels(settings, mail),
+        links=unsubscribe_links(settings, sealer),
+        imports=ImportRunner(db=database, sealer=sealer, blobs=blobs),
+        refresh_segment=lambda org, segment_id: segments.refresh(org, segment_id, age_s=0),
+        pace=Pace(
+            RateLimiter(redis_pipe, prefix="broadcast") if redis_pipe is not None else None,
+            Rates(
+                organization=settings.broadcast_rate_per_organization,
+                provider=settings.broadcast_rate_per_provider,
+            ),
+        ),
     )
 
 

@@ -17,6 +17,7 @@ from carebase.handlers.core.attachments import AttachmentHandlers
 from carebase.handlers.core.audit import AuditHandlers
 from carebase.handlers.core.auth import AuthHandlers
 from carebase.handlers.core.availability import AvailabilityHandlers
+from carebase.handlers.core.broadcasts import BroadcastHandlers
 from carebase.handlers.core.calendar import CalendarHandlers
 from carebase.handlers.core.custom_fields import CustomFieldHandlers
 from carebase.handlers.core.export import ExportHandlers
@@ -49,6 +50,9 @@ from carebase.services.appointments import AppointmentService
 from carebase.services.attachments import AttachmentService, BlobReaper
 from carebase.services.audit import AuditService
 from carebase.services.availability import AvailabilityService
+from carebase.services.broadcast_recipients import RecipientService
+from carebase.services.broadcast_worker import BroadcastWorker
+from carebase.services.broadcasts import BroadcastService
 from carebase.services.calendar import CalendarService
 from carebase.services.custom_fields import CustomFieldService
 from carebase.services.documents import DocumentService
@@ -91,9 +95,11 @@ class CoreApp(Application):
         events: common.EventRelays,
         security: SecurityEvents,
         gdpr: GdprWorker,
+        broadcasts: BroadcastWorker,
     ) -> None:
         super().__init__(edge, lifespan=lifespan)
         self.gdpr = gdpr
+        self.broadcasts = broadcasts
         self.security = security
         self.events = events
         self.blobs = blobs
@@ -110,7 +116,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     """Build the core service.
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
-    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `resolver`
+    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `channels`
+    (the broadcast `Channels`), `resolver`
     (the SSRF guard's name resolver), `jwks_transport` (how the external identity provider's
     JWKS is fetched), `contract` (another bundled spec) and `extra_handlers` (handler objects
     for its operations).
@@ -121,7 +128,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     extra_handlers: list[object] = given.pop("extra_handlers", [])
     rooms: video.VideoProvider = given.pop("video", None) or common.video_provider(settings)
     blobs: BlobStore = given.pop("blobs", None) or common.blob_store(settings)
-    resolver, jwks_transport = given.pop("resolver", None), given.pop("jwks_transport", None)
+    resolver, jwks_transport, channels = (
+        given.pop("resolver", None), given.pop("jwks_transport", None), given.pop("channels", None)
+    )  # fmt: skip
     dependencies = common.dependencies(settings, given)
     database = dependencies.database
     security = SecurityEvents(database)
@@ -148,12 +157,17 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         refresh_ttl_s=settings.refresh_token_ttl_s,
         security=security,
     )
-    relay = OutboxRelay(database, dependencies.mail)
-    scheduling = SchedulingWorker(database, rooms)
-    reaper = BlobReaper(database, blobs)
+    relay, scheduling, reaper = (
+        OutboxRelay(database, dependencies.mail), SchedulingWorker(database, rooms),
+        BlobReaper(database, blobs),
+    )  # fmt: skip
     sealer = dependencies.sealer
     events = common.event_relays(settings, database, sealer, resolver, security)
     gdpr = common.gdpr_worker(settings, database, sealer, blobs)
+    broadcasts = common.broadcast_worker(
+        settings, database, sealer=sealer, blobs=blobs, mail=dependencies.mail,
+        redis_pipe=dependencies.redis_pipe, channels=channels,
+    )  # fmt: skip
     pdf = PdfRenderer()
     patients = PatientService(
         db=database,
@@ -179,6 +193,15 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             AuditHandlers(audit=AuditService(db=database)),
             AuthHandlers(tokens=dependencies.tokens, identity=identity),
             AvailabilityHandlers(availability=AvailabilityService(db=database)),
+            BroadcastHandlers(
+                broadcasts=BroadcastService(
+                    db=database,
+                    sealer=sealer,
+                    links=common.unsubscribe_links(settings, sealer),
+                    receipt_secret=settings.messaging_webhook_secret,
+                ),
+                recipients=RecipientService(db=database, sealer=sealer, blobs=blobs),
+            ),
             CalendarHandlers(
                 calendar=CalendarService(db=database, public_base_url=settings.public_base_url)
             ),
@@ -263,6 +286,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             events,
             common.segment_refresher(settings, database),
             gdpr,
+            broadcasts,
         )
         tasks = background.start(settings) if settings.run_workers else []
         tasks.append(asyncio.create_task(security.run(), name="security-events"))
@@ -277,6 +301,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             await database.close()
             await dependencies.redis.aclose()
             await dependencies.redis_pipe.close()
+            await broadcasts.close()
             if isinstance(rooms, DailyVideo):
                 await rooms.close()
 
@@ -294,6 +319,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         events=events,
         security=security,
         gdpr=gdpr,
+        broadcasts=broadcasts,
     )
 
 

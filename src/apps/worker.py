@@ -11,6 +11,7 @@ import structlog
 from carebase.apps import common
 from carebase.config import Settings
 from carebase.integrations.mail import OutboxRelay
+from carebase.integrations.redis_pipe import RedisPipe
 from carebase.integrations.video.daily import DailyVideo
 from carebase.logging import configure_logging
 from carebase.security.events import SecurityEvents
@@ -28,14 +29,20 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     blobs = common.blob_store(settings)
     security = SecurityEvents(database)
     rooms = common.video_provider(settings)
+    mail = common.build_mail(settings)
+    redis_pipe = RedisPipe(settings.server_urls().redis, timeout_s=settings.redis_timeout_ms / 1000)
+    broadcasts = common.broadcast_worker(
+        settings, database, sealer=sealer, blobs=blobs, mail=mail, redis_pipe=redis_pipe
+    )
     background = common.Background(
         database,
-        OutboxRelay(database, common.build_mail(settings)),
+        OutboxRelay(database, mail),
         SchedulingWorker(database, rooms),
         BlobReaper(database, blobs),
         common.event_relays(settings, database, sealer, security=security),
         common.segment_refresher(settings, database),
         common.gdpr_worker(settings, database, sealer, blobs),
+        broadcasts,
     )
     await database.open(wait=False)
     tasks = [
@@ -48,6 +55,8 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     finally:
         await common.stop(tasks)
         await database.close()
+        await broadcasts.close()
+        await redis_pipe.close()
         if isinstance(rooms, DailyVideo):
             await rooms.close()
         _log.info("worker_stopped")

@@ -30,6 +30,7 @@ MODULES: tuple[str, ...] = (
     "webhooks",
     "segments",
     "gdpr",
+    "broadcasts",
 )
 
 # Telemetry's own PostgreSQL database, migrated the same way from sql/telemetry/<module>.

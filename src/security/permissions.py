@@ -41,6 +41,9 @@ _DASHBOARDS = {"dashboards:read"}
 # Segments group patients for follow-ups and campaigns: the clinic reads them; admins and
 # staff (who run the campaigns) change them. Patients see none.
 _SEGMENTS = {"segments:read", "segments:write"}
+# Broadcasts: admins and staff run campaigns; specialists read them (a patient keeps their
+# own channel preferences through `patients:*`).
+_BROADCASTS = {"broadcasts:read", "broadcasts:write"}
 # CSV export: the clinic's staff roles; health data columns only for admins.
 _EXPORT = {"export:run"}
 
@@ -76,6 +79,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "gdpr:manage",
             *_EXPORT,
             *_SEGMENTS,
+            *_BROADCASTS,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
             *_CLINIC_FORMS,
@@ -95,6 +99,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "documents:read",
             "documents:write",
             "segments:read",
+            "broadcasts:read",
             *_EXPORT,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
@@ -112,6 +117,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
             "appointment_templates:write",
             "documents:read",
             *_SEGMENTS,
+            *_BROADCASTS,
             *_EXPORT,
             *_CLINICAL_READ,
             *_CLINIC_SCHEDULING,
