@@ -81,7 +81,8 @@ CREATE TABLE broadcasts.recipients (
     CONSTRAINT recipients_email_key UNIQUE (organization_id, list_name, email),
     CONSTRAINT recipients_phone_key UNIQUE (organization_id, list_name, phone_index),
     CONSTRAINT recipients_patient_key UNIQUE (organization_id, list_name, patient_id),
-    CONSTRAINT recipients_address CHECK (email IS NOT NULL OR phone_index IS NOT NULL),
+    CONSTRAINT recipients_address
+        CHECK (patient_id IS NOT NULL OR email IS NOT NULL OR phone_index IS NOT NULL),
     CONSTRAINT recipients_phone_pair CHECK ((phone_sealed IS NULL) = (phone_index IS NULL)),
     CONSTRAINT recipients_email_format CHECK (email = lower(email) AND char_length(email) <= 254),
     CONSTRAINT recipients_list_name_length CHECK (char_length(list_name) BETWEEN 1 AND 80),

@@ -356,6 +356,68 @@ CORE: tuple[Table, ...] = (
         basis="Accountability: proof that a request was received and answered",
         years=6,
     ),
+    _none("core", "broadcasts.templates", "the clinic's message templates"),
+    _none("core", "broadcasts.campaigns", "campaigns: a template and an audience of segments"),
+    Table(
+        "core",
+        "broadcasts.imports",
+        "uploaded recipient files: a name and a hash (the file is deleted once read)",
+        "none",
+        exported=False,
+    ),
+    Table(
+        "core",
+        "broadcasts.import_rows",
+        "each imported line's outcome, naming a recipient row by id",
+        "none",
+        exported=False,
+    ),
+    Table(
+        "core",
+        "broadcasts.recipients",
+        "the lists the patient (or their addresses) is on",
+        "delete",
+        exported=True,
+        rows="SELECT to_jsonb(t) - 'phone_sealed' - 'phone_index' AS row"
+        " FROM broadcasts.recipients t WHERE organization_id = %(org)s"
+        " AND (patient_id = %(patient)s OR email = ANY(%(email)s))",
+        erase_sql=(
+            "DELETE FROM broadcasts.recipients WHERE organization_id = %(org)s"
+            " AND (patient_id = %(patient)s OR email = ANY(%(email)s))",
+        ),
+        remaining="SELECT count(*) FROM broadcasts.recipients WHERE organization_id = %(org)s"
+        " AND (patient_id = %(patient)s OR email = ANY(%(email)s))",
+    ),
+    Table(
+        "core",
+        "broadcasts.opt_outs",
+        "the channels the patient stopped",
+        "delete",
+        exported=True,
+        rows="SELECT to_jsonb(t) - 'address_key' AS row FROM broadcasts.opt_outs t"
+        " WHERE organization_id = %(org)s AND patient_id = %(patient)s",
+        erase_sql=(
+            "DELETE FROM broadcasts.opt_outs WHERE organization_id = %(org)s"
+            " AND patient_id = %(patient)s",
+        ),
+        remaining="SELECT count(*) FROM broadcasts.opt_outs WHERE organization_id = %(org)s"
+        " AND patient_id = %(patient)s",
+    ),
+    Table(
+        "core",
+        "broadcasts.messages",
+        "the broadcasts sent to the patient: campaign, status, times (never a body)",
+        "delete",
+        exported=True,
+        rows="SELECT to_jsonb(t) - 'address_key' AS row FROM broadcasts.messages t"
+        " WHERE organization_id = %(org)s AND patient_id = %(patient)s",
+        erase_sql=(
+            "DELETE FROM broadcasts.messages WHERE organization_id = %(org)s"
+            " AND patient_id = %(patient)s",
+        ),
+        remaining="SELECT count(*) FROM broadcasts.messages WHERE organization_id = %(org)s"
+        " AND patient_id = %(patient)s",
+    ),
 )
 
 TELEMETRY: tuple[Table, ...] = (

@@ -37,6 +37,11 @@ NOT_AUDITED = {
     "createTelemetrySession": "mints a short-lived session token, never stored; changes nothing",
     "queryCalendar": "a read whose filter travels in the body",
     "writeBlob": "stores an announced upload's bytes; `complete` (audited) makes them a file",
+    "previewBroadcastTemplate": "renders a template for one recipient; nothing is stored or sent",
+    "unsubscribeBroadcasts": "no signed-in caller: the service records"
+    " broadcast_message.unsubscribed itself (test_broadcasts checks it)",
+    "receiveProviderEvent": "a provider's signed receipt: the service records"
+    " broadcast_message.receipt itself when it moves a message",
 }
 AUDITED = sorted(
     (op for op in CONTRACT.operations.values() if op.method in MUTATING and op.audit),
@@ -147,6 +152,84 @@ def _webhook_recipes() -> dict[str, Recipe]:
             "POST",
             endpoint(w, f"/deliveries/{w.ids['delivery_id']}/redeliver"),
             None,
+        ),
+    }
+
+
+def _broadcast_recipes() -> dict[str, Recipe]:
+    campaign = "/v1/broadcasts/campaigns/{}"
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    return {
+        "createBroadcastTemplate": lambda w: (
+            "POST",
+            "/v1/broadcasts/templates",
+            {"name": "New", "channel": "sms", "body": "Hello"},
+        ),
+        "updateBroadcastTemplate": lambda w: (
+            "PATCH",
+            f"/v1/broadcasts/templates/{w.ids['broadcast_template_id']}",
+            {"name": "Renamed"},
+        ),
+        "deleteBroadcastTemplate": lambda w: (
+            "DELETE",
+            f"/v1/broadcasts/templates/{w.ids['spare_broadcast_template_id']}",
+            None,
+        ),
+        "addBroadcastRecipient": lambda w: (
+            "POST",
+            "/v1/broadcasts/recipients",
+            {"list_name": "news", "patient_id": w.ids["patient_id"]},
+        ),
+        "deleteBroadcastRecipient": lambda w: (
+            "DELETE",
+            f"/v1/broadcasts/recipients/{w.ids['recipient_id']}",
+            None,
+        ),
+        "importBroadcastRecipients": lambda w: (
+            "POST",
+            "/v1/broadcasts/recipients/import",
+            Multipart(
+                {"list_name": "news"}, {"file": ("a.csv", b"email\na@example.com\n", "text/csv")}
+            ),
+        ),
+        "createBroadcastCampaign": lambda w: (
+            "POST",
+            "/v1/broadcasts/campaigns",
+            {
+                "name": "New",
+                "template_id": w.ids["broadcast_template_id"],
+                "audience": {"recipient_lists": ["news"]},
+            },
+        ),
+        "updateBroadcastCampaign": lambda w: (
+            "PATCH",
+            campaign.format(w.ids["campaign_id"]),
+            {"name": "Renamed"},
+        ),
+        "deleteBroadcastCampaign": lambda w: (
+            "DELETE",
+            campaign.format(w.ids["campaign_id"]),
+            None,
+        ),
+        "scheduleBroadcastCampaign": lambda w: (
+            "POST",
+            campaign.format(w.ids["campaign_id"]) + "/schedule",
+            {"at": rfc3339(soon)},
+        ),
+        "sendBroadcastCampaign": lambda w: (
+            "POST",
+            campaign.format(w.ids["campaign_id"]) + "/send",
+            None,
+        ),
+        "cancelBroadcastCampaign": lambda w: (
+            "POST",
+            campaign.format(w.ids["campaign_id"]) + "/cancel",
+            None,
+        ),
+        "setMessagePreferences": lambda w: (
+            "PUT",
+            f"/v1/patients/{w.ids['patient_id']}/message-preferences",
+            {"sms": False},
         ),
     }
 
@@ -381,6 +464,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "deleteAttachment": lambda w: ("DELETE", f"/v1/attachments/{w.ids['attachment_id']}", None),
     **_webhook_recipes(),
+    **_broadcast_recipes(),
     "exportCsv": lambda w: ("POST", "/v1/export/csv", {"entity": "patients"}),
     "createGdprRequest": lambda w: (
         "POST",
@@ -511,6 +595,7 @@ async def world(
     ids["static_segment_id"] = await made(
         "POST", "/v1/segments", {"name": "Static", "kind": "static"}
     )
+    await _broadcasts(world, made)
     received = await call(
         "POST",
         "/v1/gdpr/requests",
@@ -519,6 +604,26 @@ async def world(
     assert received.status_code == 202, received.text
     ids["gdpr_request_id"] = str(received.json()["id"])
     return world
+
+
+async def _broadcasts(w: World, made: Callable[..., Awaitable[str]]) -> None:
+    """A template, a second one no campaign uses, a draft campaign and a list's recipient."""
+    sms = {"channel": "sms", "body": "Hi {{patient.given_name}}"}
+    w.ids["broadcast_template_id"] = await made(
+        "POST", "/v1/broadcasts/templates", {"name": "Used", **sms}
+    )
+    w.ids["spare_broadcast_template_id"] = await made(
+        "POST", "/v1/broadcasts/templates", {"name": "Spare", **sms}
+    )
+    w.ids["campaign_id"] = await made(
+        "POST",
+        "/v1/broadcasts/campaigns",
+        {"name": "Draft", "template_id": w.ids["broadcast_template_id"],
+         "audience": {"segment_ids": [w.ids["static_segment_id"]]}},
+    )  # fmt: skip
+    w.ids["recipient_id"] = await made(
+        "POST", "/v1/broadcasts/recipients", {"list_name": "news", "email": "r@example.com"}
+    )
 
 
 async def _webhooks(w: World) -> None:

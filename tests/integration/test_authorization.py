@@ -222,7 +222,35 @@ def _clinical_rows(
         " VALUES (%s, %s, %s, 'manual')",
         (org, ids["segment_id"], ids["patient_id"]),
     )
+    _broadcast_rows(conn, org, ids)
     return ids
+
+
+def _broadcast_rows(
+    conn: psycopg.Connection[tuple[object, ...]], org: uuid.UUID, ids: dict[str, str]
+) -> None:
+    """A message template, a sent campaign with one message, an import and a recipient."""
+    conn.execute(
+        "INSERT INTO broadcasts.templates (organization_id, id, name, channel, body)"
+        " VALUES (%s, %s, 'B template', 'sms', 'Hi')",
+        (org, ids["broadcast_template_id"]),
+    )
+    conn.execute(
+        "INSERT INTO broadcasts.campaigns (organization_id, id, name, template_id, channel,"
+        " segment_ids, status, subject, body) VALUES (%s, %s, 'B campaign', %s, 'sms', %s,"
+        " 'draft', NULL, NULL)",
+        (org, ids["campaign_id"], ids["broadcast_template_id"], [ids["segment_id"]]),
+    )
+    conn.execute(
+        "INSERT INTO broadcasts.imports (organization_id, id, list_name, filename, media_type,"
+        " sha256, status) VALUES (%s, %s, 'b-list', 'b.csv', 'text/csv', '\\x00', 'completed')",
+        (org, ids["import_id"]),
+    )
+    conn.execute(
+        "INSERT INTO broadcasts.recipients (organization_id, id, list_name, patient_id, email)"
+        " VALUES (%s, %s, 'b-list', %s, 'b@example.com')",
+        (org, ids["recipient_id"], ids["patient_id"]),
+    )
 
 
 def _scheduling_rows(
@@ -318,6 +346,10 @@ NEW_IDS = (
     "delivery_id",
     "segment_id",
     "request_id",
+    "broadcast_template_id",
+    "campaign_id",
+    "recipient_id",
+    "import_id",
 )
 
 

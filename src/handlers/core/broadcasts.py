@@ -78,34 +78,38 @@ class BroadcastHandlers:
             template_json(row), location=f"{BASE}/templates/{row.id}", version=row.version
         )
 
-    async def get_broadcast_template(self, principal: Principal, *, template_id: UUID) -> Reply:
-        row = await self._broadcasts.get_template(principal, template_id)
+    async def get_broadcast_template(
+        self, principal: Principal, *, broadcast_template_id: UUID
+    ) -> Reply:
+        row = await self._broadcasts.get_template(principal, broadcast_template_id)
         return resource(template_json(row), version=row.version)
 
     async def update_broadcast_template(
         self,
         principal: Principal,
         *,
-        template_id: UUID,
+        broadcast_template_id: UUID,
         if_match: int | None,
         body: dict[str, Any],
     ) -> Reply:
-        row = await self._broadcasts.update_template(principal, template_id, body, version=if_match)
+        row = await self._broadcasts.update_template(
+            principal, broadcast_template_id, body, version=if_match
+        )
         return resource(template_json(row), version=row.version)
 
     async def delete_broadcast_template(
-        self, principal: Principal, *, template_id: UUID, if_match: int | None
+        self, principal: Principal, *, broadcast_template_id: UUID, if_match: int | None
     ) -> Reply:
-        await self._broadcasts.delete_template(principal, template_id, version=if_match)
+        await self._broadcasts.delete_template(principal, broadcast_template_id, version=if_match)
         return no_content()
 
     async def preview_broadcast_template(
-        self, principal: Principal, *, template_id: UUID, body: dict[str, Any]
+        self, principal: Principal, *, broadcast_template_id: UUID, body: dict[str, Any]
     ) -> Reply:
         patient, recipient = body.get("patient_id"), body.get("recipient_id")
         rendered = await self._broadcasts.preview(
             principal,
-            template_id,
+            broadcast_template_id,
             patient_id=UUID(patient) if patient else None,
             recipient_id=UUID(recipient) if recipient else None,
         )
