@@ -32,12 +32,6 @@ class Expansion:
 
 
 @dataclass(frozen=True, slots=True)
-class Claimed:
-    organization_id: UUID
-    id: UUID
-
-
-@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A claimed message with what rendering and sending it needs, read when it is sent."""
 
@@ -84,14 +78,19 @@ class Receipt:
     address_key: bytes
 
 
-# Scheduled campaigns whose time came, and campaigns sent but not yet expanded.
-DUE_CAMPAIGN = """
-SELECT organization_id, id, status, channel, segment_ids, recipient_lists
-  FROM broadcasts.campaigns
- WHERE ((status = 'scheduled' AND scheduled_at <= now())
-        OR (status = 'sending' AND expanded_at IS NULL))
-   AND (claimed_until IS NULL OR claimed_until < now())
- ORDER BY scheduled_at NULLS FIRST LIMIT 1
+# Scheduled campaigns whose time came, and campaigns sent but not yet expanded: claimed with a
+# lease, so other workers pass it by while this one evaluates its segments and expands it.
+CLAIM_CAMPAIGN = """
+UPDATE broadcasts.campaigns c
+   SET claimed_until = now() + make_interval(secs => %(lease)s)
+  FROM (SELECT organization_id, id FROM broadcasts.campaigns
+         WHERE ((status = 'scheduled' AND scheduled_at <= now())
+                OR (status = 'sending' AND expanded_at IS NULL))
+           AND (claimed_until IS NULL OR claimed_until < now())
+         ORDER BY scheduled_at NULLS FIRST LIMIT 1
+           FOR UPDATE SKIP LOCKED) due
+ WHERE c.organization_id = due.organization_id AND c.id = due.id
+RETURNING c.organization_id, c.id, c.status, c.channel, c.segment_ids, c.recipient_lists
 """
 LOCK_DUE = """
 SELECT organization_id, id, status, channel, segment_ids, recipient_lists
@@ -99,7 +98,7 @@ SELECT organization_id, id, status, channel, segment_ids, recipient_lists
  WHERE organization_id = %s AND id = %s
    AND ((status = 'scheduled' AND scheduled_at <= now())
         OR (status = 'sending' AND expanded_at IS NULL))
-   FOR UPDATE SKIP LOCKED
+   FOR UPDATE
 """
 START_SCHEDULED = """
 UPDATE broadcasts.campaigns c
@@ -166,26 +165,29 @@ EXPANDED = """
 UPDATE broadcasts.campaigns
    SET expanded_at = now(), audience = %(audience)s, excluded_opted_out = %(opted_out)s,
        excluded_restricted = %(restricted)s, excluded_no_address = %(no_address)s,
-       updated_at = now()
+       claimed_until = NULL, updated_at = now()
  WHERE organization_id = %(org)s AND id = %(id)s
 """
-CLAIM_MESSAGES = """
+# A batch claimed (with a lease) and read for sending in one statement: the joins start from
+# the claimed rows, so no plan ever scans the queue for them (a prepared statement's generic
+# plan did, joining an unnest of ids: 85 ms a batch of 100 at 10,000 queued).
+CLAIM_OUTGOING = """
 WITH due AS (
-    SELECT m.organization_id, m.id
-      FROM broadcasts.messages m
-     WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at <= now()
-       AND (m.status = 'queued' OR m.claimed_until < now())
-     ORDER BY m.next_attempt_at
+    SELECT q.organization_id, q.id
+      FROM broadcasts.messages q
+     WHERE q.status IN ('queued', 'sending') AND q.next_attempt_at <= now()
+       AND (q.status = 'queued' OR q.claimed_until < now())
+     ORDER BY q.next_attempt_at
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED)
-UPDATE broadcasts.messages m
-   SET status = 'sending', attempts = m.attempts + 1,
-       claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
-  FROM due
- WHERE m.organization_id = due.organization_id AND m.id = due.id
-RETURNING m.organization_id, m.id
-"""
-OUTGOING = """
+       FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE broadcasts.messages u
+       SET status = 'sending', attempts = u.attempts + 1,
+           claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
+      FROM due
+     WHERE u.organization_id = due.organization_id AND u.id = due.id
+    RETURNING u.organization_id, u.id, u.campaign_id, u.channel, u.attempts, u.patient_id,
+              u.recipient_id, u.address_key)
 SELECT m.organization_id, m.id, m.campaign_id, m.channel, m.attempts, m.patient_id,
        m.recipient_id, c.subject, c.body, o.name AS clinic_name, o.time_zone,
        coalesce(p.given_name, r.given_name, '') AS given_name,
@@ -196,14 +198,15 @@ SELECT m.organization_id, m.id, m.campaign_id, m.channel, m.attempts, m.patient_
        coalesce(p.restricted_at IS NOT NULL, false) AS restricted,
        EXISTS (SELECT 1 FROM broadcasts.opt_outs x
                 WHERE x.organization_id = m.organization_id AND x.channel = m.channel
-                  AND (x.patient_id = m.patient_id OR x.address_key = m.address_key))
-           AS opted_out,
+                  AND x.patient_id = m.patient_id)
+       OR EXISTS (SELECT 1 FROM broadcasts.opt_outs x
+                   WHERE x.organization_id = m.organization_id AND x.channel = m.channel
+                     AND x.address_key = m.address_key) AS opted_out,
        (SELECT min(a.starts_at) FROM scheduling.appointments a
          WHERE a.organization_id = m.organization_id AND a.patient_id = m.patient_id
            AND a.starts_at > now() AND a.status IN ('booked', 'upcoming', 'confirmed'))
            AS next_at
-  FROM unnest(%(orgs)s::uuid[], %(ids)s::uuid[]) AS claimed(org, id)
-  JOIN broadcasts.messages m ON m.organization_id = claimed.org AND m.id = claimed.id
+  FROM claimed m
   JOIN broadcasts.campaigns c ON c.organization_id = m.organization_id AND c.id = m.campaign_id
   JOIN platform.organizations o ON o.id = m.organization_id
   LEFT JOIN patients.patients p ON p.organization_id = m.organization_id AND p.id = m.patient_id
@@ -269,8 +272,8 @@ VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
-async def due_campaign(q: Querier) -> DueCampaign | None:
-    return await q.fetch_one(DUE_CAMPAIGN, row=DueCampaign)
+async def claim_campaign(q: Querier, *, lease_s: float) -> DueCampaign | None:
+    return await q.fetch_one(CLAIM_CAMPAIGN, {"lease": lease_s}, row=DueCampaign)
 
 
 async def lock_due(q: Querier, org: UUID, campaign_id: UUID) -> DueCampaign | None:
@@ -304,13 +307,8 @@ async def expand(q: Querier, campaign: DueCampaign) -> Expansion:
     return found
 
 
-async def claim_messages(q: Querier, *, limit: int, lease_s: float) -> list[Claimed]:
-    return await q.fetch_all(CLAIM_MESSAGES, {"limit": limit, "lease": lease_s}, row=Claimed)
-
-
-async def outgoing(q: Querier, claimed: Sequence[Claimed]) -> list[Outgoing]:
-    params = {"orgs": [c.organization_id for c in claimed], "ids": [c.id for c in claimed]}
-    return await q.fetch_all(OUTGOING, params, row=Outgoing)
+async def claim_outgoing(q: Querier, *, limit: int, lease_s: float) -> list[Outgoing]:
+    return await q.fetch_all(CLAIM_OUTGOING, {"limit": limit, "lease": lease_s}, row=Outgoing)
 
 
 async def mark(q: Querier, outcomes: Sequence[Outcome]) -> int:

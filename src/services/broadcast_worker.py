@@ -131,7 +131,7 @@ class BroadcastWorker:
         reaches who matches now), then its audience expanded into messages, in one
         transaction with the campaign locked."""
         async with self._db.admin_transaction() as q:
-            due = await delivery.due_campaign(q)
+            due = await delivery.claim_campaign(q, lease_s=self._lease_s)
         if due is None:
             return False
         if self._refresh_segment is not None:
@@ -140,7 +140,7 @@ class BroadcastWorker:
         async with self._db.admin_transaction() as q:
             locked = await delivery.lock_due(q, due.organization_id, due.id)
             if locked is None:
-                return True  # another worker has it, or it was cancelled meanwhile
+                return True  # cancelled meanwhile: no longer due
             if locked.status == "scheduled":
                 await delivery.start_scheduled(q, due.organization_id, due.id)
             found = await delivery.expand(q, locked)
@@ -166,14 +166,13 @@ class BroadcastWorker:
         """Claim and send one batch; the number of messages claimed. `stop_after` sends only
         that many and returns without marking them, as a worker killed midway would (tests)."""
         async with self._db.admin_transaction() as q:
-            claimed = await delivery.claim_messages(q, limit=BATCH, lease_s=self._lease_s)
-            outgoing = await delivery.outgoing(q, claimed) if claimed else []
-        if not claimed:
+            outgoing = await delivery.claim_outgoing(q, limit=BATCH, lease_s=self._lease_s)
+        if not outgoing:
             return 0
         if stop_after is not None:
             outgoing = outgoing[:stop_after]
             await asyncio.gather(*(self._one(m) for m in outgoing))
-            return len(claimed)
+            return BATCH
         outcomes = await asyncio.gather(*(self._one(m) for m in outgoing))
         campaigns = sorted({(m.organization_id, m.campaign_id) for m in outgoing})
         async with self._db.admin_transaction() as q:
@@ -186,9 +185,24 @@ class BroadcastWorker:
                     entity_type="broadcast_campaign", entity_id=campaign.id,
                     changed_fields=["status"],
                 )  # fmt: skip
-        return len(claimed)
+        return len(outgoing)
 
     async def _one(self, m: delivery.Outgoing) -> delivery.Outcome:
+        """One message's outcome; whatever goes wrong with it fails it alone, not the batch."""
+        if m.attempts > MAX_ATTEMPTS + 2:
+            # Claimed this often without an outcome: each claim ended with its worker.
+            return delivery.Outcome(
+                m.organization_id, m.id, "failed", error="Gave up: every attempt was cut short."
+            )
+        try:
+            return await self._attempt(m)
+        except Exception as exc:
+            _log.exception("broadcast_message_broken", message_id=str(m.id))
+            return delivery.Outcome(
+                m.organization_id, m.id, "failed", error=f"Could not be sent: {type(exc).__name__}."
+            )
+
+    async def _attempt(self, m: delivery.Outgoing) -> delivery.Outcome:
         base = delivery.Outcome(m.organization_id, m.id, "suppressed")
         if m.restricted:
             return replace(base, error="The patient's data is restricted (GDPR Art. 18).")
