@@ -38,6 +38,7 @@ _log = structlog.get_logger("carebase.broadcasts.recipients")
 NO_RECIPIENT = "No such recipient."
 NO_IMPORT = "No such import."
 MAX_ROWS = 50_000
+MAX_ATTEMPTS = 5
 CHUNK = 500
 MAX_FILE_BYTES = 10 * 1024 * 1024
 CSV = "text/csv"
@@ -95,11 +96,18 @@ def rows_of(data: bytes, media_type: str) -> Iterator[tuple[int, list[str]]]:
     if media_type == XLSX:
         import openpyxl  # type: ignore[import-untyped]  # noqa: PLC0415 — slow import, for workbooks only
 
-        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:
+            workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds for a broken workbook
+            raise FileRefused(f"The workbook cannot be read: {type(exc).__name__}") from None
         try:
             sheet = workbook.worksheets[0]
             for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-                yield number, ["" if v is None else str(v).strip() for v in values]
+                yield number, [_cell(v) for v in values]
+        except FileRefused:
+            raise
+        except Exception as exc:
+            raise FileRefused(f"The workbook cannot be read: {type(exc).__name__}") from None
         finally:
             workbook.close()
         return
@@ -107,9 +115,14 @@ def rows_of(data: bytes, media_type: str) -> Iterator[tuple[int, list[str]]]:
     reader = csv.reader(text)
     try:
         for cells in reader:
-            yield reader.line_num, [c.strip() for c in cells]
+            yield reader.line_num, [_cell(c) for c in cells]
     except (csv.Error, UnicodeDecodeError) as exc:
         raise FileRefused(f"The CSV cannot be read after line {reader.line_num}: {exc}") from None
+
+
+def _cell(value: object) -> str:
+    """A cell as text: trimmed, without U+0000 (which PostgreSQL's text cannot hold)."""
+    return "" if value is None else str(value).replace("\x00", "").strip()
 
 
 def header_map(cells: Sequence[str]) -> dict[str, int]:
@@ -318,6 +331,9 @@ class ImportRunner:
         if due is None:
             return False
         org = due.organization_id
+        if due.attempts > MAX_ATTEMPTS:
+            await self._finish(due, "failed", None, "Gave up: every attempt was cut short.")
+            return True
         data = (
             await self._blobs.get(due.blob_key, max_bytes=MAX_FILE_BYTES) if due.blob_key else None
         )
