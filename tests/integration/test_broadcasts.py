@@ -18,8 +18,14 @@ import httpx
 import openpyxl
 import psycopg
 import pytest
-from conftest import RECEIPT_SECRET, serving
-from messaging_support import ACCOUNT, TOKEN, FakeProvider, server_error, signed_receipt, too_many
+from conftest import RECEIPT_SECRET
+from messaging_support import (
+    ACCOUNT,
+    TOKEN,
+    FakeProviderProcess,
+    fake_provider_process,
+    signed_receipt,
+)
 from support import Clinic, Inbox
 
 from carebase.apps import common
@@ -42,10 +48,9 @@ ANY = {"If-Match": "*"}
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[tuple[FakeProvider, str]]:
-    fake = FakeProvider()
-    with serving(fake.app(), "fake-provider") as url:
-        yield fake, url
+def provider() -> Iterator[FakeProviderProcess]:
+    with fake_provider_process() as fake:
+        yield fake
 
 
 def http_messaging(url: str, **options: Any) -> HttpMessaging:
@@ -57,12 +62,12 @@ def http_messaging(url: str, **options: Any) -> HttpMessaging:
 
 @pytest.fixture
 async def worker(
-    app: CoreApp, settings: Settings, provider: tuple[FakeProvider, str]
+    app: CoreApp, settings: Settings, provider: FakeProviderProcess
 ) -> AsyncIterator[BroadcastWorker]:
     """A broadcast worker whose SMS go to the fake provider and e-mail to the test SMTP server;
     driven step by step (the app runs no background work in tests)."""
     deps = app.dependencies
-    channels = Channels(EmailMessaging(deps.mail), http_messaging(provider[1]))
+    channels = Channels(EmailMessaging(deps.mail), http_messaging(provider.url))
     made = common.broadcast_worker(
         settings, deps.database, sealer=deps.sealer, blobs=app.blobs, mail=deps.mail,
         redis_pipe=None, channels=channels,
@@ -360,16 +365,17 @@ async def test_a_campaign_reaches_each_address_once_through_two_worker_crashes(
     admin_conn: Conn,
     app: CoreApp,
     worker: BroadcastWorker,
-    provider: tuple[FakeProvider, str],
+    provider: FakeProviderProcess,
 ) -> None:
-    fake = provider[0]
     c = clinic()
+    name = f"Crash clinic {uuid.uuid4().hex[:8]}"
+    admin_conn.execute("UPDATE platform.organizations SET name = %s WHERE id = %s", (name, c.org))
     patients = add_patients(app, admin_conn, c.org, 10_000)
     segment = await static_segment(client, c, admin_conn, patients)
     made = await template(client, c, name="Weekly", channel="sms", body=SMS)
     sent = await campaign(client, c, made["id"], segment_ids=[segment])
     await send(client, c, sent["id"])
-    before = len(fake.sent)
+    before = provider.state()
     assert await worker.expand_one()
     # Two crashes: each time a batch is claimed, half of it handed to the provider, and the
     # worker dies before writing down what it sent. Its claims outlive it until they expire.
@@ -382,11 +388,12 @@ async def test_a_campaign_reaches_each_address_once_through_two_worker_crashes(
         )
     while await worker.send_batch():
         pass
-    assert len(fake.sent) - before == 10_000
-    ours = [m for m in fake.sent.values() if m["body"].endswith(" Clinic")][-10_000:]
-    assert len({m["to"] for m in ours}) == 10_000
-    # The 100 messages sent before the crashes went to the provider again, with their keys.
-    assert sum(fake.repeats.values()) == 100
+    after = provider.state(suffix=name)
+    assert (after["sent"], after["recipients"]) == (10_000, 10_000)
+    # The 100 messages sent before the crashes went to the provider again, with their keys:
+    # it answered with the first sid and sent nothing.
+    assert after["repeats"] - before["repeats"] == 100
+    assert after["requests"] - before["requests"] == 10_100
     counts = await stats(client, c, sent["id"])
     assert counts["status"] == "sent"
     assert counts["audience"] == 10_000
@@ -605,38 +612,40 @@ async def test_receipts_need_the_providers_signature(
 
 
 async def test_the_adapter_retries_server_errors_and_honours_retry_after(
-    provider: tuple[FakeProvider, str],
+    provider: FakeProviderProcess,
 ) -> None:
-    fake, url = provider
-    adapter = http_messaging(url, max_wait_s=2.0)
+    adapter = http_messaging(provider.url, max_wait_s=2.0)
     message = OutgoingMessage(uuid.uuid4(), "whatsapp", "+385915550101", None, "Hello")
     try:
-        fake.failures[:] = [server_error(), too_many(retry_after=1)]
+        provider.fail_next((503, None), (429, 1))
         accepted = await adapter.send(message)
-        assert fake.sent[accepted.provider_message_id]["to"] == "whatsapp:+385915550101"
-        assert fake.failures == []
+        sent = provider.message(accepted.provider_message_id)
+        assert sent is not None
+        assert sent["to"] == "whatsapp:+385915550101"
+        assert provider.state()["failures_left"] == 0
         # A Retry-After longer than the adapter waits: back to the queue, with the delay.
-        fake.failures[:] = [too_many(retry_after=30)]
+        provider.fail_next((429, 30))
         with pytest.raises(SendFailed) as waited:
             await adapter.send(OutgoingMessage(uuid.uuid4(), "sms", "+385915550102", None, "Hi"))
         assert not waited.value.permanent
         assert waited.value.retry_after_s == 30
         # A number the provider refuses: permanent, not retried.
-        requests = fake.requests
+        requests = provider.state()["requests"]
         with pytest.raises(SendFailed) as refused:
             await adapter.send(OutgoingMessage(uuid.uuid4(), "sms", "0915550102", None, "Hi"))
         assert refused.value.permanent
         assert "21211" in refused.value.reason
-        assert fake.requests == requests + 1
+        assert provider.state()["requests"] == requests + 1
         bad_login = HttpMessaging(
-            base_url=url, account_id=ACCOUNT, auth_token="wrong", from_sms="+1", from_whatsapp=None
-        )
+            base_url=provider.url, account_id=ACCOUNT, auth_token="wrong", from_sms="+1",
+            from_whatsapp=None,
+        )  # fmt: skip
         with pytest.raises(SendFailed) as denied:
             await bad_login.send(message)
         assert denied.value.permanent
         await bad_login.close()
     finally:
-        fake.failures.clear()
+        provider.clear_failures()
         await adapter.close()
 
 
