@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 from argon2 import PasswordHasher
 
+from carebase.operations.seed_broadcasts import seed_broadcasts
 from carebase.operations.seed_clinical import seed_clinic
 from carebase.operations.seed_forms import seed_attachments, seed_documents, seed_forms
 from carebase.operations.seed_scheduling import seed_schedule
@@ -110,6 +111,7 @@ def seed_demo(
                 uuid.UUID(str(row[0])),
                 patient_ids=[uuid.UUID(str(p[0])) for p in patients],
             )
+            seed_broadcasts(conn, uuid.UUID(str(row[0])))
     return accounts
 
 

@@ -113,3 +113,27 @@ async def test_demo_clinics_get_a_calendar_in_every_status(
         f"/v1/segments/{segments['dynamic']['id']}/evaluate", headers=admin_auth
     )
     assert (again.json()["added"], again.json()["removed"]) == (0, 0), again.text
+
+    await _demo_broadcasts(client, admin_auth)
+
+
+async def _demo_broadcasts(client: httpx.AsyncClient, admin_auth: dict[str, str]) -> None:
+    """Templates, last week's sent campaign with its log, and a draft ready to send."""
+    templates = (await client.get("/v1/broadcasts/templates", headers=admin_auth)).json()["data"]
+    assert {t["channel"] for t in templates} == {"email", "sms"}
+    campaigns = {
+        c["status"]: c
+        for c in (await client.get("/v1/broadcasts/campaigns", headers=admin_auth)).json()["data"]
+    }
+    assert set(campaigns) == {"sent", "draft"}
+    stats = await client.get(
+        f"/v1/broadcasts/campaigns/{campaigns['sent']['id']}/stats", headers=admin_auth
+    )
+    assert stats.json()["audience"] == 5
+    assert stats.json()["messages"]["sent"] == 5, stats.text
+    preview = await client.post(
+        f"/v1/broadcasts/templates/{campaigns['sent']['template_id']}/preview",
+        headers=admin_auth,
+        json={},
+    )
+    assert "{{" not in preview.json()["text"]
