@@ -24,7 +24,9 @@ from one worker and outbox → first attempt latency. Then telemetry's ingest (b
 BENCH_TELEMETRY=0 skips it): analytics events/s and pose frames/s into one `carebase serve
 telemetry`, and how soon an event is queryable. Then segments and CSV export over a clinic of
 100,000 patients (bench/segments.py; BENCH_SEGMENTS=0 skips it), and the erasure of one
-data subject with 10,000 telemetry rows (bench/gdpr.py; BENCH_GDPR=0 skips it). Then the calendar's statement is EXPLAINed at about a million appointments over 100 clinics
+data subject with 10,000 telemetry rows (bench/gdpr.py; BENCH_GDPR=0 skips it), and a broadcast
+campaign's expansion and send rate (bench/broadcasts.py; BENCH_BROADCASTS=0 skips it). Then the
+calendar's statement is EXPLAINed at about a million appointments over 100 clinics
 (BENCH_PLAN=0 skips it; the last plan stays in docs/benchmarks-plan.json).
 
 BENCH_DURATION (s per run), BENCH_STACKS, BENCH_WORKERS and BENCH_ENDPOINTS (comma lists)
@@ -57,6 +59,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import broadcasts
 import documents
 import forms
 import gdpr
@@ -681,6 +684,11 @@ def write_report(records: list[Record], wrk: str, *, when: datetime | None = Non
         else ""
     )
     erased = gdpr.markdown(json.loads(gdpr.RESULTS.read_text())) if gdpr.RESULTS.exists() else ""
+    sent = (
+        broadcasts.markdown(json.loads(broadcasts.RESULTS.read_text()))
+        if broadcasts.RESULTS.exists()
+        else ""
+    )
     if when is None:  # a fresh run; a re-render keeps the records (and their time) as they are
         RECORDS.write_text(json.dumps([_public(r) for r in records], indent=1) + "\n")
     REPORT.write_text(
@@ -741,6 +749,7 @@ patient and visit read, the read audited).
 {ingest}
 {grouped}
 {erased}
+{sent}
 {plan}
 {history}"""
     )
@@ -801,6 +810,10 @@ def _beside(
     ingest = telemetry.measure(stack, BENCH_DIR, wrk) if wanted("BENCH_TELEMETRY") else None
     grouped = segments.measure(stack) if wanted("BENCH_SEGMENTS") else None
     erased = gdpr.measure(stack, BENCH_DIR) if wanted("BENCH_GDPR") else None
+    if wanted("BENCH_BROADCASTS"):
+        sent = broadcasts.measure(stack, BENCH_DIR)
+        if wanted("BENCH_WRITE"):
+            broadcasts.RESULTS.write_text(json.dumps(sent, indent=1) + "\n")
     return plan, hooks, ingest, grouped, erased
 
 
