@@ -490,8 +490,8 @@ def cmd_keys_rotate_data(args: argparse.Namespace) -> int:
                 await database.close()
             return (
                 f"keys: re-sealed {done.patients} patient, {done.specialists} specialist,"
-                f" {done.forms} form, {done.documents} document and {done.webhook_secrets}"
-                " webhook secret values"
+                f" {done.forms} form, {done.documents} document, {done.webhook_secrets}"
+                f" webhook secret and {done.recipients} broadcast recipient values"
                 f" ({done.unreadable} unreadable, left as they are)"
             )
 

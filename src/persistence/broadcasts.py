@@ -367,6 +367,32 @@ async def insert_recipients(
     return {r.id for r in await q.fetch_all(INSERT_RECIPIENTS, params, row=_Id)}
 
 
+@dataclass(frozen=True, slots=True)
+class SealedRecipient:
+    organization_id: UUID
+    id: UUID
+    phone_sealed: bytes | None
+
+
+SEALED_BATCH = """
+SELECT organization_id, id, phone_sealed FROM broadcasts.recipients
+ WHERE (organization_id, id) > (%s, %s) AND phone_sealed IS NOT NULL
+ ORDER BY organization_id, id LIMIT %s
+"""
+RESEAL = """
+UPDATE broadcasts.recipients SET phone_sealed = %s WHERE organization_id = %s AND id = %s
+"""
+
+
+async def sealed_batch(q: Querier, after: tuple[UUID, UUID], limit: int) -> list[SealedRecipient]:
+    """Recipients with a sealed phone, in key order after `after` (`carebase keys`)."""
+    return await q.fetch_all(SEALED_BATCH, (*after, limit), row=SealedRecipient)
+
+
+async def reseal(q: Querier, row: SealedRecipient, phone_sealed: bytes) -> None:
+    await q.execute(RESEAL, (phone_sealed, row.organization_id, row.id))
+
+
 async def recipient(q: Querier, org: UUID, recipient_id: UUID) -> RecipientRow | None:
     return await q.fetch_one(SELECT_RECIPIENT, (org, recipient_id), row=RecipientRow)
 

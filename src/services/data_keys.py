@@ -15,13 +15,14 @@ from uuid import UUID
 
 import structlog
 
-from carebase.persistence import documents, forms, patients, specialists, webhooks
+from carebase.persistence import broadcasts, documents, forms, patients, specialists, webhooks
 from carebase.persistence.db import Database, Querier
 from carebase.security.encryption import Sealer, UnsealError
 from carebase.services import documents as document_service
 from carebase.services import forms as form_service
 from carebase.services import patients as patient_service
 from carebase.services import specialists as specialist_service
+from carebase.services.broadcast_recipients import recipient_aad
 from carebase.services.webhooks import secret_aad
 
 BATCH = 500
@@ -36,6 +37,7 @@ class Resealed:
     forms: int
     documents: int
     webhook_secrets: int
+    recipients: int
     unreadable: int
     """Values that failed authentication: left as they are, and logged (without content)."""
 
@@ -52,12 +54,14 @@ async def reseal_all(db: Database, sealer: Sealer, *, batch: int = BATCH) -> Res
     forms_done = await _reseal_column(db, sealer, batch, counter, FORMS)
     documents_done = await _reseal_column(db, sealer, batch, counter, DOCUMENTS)
     secrets_done = await _reseal_webhook_secrets(db, sealer, batch, counter)
+    recipients_done = await _reseal_column(db, sealer, batch, counter, RECIPIENTS)
     return Resealed(
         patients_done,
         specialists_done,
         forms_done,
         documents_done,
         secrets_done,
+        recipients_done,
         counter.unreadable,
     )
 
@@ -130,6 +134,15 @@ DOCUMENTS = _OneColumn(
     documents.reseal,
     lambda row: row.body_sealed,
     lambda row: document_service.body_aad(row.organization_id, row.id),
+)
+
+
+# Broadcast recipients' phone numbers (contacts' and imported rows').
+RECIPIENTS = _OneColumn(
+    broadcasts.sealed_batch,
+    broadcasts.reseal,
+    lambda row: row.phone_sealed,
+    lambda row: recipient_aad(row.organization_id, row.id),
 )
 
 

@@ -240,6 +240,13 @@ async def test_rotation_keeps_old_rows_readable_and_reseals_them(
             json={"given_name": "R", "family_name": "K", **CANARIES},
         )
     ).json()
+    contact = (
+        await client.post(
+            "/v1/broadcasts/recipients",
+            headers=staff.auth,
+            json={"list_name": "rotation", "phone": "+385 91 555 0177"},
+        )
+    ).json()
     sealer: Sealer = app.dependencies.sealer
     old = sealer.keyring
     rotated = old.rotated(old.active.created_at + 1)
@@ -250,6 +257,12 @@ async def test_rotation_keeps_old_rows_readable_and_reseals_them(
         assert read.json()["national_id"] == CANARIES["national_id"]
         done = await reseal_all(app.dependencies.database, sealer, batch=50)
         assert done.patients >= len(CANARIES)
+        assert done.recipients >= 1
+        phone = admin_conn.execute(
+            "SELECT phone_sealed FROM broadcasts.recipients WHERE id = %s", (contact["id"],)
+        ).fetchone()
+        assert phone is not None
+        assert rotated.is_current(bytes(phone[0]))
         row = admin_conn.execute(
             "SELECT national_id_sealed FROM patients.patients WHERE id = %s", (created["id"],)
         ).fetchone()
