@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,10 +36,12 @@ from carebase.integrations.messaging import (
     Channels,
     EmailMessaging,
     HttpMessaging,
+    OutboxMessaging,
     OutgoingMessage,
     SendFailed,
 )
-from carebase.services.broadcast_worker import BroadcastWorker
+from carebase.security.ratelimit import RateLimiter
+from carebase.services.broadcast_worker import BroadcastWorker, Pace, Rates
 from carebase.services.patients import aad, normalise_phone
 
 pytestmark = pytest.mark.integration
@@ -693,6 +696,86 @@ async def test_campaign_states_move_forward_only(
         "/body/template_id",
         "/body/audience/segment_ids/0",
     }
+
+
+async def test_a_scheduled_campaign_goes_out_when_its_time_comes_with_the_template_of_then(
+    client: httpx.AsyncClient,
+    *,
+    clinic: Callable[..., Clinic],
+    admin_conn: Conn,
+    app: CoreApp,
+    worker: BroadcastWorker,
+    provider: FakeProviderProcess,
+) -> None:
+    c = clinic()
+    name = f"Scheduled clinic {uuid.uuid4().hex[:8]}"
+    admin_conn.execute("UPDATE platform.organizations SET name = %s WHERE id = %s", (name, c.org))
+    patients = add_patients(app, admin_conn, c.org, 3, prefix="s")
+    segment = await static_segment(client, c, admin_conn, patients)
+    made = await template(client, c, name="Weekly", channel="sms", body="Old text. {{clinic.name}}")
+    planned = await campaign(client, c, made["id"], segment_ids=[segment])
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    scheduled = await client.post(
+        f"/v1/broadcasts/campaigns/{planned['id']}/schedule", headers=c.staff.auth, json={"at": at}
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    edited = await client.patch(
+        f"/v1/broadcasts/templates/{made['id']}",
+        headers={**c.staff.auth, **ANY},
+        json={"body": "New text. {{clinic.name}}"},
+    )
+    assert edited.status_code == 200
+    await worker.run_once()
+    waiting = await client.get(f"/v1/broadcasts/campaigns/{planned['id']}", headers=c.staff.auth)
+    assert waiting.json()["status"] == "scheduled"  # not yet
+    # The hour passes.
+    admin_conn.execute(
+        "UPDATE broadcasts.campaigns SET scheduled_at = now() - interval '1 second' WHERE id = %s",
+        (planned["id"],),
+    )
+    assert await worker.run_once() >= 3
+    done = (
+        await client.get(f"/v1/broadcasts/campaigns/{planned['id']}", headers=c.staff.auth)
+    ).json()
+    assert done["status"] == "sent"
+    assert done["started_at"] is not None
+    assert provider.state(suffix=f"New text. {name}")["sent"] == 3
+    # The template changed again after it went out: the campaign keeps what it sent.
+    await client.patch(
+        f"/v1/broadcasts/templates/{made['id']}",
+        headers={**c.staff.auth, **ANY},
+        json={"body": "Third text."},
+    )
+    kept = admin_conn.execute(
+        "SELECT body FROM broadcasts.campaigns WHERE id = %s", (planned["id"],)
+    ).fetchone()
+    assert kept == ("New text. {{clinic.name}}",)
+
+
+async def test_the_pace_holds_an_organization_to_its_rate(app: CoreApp) -> None:
+    pace = Pace(RateLimiter(app.dependencies.redis_pipe, prefix=f"t{uuid.uuid4().hex[:6]}"),
+                Rates(organization=2, provider=1000))  # fmt: skip
+    org = uuid.uuid4()
+    for _ in range(3):
+        await pace.admit(org, "http")
+    # The third send waited for the next one-second window; another organization did not.
+    assert pace.waited >= 1
+    waited = pace.waited
+    await pace.admit(uuid.uuid4(), "http")
+    assert pace.waited == waited
+
+
+async def test_the_development_outbox_writes_each_message_once(tmp_path: Path) -> None:
+    outbox = OutboxMessaging(tmp_path / "outbox")
+    message = OutgoingMessage(uuid.uuid4(), "sms", "+385915550101", None, "Hi Ana")
+    first = await outbox.send(message)
+    again = await outbox.send(message)
+    assert first == again
+    files = list((tmp_path / "outbox").iterdir())
+    assert len(files) == 1
+    assert json.loads(files[0].read_text()) == {
+        "channel": "sms", "to": "+385915550101", "body": "Hi Ana",
+    }  # fmt: skip
 
 
 async def test_another_tenants_broadcasts_are_not_found(
