@@ -128,6 +128,7 @@ async def _run(stack: devstack.EmbeddedStack, data_dir: Any, provider_url: str) 
             principal,
             name="Bench SMS",
             channel="sms",
+            subject=None,
             body="Hi {{patient.given_name}}, {{clinic.name}}",
         )
         # Expansion of the whole clinic.
@@ -201,6 +202,11 @@ provider's token from Redis, posts to the Twilio-shaped adapter (16 in flight) a
 batch's outcomes in one statement; the fake provider runs under uvicorn in its own process on
 the same two cores. In production the configured rates (`BROADCAST_RATE_PER_ORGANIZATION`,
 default 20/s, and `BROADCAST_RATE_PER_PROVIDER`, 50/s) govern long before this ceiling.
+
+Where the worker's time goes while sending (py-spy, 250 Hz): aiohttp's client 56 %, psycopg
+16 %, the Redis pace 6 %, rendering and unsealing 3 %. Before the batch was claimed and read
+in one statement, the read alone (an unnest of ids joined to the queue, which the prepared
+statement's generic plan scanned) took 85 ms a batch at 10,000 queued: about 700 messages/s.
 """
 
 
