@@ -8,6 +8,7 @@ and a crash loses nothing.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -47,8 +48,14 @@ class MailSender(Protocol):
     async def send(self, mail: Mail) -> None: ...
 
 
+# RFC 5322's line limit, not the recommended 78: a header longer than 78 characters without a
+# space (a List-Unsubscribe URL) would otherwise be sent as RFC 2047 encoded words, which no
+# mail client reads as a URL.
+_POLICY = email.policy.default.clone(max_line_length=998)
+
+
 def _message(mail: Mail, sender: str) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     message["From"] = sender
     message["To"] = mail.recipient
     message["Subject"] = mail.subject

@@ -36,6 +36,7 @@ from carebase.services.broadcast_recipients import ImportRunner, recipient_aad
 from carebase.services.broadcasts import UnsubscribeLinks, variables
 from carebase.services.custom_fields import open_sealed
 from carebase.services.patients import aad as patient_aad
+from carebase.services.patients import normalise_phone
 
 _log = structlog.get_logger("carebase.broadcasts.worker")
 
@@ -250,7 +251,8 @@ class BroadcastWorker:
             aad = recipient_aad(m.organization_id, m.recipient_id)
         else:
             return None
-        return open_sealed(self._sealer, m.phone_sealed, aad).decode()
+        # E.164 as providers take it: "+385 91 555 0101" is stored as written.
+        return normalise_phone(open_sealed(self._sealer, m.phone_sealed, aad).decode())
 
     @staticmethod
     def _failed(m: delivery.Outgoing, provider: str, exc: SendFailed) -> delivery.Outcome:

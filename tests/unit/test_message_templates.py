@@ -9,6 +9,7 @@ import hmac
 
 import pytest
 
+from carebase.integrations import mail
 from carebase.integrations.messaging import ReceiptRefused, verify_receipt
 from carebase.services import message_templates as t
 
@@ -123,3 +124,18 @@ def test_a_receipt_signed_with_the_secret_passes_and_any_change_refuses_it() -> 
         )  # fmt: skip
     with pytest.raises(ReceiptRefused, match="not configured"):
         verify_receipt(None, webhook_id="msg_1", timestamp=str(now), signature=good, body=body)
+
+
+def test_a_long_unsubscribe_url_goes_out_as_one_plain_header_line() -> None:
+    """Folded at 78 characters, a URL without spaces became RFC 2047 encoded words, which no
+    mail client reads as a link (seen in the development mailbox)."""
+    url = "http://localhost:9000/v1/broadcasts/unsubscribe/" + "A" * 64
+    message = mail._message(
+        mail.Mail("ana@example.com", "News", "Hello", html="<p>Hello</p>",
+                  headers={"List-Unsubscribe": f"<{url}>", "Message-ID": "<1@x>"}),
+        "Clinic <no-reply@example.com>",
+    )  # fmt: skip
+    raw = message.as_bytes()
+    assert f"List-Unsubscribe: <{url}>".encode() in raw
+    assert b"Message-ID: <1@x>" in raw
+    assert raw.count(b"Message-ID:") == 1
