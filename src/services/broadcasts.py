@@ -189,11 +189,7 @@ class BroadcastService:
     ) -> repo.TemplateRow:
         org = organization_of(principal, NO_TEMPLATE)
         async with self._db.transaction(principal) as q:
-            current = await repo.template(q, org, template_id, lock=True)
-            if current is None:
-                raise NotFound(NO_TEMPLATE)
-            if version is not None and current.version != version:
-                raise PreconditionFailed("The template has changed since it was read.")
+            current = await self._locked_template(q, org, template_id, version)
             subject = given.get("subject", current.subject)
             body = given.get("body", current.body)
             _check_template(current.channel, subject, body)
@@ -212,11 +208,7 @@ class BroadcastService:
     ) -> None:
         org = organization_of(principal, NO_TEMPLATE)
         async with self._db.transaction(principal) as q:
-            current = await repo.template(q, org, template_id, lock=True)
-            if current is None:
-                raise NotFound(NO_TEMPLATE)
-            if version is not None and current.version != version:
-                raise PreconditionFailed("The template has changed since it was read.")
+            await self._locked_template(q, org, template_id, version)
             if await repo.template_in_use(q, org, template_id):
                 raise Conflict("Campaigns use this template; delete them first.")
             await repo.delete_template(q, org, template_id)
@@ -416,6 +408,16 @@ class BroadcastService:
             self._db.reader(principal), org, page, campaign_id=campaign_id, status=status
         )
         return Page(found, total, page)
+
+    async def _locked_template(
+        self, q: Querier, org: UUID, template_id: UUID, version: int | None
+    ) -> repo.TemplateRow:
+        current = await repo.template(q, org, template_id, lock=True)
+        if current is None:
+            raise NotFound(NO_TEMPLATE)
+        if version is not None and current.version != version:
+            raise PreconditionFailed("The template has changed since it was read.")
+        return current
 
     async def _locked(
         self, q: Querier, org: UUID, campaign_id: UUID, version: int | None

@@ -102,6 +102,13 @@ def add_patients(
     return [str(r[1]) for r in rows]
 
 
+def renamed(c: Clinic, conn: Conn, what: str) -> str:
+    """A clinic name no other test's has: its messages at the fake provider end with it."""
+    name = f"{what} clinic {uuid.uuid4().hex[:8]}"
+    conn.execute("UPDATE platform.organizations SET name = %s WHERE id = %s", (name, c.org))
+    return name
+
+
 async def static_segment(
     client: httpx.AsyncClient, c: Clinic, conn: Conn, patient_ids: list[str]
 ) -> str:
@@ -371,8 +378,7 @@ async def test_a_campaign_reaches_each_address_once_through_two_worker_crashes(
     provider: FakeProviderProcess,
 ) -> None:
     c = clinic()
-    name = f"Crash clinic {uuid.uuid4().hex[:8]}"
-    admin_conn.execute("UPDATE platform.organizations SET name = %s WHERE id = %s", (name, c.org))
+    name = renamed(c, admin_conn, "Crash")
     patients = add_patients(app, admin_conn, c.org, 10_000)
     segment = await static_segment(client, c, admin_conn, patients)
     made = await template(client, c, name="Weekly", channel="sms", body=SMS)
@@ -708,8 +714,7 @@ async def test_a_scheduled_campaign_goes_out_when_its_time_comes_with_the_templa
     provider: FakeProviderProcess,
 ) -> None:
     c = clinic()
-    name = f"Scheduled clinic {uuid.uuid4().hex[:8]}"
-    admin_conn.execute("UPDATE platform.organizations SET name = %s WHERE id = %s", (name, c.org))
+    name = renamed(c, admin_conn, "Scheduled")
     patients = add_patients(app, admin_conn, c.org, 3, prefix="s")
     segment = await static_segment(client, c, admin_conn, patients)
     made = await template(client, c, name="Weekly", channel="sms", body="Old text. {{clinic.name}}")
