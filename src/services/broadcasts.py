@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
@@ -39,6 +38,7 @@ from carebase.principal import Principal, organization_of
 from carebase.security.encryption import Sealer
 from carebase.services import message_templates as templates
 from carebase.services.audit import record
+from carebase.services.working_hours import zone_or_utc
 
 _log = structlog.get_logger("carebase.broadcasts")
 
@@ -66,11 +66,7 @@ def variables(
     next_at: dt.datetime | None,
 ) -> dict[str, str]:
     """The values of the declared variables for one recipient."""
-    try:
-        zone = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = next_at.astimezone(zone) if next_at is not None else None
+    local = next_at.astimezone(zone_or_utc(time_zone)) if next_at is not None else None
     return {
         "patient.given_name": given_name,
         "patient.family_name": family_name,

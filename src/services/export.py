@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 import structlog
@@ -34,6 +34,7 @@ from carebase.security.permissions import allows
 from carebase.services import forms as form_rules
 from carebase.services import patients as patient_rules
 from carebase.services.audit import record
+from carebase.services.working_hours import zone_or_utc
 
 _log = structlog.get_logger("carebase.export")
 
@@ -192,8 +193,8 @@ class ExportService:
         except BaseException:
             await lease.close()
             raise
-        query, params = _query(request, chosen, org, _zone(zone))
-        today = self._now().astimezone(_zone(zone)).date()
+        query, params = _query(request, chosen, org, zone_or_utc(zone))
+        today = self._now().astimezone(zone_or_utc(zone)).date()
         return CsvFile(
             f"{request.entity}-{today.isoformat()}.csv",
             self._stream(
@@ -330,13 +331,6 @@ def _take(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate()
     return text
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _query(

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import structlog
@@ -34,6 +33,7 @@ from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal, organization_of
 from carebase.services import segment_rules as rules
 from carebase.services.audit import record
+from carebase.services.working_hours import zone_or_utc
 
 _log = structlog.get_logger("carebase.segments")
 
@@ -311,10 +311,8 @@ class SegmentService:
     ) -> EvaluationResult:
         now = self._now()
         zone = await repo.time_zone(q, org)
-        try:
-            today = now.astimezone(ZoneInfo(zone)).date()
-        except (ZoneInfoNotFoundError, ValueError):
-            zone, today = "UTC", now.astimezone(dt.UTC).date()
+        local = zone_or_utc(zone)
+        zone, today = local.key, now.astimezone(local).date()
         compiled = rules.compile_tree(current.rules or {}, await registry(q, org), today=today)
         params = {**compiled.params, "tz": zone, "now": now}
         try:

@@ -45,6 +45,12 @@ def zone(name: str) -> ZoneInfo | None:
         return None
 
 
+def zone_or_utc(name: str) -> ZoneInfo:
+    """An organization's zone, or UTC when the zone database no longer knows its name (the
+    name was checked when saved; a zone can still disappear from tzdata)."""
+    return zone(name) or ZoneInfo("UTC")
+
+
 def minutes(text: str) -> int:
     """`09:30` → 570; `24:00` → 1440."""
     hours, mins = text.split(":")

@@ -130,3 +130,9 @@ def test_interval_errors_name_each_broken_interval() -> None:
 @pytest.mark.parametrize(("name", "known"), [("Europe/Bucharest", True), ("Mars/Base", False)])
 def test_zone_names_come_from_the_zone_database(name: str, known: bool) -> None:
     assert (wh.zone(name) is not None) is known
+
+
+def test_a_zone_the_database_no_longer_knows_falls_back_to_utc() -> None:
+    assert wh.zone_or_utc("Europe/Zagreb").key == "Europe/Zagreb"
+    assert wh.zone_or_utc("Mars/Olympus_Mons").key == "UTC"
+    assert wh.zone_or_utc("../etc/passwd").key == "UTC"
