@@ -1,4 +1,5 @@
-# The verbs. `make dev` and `make test` install first when needed (only Python 3.11+ and make).
+# The verbs. `make dev` and `make test` install first when needed (Python 3.11+ and make; `make test`
+# and `make check` also need Node.js 20+ and npm, for the TypeScript client).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -9,7 +10,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export XDG_RUNTIME_DIR ?= $(CURDIR)/.data/run
 
-.PHONY: help install dev test gen check-generated lint format typecheck imports check bench profile clean
+CLIENT := clients/typescript
+CLIENT_STAMP := $(CLIENT)/node_modules/.installed-stamp
+
+.PHONY: help install dev test gen client check-generated check-client lint format typecheck imports check bench profile clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,17 +27,34 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv with the dev and local extras
 
+# The TypeScript client's tools, pinned by its package-lock.json (Node.js 20+ and npm).
+$(CLIENT_STAMP): $(CLIENT)/package.json $(CLIENT)/package-lock.json
+	cd $(CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 $(XDG_RUNTIME_DIR):
 	@mkdir -p -m 700 $@
 
 dev: install | $(XDG_RUNTIME_DIR) ## embedded PostgreSQL + Redis, migrate, serve core on :9000
 	$(BIN)/carebase dev
 
-test: install | $(XDG_RUNTIME_DIR) ## unit, integration (real engines) and contract tests
+test: install $(CLIENT_STAMP) | $(XDG_RUNTIME_DIR) ## unit, integration (real engines) and contract tests
 	$(BIN)/pytest --durations=15
 
 gen: install ## bundle + lint the specs, regenerate models
 	VENV_BIN=$(BIN) scripts/codegen.sh
+
+client: $(CLIENT_STAMP) ## regenerate clients/typescript from the committed bundles, type-check it
+	cd $(CLIENT) && npm run --silent gen && npm run --silent check
+
+check-client: $(CLIENT_STAMP) ## fail when the TypeScript client is stale or does not type-check
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd $(CLIENT); \
+	npx --no-install openapi-typescript ../../generated/openapi/core.yaml -o "$$tmp/core.ts" --silent; \
+	npx --no-install openapi-typescript ../../generated/openapi/telemetry.yaml -o "$$tmp/telemetry.ts" --silent; \
+	if ! diff -r src/generated "$$tmp"; then \
+	  echo "clients/typescript is stale: run 'make client' and commit the result" >&2; exit 1; fi; \
+	npm run --silent check; echo "clients/typescript is fresh and type-checks"
 
 check-generated: install ## fail when generated/ is stale
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -60,7 +81,7 @@ typecheck: install ## mypy --strict on src/
 imports: install ## layer contract: handlers → services → persistence
 	$(BIN)/lint-imports
 
-check: lint typecheck imports check-generated ## everything CI checks besides the tests
+check: lint typecheck imports check-generated check-client ## everything CI checks besides the tests
 
 bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server (and a FastAPI reference), write docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
@@ -71,4 +92,4 @@ profile: install | $(XDG_RUNTIME_DIR) ## py-spy profile of GET /v1/patients/{id}
 	$(BIN)/python bench/pyspy.py
 
 clean: ## remove the virtualenv, caches and the embedded data
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache $(CLIENT)/node_modules $(CLIENT)/dist
