@@ -35,6 +35,12 @@ class Principal:
         """No tenant at all: row-level security shows such a principal no tenant row."""
         return cls(user_id=None, organization_id=None, role=None)
 
+    @classmethod
+    def system(cls, organization_id: UUID) -> Principal:
+        """The platform acting on its own (no user, no key) inside an organization: the
+        workers' and the unauthenticated endpoints' actor in the audit trail."""
+        return cls(user_id=None, organization_id=organization_id, role=None)
+
     def with_origin(self, origin: Origin) -> Principal:
         return Principal(
             self.user_id,

@@ -440,7 +440,7 @@ class ImportRunner:
                 q, due.organization_id, due.id, status=status, total=total, error=error
             )
             await record(
-                q, Principal(user_id=None, organization_id=due.organization_id, role=None),
+                q, Principal.system(due.organization_id),
                 action=f"broadcast_import.{status}", entity_type="broadcast_import",
                 entity_id=due.id, changed_fields=["status"],
             )  # fmt: skip

@@ -146,7 +146,7 @@ class BroadcastWorker:
                 await delivery.start_scheduled(q, due.organization_id, due.id)
             found = await delivery.expand(q, locked)
             await record(
-                q, _system(due.organization_id), action="broadcast_campaign.expanded",
+                q, Principal.system(due.organization_id), action="broadcast_campaign.expanded",
                 entity_type="broadcast_campaign", entity_id=due.id, changed_fields=["messages"],
                 detail={"audience": found.audience, "messages": found.messages,
                         "opted_out": found.opted_out, "restricted": found.restricted,
@@ -181,7 +181,7 @@ class BroadcastWorker:
             finished = await delivery.finish_campaigns(q, campaigns)
             for campaign in finished:
                 await record(
-                    q, _system(campaign.organization_id),
+                    q, Principal.system(campaign.organization_id),
                     action=f"broadcast_campaign.{campaign.status}",
                     entity_type="broadcast_campaign", entity_id=campaign.id,
                     changed_fields=["status"],
@@ -265,7 +265,3 @@ class BroadcastWorker:
         return delivery.Outcome(
             m.organization_id, m.id, "queued", provider=provider, error=exc.reason, delay_s=delay
         )
-
-
-def _system(org: UUID) -> Principal:
-    return Principal(user_id=None, organization_id=org, role=None)

@@ -503,7 +503,7 @@ class BroadcastService:
                 raise NotFound(NO_LINK)
             await _opt_out(q, found, source="unsubscribe_link")
             await record(
-                q, _system(org), action="broadcast_message.unsubscribed",
+                q, Principal.system(org), action="broadcast_message.unsubscribed",
                 entity_type="broadcast_message", entity_id=found.id, changed_fields=["opt_out"],
                 detail={"channel": found.channel, "campaign_id": str(found.campaign_id)},
             )  # fmt: skip
@@ -538,7 +538,7 @@ class BroadcastService:
             if status == "bounced":
                 await _opt_out(q, found, source="provider", by_address=True)
             await record(
-                q, _system(found.organization_id), action="broadcast_message.receipt",
+                q, Principal.system(found.organization_id), action="broadcast_message.receipt",
                 entity_type="broadcast_message", entity_id=found.id, changed_fields=["status"],
                 detail={"status": status},
             )  # fmt: skip
@@ -549,10 +549,6 @@ def _check_template(channel: str, subject: str | None, body: str) -> None:
     problems = templates.problems(channel, subject, body)
     if problems:
         raise ValidationFailed(problems)
-
-
-def _system(org: UUID) -> Principal:
-    return Principal(user_id=None, organization_id=org, role=None)
 
 
 async def _opt_out(

@@ -97,11 +97,6 @@ def event_body(payload: dict[str, Any]) -> bytes:
     return body
 
 
-def _system(organization_id: UUID) -> Principal:
-    """The platform acting on its own (no user, no key) inside an organization."""
-    return Principal(user_id=None, organization_id=organization_id, role=None)
-
-
 class EventDispatcher:
     def __init__(
         self,
@@ -366,7 +361,7 @@ class WebhookSender:
             for endpoint in disabled:
                 await record(
                     q,
-                    _system(endpoint.organization_id),
+                    Principal.system(endpoint.organization_id),
                     action="webhook_endpoint.auto_disabled",
                     entity_type="webhook_endpoint",
                     entity_id=endpoint.id,
@@ -393,7 +388,7 @@ class WebhookSender:
         entity_id = o.endpoint_id if entity_type == "webhook_endpoint" else o.delivery_id
         await record(
             q,
-            _system(o.organization_id),
+            Principal.system(o.organization_id),
             action=action,
             entity_type=entity_type,
             entity_id=entity_id,
