@@ -100,7 +100,7 @@ async def _run(stack: devstack.EmbeddedStack, data_dir: Any, provider_url: str) 
             redis_pipe=deps.redis_pipe, channels=channels,
         )  # fmt: skip
         service = BroadcastService(
-            db=deps.database, sealer=deps.sealer,
+            db=deps.database,
             links=common.unsubscribe_links(settings, deps.sealer), receipt_secret=None,
         )  # fmt: skip
         list_name = f"bench-{uuid.uuid4().hex[:8]}"

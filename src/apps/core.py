@@ -196,7 +196,6 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             BroadcastHandlers(
                 broadcasts=BroadcastService(
                     db=database,
-                    sealer=sealer,
                     links=common.unsubscribe_links(settings, sealer),
                     receipt_secret=settings.messaging_webhook_secret,
                 ),

@@ -490,6 +490,53 @@ async def finish_import(
     await q.execute(FINISH_IMPORT, params)
 
 
+# --- a template's preview ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clinic:
+    name: str
+    time_zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who a template is rendered for: names, and the next appointment when a patient."""
+
+    given_name: str
+    family_name: str
+    next_at: datetime | None
+
+
+CLINIC = "SELECT name, time_zone FROM platform.organizations WHERE id = %s"
+PATIENT_PERSON = """
+SELECT p.given_name, p.family_name,
+       (SELECT min(a.starts_at) FROM scheduling.appointments a
+         WHERE a.organization_id = p.organization_id AND a.patient_id = p.id
+           AND a.starts_at > now() AND a.status IN ('booked', 'upcoming', 'confirmed')) AS next_at
+  FROM patients.patients p WHERE p.organization_id = %s AND p.id = %s
+"""
+RECIPIENT_PERSON = """
+SELECT coalesce(p.given_name, r.given_name) AS given_name,
+       coalesce(p.family_name, r.family_name) AS family_name, NULL::timestamptz AS next_at
+  FROM broadcasts.recipients r
+  LEFT JOIN patients.patients p ON p.organization_id = r.organization_id AND p.id = r.patient_id
+ WHERE r.organization_id = %s AND r.id = %s
+"""
+
+
+async def clinic(q: Querier, org: UUID) -> Clinic:
+    return await q.fetch_one(CLINIC, (org,), row=Clinic) or Clinic("", "UTC")
+
+
+async def patient_person(q: Querier, org: UUID, patient_id: UUID) -> Person | None:
+    return await q.fetch_one(PATIENT_PERSON, (org, patient_id), row=Person)
+
+
+async def recipient_person(q: Querier, org: UUID, recipient_id: UUID) -> Person | None:
+    return await q.fetch_one(RECIPIENT_PERSON, (org, recipient_id), row=Person)
+
+
 # --- opt-outs -----------------------------------------------------------------------------------
 
 PATIENT_OPT_OUTS = """

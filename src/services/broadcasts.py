@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,13 +47,6 @@ NO_PATIENT = "No such patient."
 NO_RECIPIENT = "No such recipient."
 NO_LINK = "This unsubscribe link is unknown or was already used."
 CHANNELS = repo.CHANNELS
-
-
-def address_key(channel: str, email: str | None, phone_index: bytes | None) -> bytes | None:
-    """The key opt-outs and deduplication use (the expansion computes the same in SQL)."""
-    if channel == "email":
-        return hashlib.sha256(email.encode()).digest() if email else None
-    return phone_index
 
 
 def variables(
@@ -132,13 +124,11 @@ class BroadcastService:
         self,
         *,
         db: Database,
-        sealer: Sealer,
         links: UnsubscribeLinks,
         receipt_secret: str | None,
         now: Any = None,
     ) -> None:
         self._db = db
-        self._sealer = sealer
         self._links = links
         self._receipt_secret = receipt_secret
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
@@ -229,7 +219,7 @@ class BroadcastService:
             if row is None:
                 raise NotFound(NO_TEMPLATE)
             person = await _preview_person(q, org, patient_id, recipient_id)
-            clinic = await q.fetch_one(_CLINIC, (org,), row=_Clinic) or _Clinic("", "UTC")
+            clinic = await repo.clinic(q, org)
         values = variables(
             clinic_name=clinic.name, time_zone=clinic.time_zone, given_name=person.given_name,
             family_name=person.family_name, next_at=person.next_at,
@@ -568,48 +558,20 @@ async def _opt_out(
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class _Clinic:
-    name: str
-    time_zone: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Person:
-    given_name: str
-    family_name: str
-    next_at: dt.datetime | None
-
-
-_CLINIC = "SELECT name, time_zone FROM platform.organizations WHERE id = %s"
-_PATIENT_PERSON = """
-SELECT p.given_name, p.family_name,
-       (SELECT min(a.starts_at) FROM scheduling.appointments a
-         WHERE a.organization_id = p.organization_id AND a.patient_id = p.id
-           AND a.starts_at > now() AND a.status IN ('booked', 'upcoming', 'confirmed')) AS next_at
-  FROM patients.patients p WHERE p.organization_id = %s AND p.id = %s
-"""
-_RECIPIENT_PERSON = """
-SELECT coalesce(p.given_name, r.given_name) AS given_name,
-       coalesce(p.family_name, r.family_name) AS family_name, NULL::timestamptz AS next_at
-  FROM broadcasts.recipients r
-  LEFT JOIN patients.patients p ON p.organization_id = r.organization_id AND p.id = r.patient_id
- WHERE r.organization_id = %s AND r.id = %s
-"""
-_SAMPLE = _Person("Ana", "Kovač", None)
+SAMPLE = repo.Person("Ana", "Kovač", None)
 
 
 async def _preview_person(
     q: Querier, org: UUID, patient_id: UUID | None, recipient_id: UUID | None
-) -> _Person:
+) -> repo.Person:
     if patient_id is not None:
-        found = await q.fetch_one(_PATIENT_PERSON, (org, patient_id), row=_Person)
+        found = await repo.patient_person(q, org, patient_id)
         if found is None:
             raise ValidationFailed([FieldError("/body/patient_id", NO_PATIENT, "not_found")])
         return found
     if recipient_id is not None:
-        found = await q.fetch_one(_RECIPIENT_PERSON, (org, recipient_id), row=_Person)
+        found = await repo.recipient_person(q, org, recipient_id)
         if found is None:
             raise ValidationFailed([FieldError("/body/recipient_id", NO_RECIPIENT, "not_found")])
         return found
-    return _SAMPLE
+    return SAMPLE
