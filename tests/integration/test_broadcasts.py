@@ -677,6 +677,12 @@ async def test_campaign_states_move_forward_only(
         f"{base}/schedule", headers=c.staff.auth, json={"at": "2099-01-01T00:00:00+14:00"}
     )
     assert later.status_code == 422  # more than a year ahead
+    # Year 1 with a positive offset is before year 1 in UTC: a 422 with its pointer, not a 500.
+    unheld = await client.post(
+        f"{base}/schedule", headers=c.staff.auth, json={"at": "0001-01-01T00:30:00+01:00"}
+    )
+    assert unheld.status_code == 422, unheld.text
+    assert unheld.json()["errors"][0]["pointer"] == "/body/at"
     at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     soon = await client.post(f"{base}/schedule", headers=c.staff.auth, json={"at": at})
     assert soon.status_code == 200, soon.text

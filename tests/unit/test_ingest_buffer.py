@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 
 from carebase.errors import DependencyUnavailable
+from carebase.instants import instant
 from carebase.persistence.clickhouse import StoreUnavailable
 from carebase.services.telemetry.buffer import IngestBuffer, Table
-from carebase.services.telemetry.ingest import clickhouse_text, clickhouse_time, instant
+from carebase.services.telemetry.ingest import clickhouse_text, clickhouse_time
 from carebase.services.telemetry.privacy import truncate_ip
 
 TABLES = {"a": Table(("x",)), "b": Table(("y",))}

@@ -6,6 +6,8 @@ import datetime as dt
 from typing import Any
 from uuid import UUID
 
+from carebase.errors import FieldError, ValidationFailed
+from carebase.instants import instant
 from carebase.pages import Page, PageRequest
 from carebase.persistence.broadcasts import (
     CampaignRow,
@@ -229,7 +231,9 @@ class BroadcastHandlers:
     async def schedule_broadcast_campaign(
         self, principal: Principal, *, campaign_id: UUID, body: dict[str, Any]
     ) -> Reply:
-        row = await self._broadcasts.schedule(principal, campaign_id, at=_instant(body["at"]))
+        row = await self._broadcasts.schedule(
+            principal, campaign_id, at=_instant(body["at"], "/body/at")
+        )
         return ok(campaign_json(row))
 
     async def send_broadcast_campaign(self, principal: Principal, *, campaign_id: UUID) -> Reply:
@@ -298,7 +302,7 @@ class BroadcastHandlers:
     ) -> Reply:
         event = dict(body)
         if event.get("occurred_at"):
-            event["occurred_at"] = _instant(event["occurred_at"])
+            event["occurred_at"] = _instant(event["occurred_at"], "/body/occurred_at")
         applied = await self._broadcasts.receipt(
             webhook_id=webhook_id,
             timestamp=webhook_timestamp,
@@ -309,10 +313,13 @@ class BroadcastHandlers:
         return accepted({"applied": applied})
 
 
-def _instant(text: str) -> dt.datetime:
-    """An RFC 3339 instant (checked by the contract), held in UTC: PostgreSQL refuses offsets
-    beyond ±15:59, which RFC 3339 allows."""
-    return dt.datetime.fromisoformat(text.upper()).astimezone(dt.UTC)
+def _instant(text: str, pointer: str) -> dt.datetime:
+    """The contract checked the format; a time Python cannot hold in UTC (year 1 with a
+    positive offset) is the caller's 422, not a 500."""
+    moment = instant(text)
+    if moment is None:
+        raise ValidationFailed([FieldError(pointer, "Not a time that can be held.", "range")])
+    return moment
 
 
 def template_json(row: TemplateRow) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from carebase.errors import FieldError, ValidationFailed
+from carebase.instants import instant
 from carebase.integrations.redis_pipe import (
     RedisPipe,
     RedisReplyError,
@@ -238,17 +239,6 @@ def _encoded_parts(event: Mapping[str, Any]) -> tuple[str, str, int]:
     context_text = json_text(context)
     size = len(properties) + len(context_text) + len(event["event"]) + len(event["message_id"])
     return properties, context_text, size
-
-
-def instant(text: str) -> datetime | None:
-    """An RFC 3339 instant (`t` and `z` in any case) in UTC, or None when Python cannot hold
-    it (a leap second, a year past 9999 in UTC). In UTC because RFC 3339 allows offsets up to
-    ±23:59 and PostgreSQL only ±15:59: `-18:51` was a 500 at the database."""
-    try:
-        moment = datetime.fromisoformat(text.upper())
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
 
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

@@ -19,13 +19,14 @@ from uuid import UUID
 import orjson
 import structlog
 
+from carebase.instants import instant
 from carebase.persistence.clickhouse import ClickHouse
 from carebase.persistence.db import Database
 from carebase.persistence.telemetry import media as repo
 from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal, organization_of
 from carebase.services.telemetry.buffer import IngestBuffer, Table
-from carebase.services.telemetry.ingest import IngestResult, clickhouse_time, instant
+from carebase.services.telemetry.ingest import IngestResult, clickhouse_time
 from carebase.services.telemetry.privacy import PrivacyGate
 
 _log = structlog.get_logger("carebase.telemetry.media")
