@@ -33,7 +33,7 @@ from carebase.config import PROJECT_ROOT, load_settings
 from carebase.integrations.messaging import Channels, EmailMessaging, HttpMessaging
 from carebase.operations import devstack
 from carebase.principal import Principal
-from carebase.services.broadcast_recipients import phone_index, recipient_aad
+from carebase.services.broadcast_recipients import phone_index, seal_phone
 from carebase.services.broadcasts import BroadcastService
 
 MESSAGES = int(os.environ.get("BENCH_BROADCAST_MESSAGES", "20000"))
@@ -68,7 +68,7 @@ def _contacts(
         recipient = uuid.uuid4()
         phone = f"+3859{n:08d}"
         rows.append((org, recipient, list_name, f"Contact{n}",
-                     sealer.seal(phone.encode(), recipient_aad(org, recipient)),
+                     seal_phone(sealer, org, recipient, phone),
                      phone_index(sealer, phone)))  # fmt: skip
     with (
         conn.cursor() as cursor,

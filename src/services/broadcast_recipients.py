@@ -62,6 +62,13 @@ def phone_index(sealer: Sealer, phone: str) -> bytes:
     return sealer.blind_index("patient.phone", normalise_phone(phone))
 
 
+def seal_phone(sealer: Sealer, org: UUID, recipient_id: UUID, phone: str | None) -> bytes | None:
+    """A recipient's phone as stored: sealed with the row's identity as associated data."""
+    if phone is None:
+        return None
+    return sealer.seal(phone.encode(), recipient_aad(org, recipient_id))
+
+
 @dataclass(frozen=True, slots=True)
 class RecipientView:
     row: repo.RecipientRow
@@ -154,8 +161,15 @@ def parse_row(line: int, cells: Sequence[str], columns: dict[str, int]) -> Parse
         index = columns.get(name)
         return cells[index].strip() if index is not None and index < len(cells) else ""
 
-    email, phone = cell("email"), cell("phone")
-    given, family = cell("given_name"), cell("family_name")
+    return contact(
+        line, email=cell("email"), phone=cell("phone"), given=cell("given_name"),
+        family=cell("family_name"),
+    )  # fmt: skip
+
+
+def contact(line: int, *, email: str, phone: str, given: str, family: str) -> Parsed | str:
+    """A contact's values, checked (an imported row's, or one added by hand), or why they
+    are invalid."""
     if not email and not phone:
         return "no e-mail address or phone number"
     if email:
@@ -200,10 +214,9 @@ class RecipientService:
         patient_id = UUID(body["patient_id"]) if body.get("patient_id") else None
         email = phone = None
         if patient_id is None:
-            parsed = parse_row(
-                0, [body.get("email") or "", body.get("phone") or "", body.get("given_name", ""),
-                    body.get("family_name", "")],
-                {"email": 0, "phone": 1, "given_name": 2, "family_name": 3},
+            parsed = contact(
+                0, email=body.get("email") or "", phone=body.get("phone") or "",
+                given=body.get("given_name", ""), family=body.get("family_name", ""),
             )  # fmt: skip
             if isinstance(parsed, str):
                 pointer = "/body/phone" if "phone" in parsed else "/body/email"
@@ -218,8 +231,7 @@ class RecipientService:
                 q, org, recipient_id, list=body["list_name"], patient=patient_id,
                 given=body.get("given_name", ""), family=body.get("family_name", ""),
                 email=email,
-                phone_sealed=self._sealer.seal(phone.encode(), recipient_aad(org, recipient_id))
-                if phone else None,
+                phone_sealed=seal_phone(self._sealer, org, recipient_id, phone),
                 phone_index=phone_index(self._sealer, phone) if phone else None,
                 **{"import": None},
             )  # fmt: skip
@@ -318,11 +330,6 @@ class ImportRunner:
         self._blobs = blobs
         self._lease_s = lease_s
 
-    def _seal_phone(self, org: UUID, recipient_id: UUID, phone: str | None) -> bytes | None:
-        if phone is None:
-            return None
-        return self._sealer.seal(phone.encode(), recipient_aad(org, recipient_id))
-
     async def run_one(self, *, stop_after_chunks: int | None = None) -> bool:
         """Carry one import forward; False when none is waiting. `stop_after_chunks` leaves it
         midway, as a worker that dies would (tests)."""
@@ -406,7 +413,7 @@ class ImportRunner:
                         given_name=p.given_name,
                         family_name=p.family_name,
                         email=p.email,
-                        phone_sealed=self._seal_phone(org, recipient_id, p.phone),
+                        phone_sealed=seal_phone(self._sealer, org, recipient_id, p.phone),
                         phone_index=indexes.get(p.line),
                     )
                 )
