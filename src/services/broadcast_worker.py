@@ -16,7 +16,7 @@ by every worker; when Redis cannot answer, the provider's own 429s pace the work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from uuid import UUID
 
@@ -25,7 +25,7 @@ import structlog
 from carebase.integrations.messaging import Channels, OutgoingMessage, SendFailed
 from carebase.integrations.redis_pipe import RedisUnavailable
 from carebase.persistence import broadcast_delivery as delivery
-from carebase.persistence.db import Database
+from carebase.persistence.db import Database, Querier
 from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal
 from carebase.security.encryption import Sealer
@@ -90,7 +90,7 @@ class BroadcastWorker:
         channels: Channels,
         links: UnsubscribeLinks,
         imports: ImportRunner,
-        refresh_segment: Callable[[UUID, UUID], object] | None = None,
+        refresh_segment: Callable[[UUID, UUID], Awaitable[object]] | None = None,
         pace: Pace | None = None,
         concurrency: int = 16,
         interval_s: float = 1.0,
@@ -137,7 +137,7 @@ class BroadcastWorker:
             return False
         if self._refresh_segment is not None:
             for segment_id in due.segment_ids:
-                await self._refresh_segment(due.organization_id, segment_id)  # type: ignore[misc]
+                await self._refresh_segment(due.organization_id, segment_id)
         async with self._db.admin_transaction() as q:
             locked = await delivery.lock_due(q, due.organization_id, due.id)
             if locked is None:
@@ -152,7 +152,7 @@ class BroadcastWorker:
                         "opted_out": found.opted_out, "restricted": found.restricted,
                         "no_address": found.no_address},
             )  # fmt: skip
-            await delivery.finish_campaigns(q, [(due.organization_id, due.id)])
+            await _finish(q, [(due.organization_id, due.id)])
         _log.info(
             "broadcast_campaign_expanded",
             organization_id=str(due.organization_id),
@@ -170,23 +170,16 @@ class BroadcastWorker:
             outgoing = await delivery.claim_outgoing(q, limit=BATCH, lease_s=self._lease_s)
         if not outgoing:
             return 0
+        claimed = len(outgoing)
         if stop_after is not None:
-            outgoing = outgoing[:stop_after]
-            await asyncio.gather(*(self._one(m) for m in outgoing))
-            return BATCH
+            await asyncio.gather(*(self._one(m) for m in outgoing[:stop_after]))
+            return claimed
         outcomes = await asyncio.gather(*(self._one(m) for m in outgoing))
         campaigns = sorted({(m.organization_id, m.campaign_id) for m in outgoing})
         async with self._db.admin_transaction() as q:
             await delivery.mark(q, outcomes)
-            finished = await delivery.finish_campaigns(q, campaigns)
-            for campaign in finished:
-                await record(
-                    q, Principal.system(campaign.organization_id),
-                    action=f"broadcast_campaign.{campaign.status}",
-                    entity_type="broadcast_campaign", entity_id=campaign.id,
-                    changed_fields=["status"],
-                )  # fmt: skip
-        return len(outgoing)
+            await _finish(q, campaigns)
+        return claimed
 
     async def _one(self, m: delivery.Outgoing) -> delivery.Outcome:
         """One message's outcome; whatever goes wrong with it fails it alone, not the batch."""
@@ -265,3 +258,13 @@ class BroadcastWorker:
         return delivery.Outcome(
             m.organization_id, m.id, "queued", provider=provider, error=exc.reason, delay_s=delay
         )
+
+
+async def _finish(q: Querier, campaigns: Sequence[tuple[UUID, UUID]]) -> None:
+    """Campaigns with no message left waiting end as sent or failed, each audited."""
+    for campaign in await delivery.finish_campaigns(q, campaigns):
+        await record(
+            q, Principal.system(campaign.organization_id),
+            action=f"broadcast_campaign.{campaign.status}", entity_type="broadcast_campaign",
+            entity_id=campaign.id, changed_fields=["status"],
+        )  # fmt: skip

@@ -696,6 +696,13 @@ async def test_campaign_states_move_forward_only(
     finished = (await client.get(base, headers=c.staff.auth)).json()
     assert finished["status"] == "failed"
     assert finished["failure_reason"] == "No one in the audience could be messaged."
+    trail = await client.get(
+        "/v1/audit-log",
+        headers=c.admin.auth,
+        params={"action": "broadcast_campaign.failed", "entity_id": draft["id"]},
+    )
+    assert trail.status_code == 200, trail.text
+    assert len(trail.json()["data"]) == 1
     assert (await client.post(f"{base}/cancel", headers=c.staff.auth)).status_code == 409
     bad = await client.post(
         "/v1/broadcasts/campaigns",
