@@ -20,6 +20,7 @@ class DueCampaign:
     channel: str
     segment_ids: list[UUID]
     recipient_lists: list[str]
+    scheduled_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,23 +91,16 @@ UPDATE broadcasts.campaigns c
          ORDER BY scheduled_at NULLS FIRST LIMIT 1
            FOR UPDATE SKIP LOCKED) due
  WHERE c.organization_id = due.organization_id AND c.id = due.id
-RETURNING c.organization_id, c.id, c.status, c.channel, c.segment_ids, c.recipient_lists
+RETURNING c.organization_id, c.id, c.status, c.channel, c.segment_ids, c.recipient_lists,
+          c.scheduled_at
 """
 LOCK_DUE = """
-SELECT organization_id, id, status, channel, segment_ids, recipient_lists
+SELECT organization_id, id, status, channel, segment_ids, recipient_lists, scheduled_at
   FROM broadcasts.campaigns
  WHERE organization_id = %s AND id = %s
    AND ((status = 'scheduled' AND scheduled_at <= now())
         OR (status = 'sending' AND expanded_at IS NULL))
    FOR UPDATE
-"""
-START_SCHEDULED = """
-UPDATE broadcasts.campaigns c
-   SET status = 'sending', started_at = now(), subject = t.subject, body = t.body,
-       version = c.version + 1, updated_at = now()
-  FROM broadcasts.templates t
- WHERE c.organization_id = %s AND c.id = %s
-   AND t.organization_id = c.organization_id AND t.id = c.template_id
 """
 # The audience, once: the segments' members and the lists' people (a recipient matched to a
 # patient is that patient), each classified — restricted (GDPR Art. 18), without an address on
@@ -278,10 +272,6 @@ async def claim_campaign(q: Querier, *, lease_s: float) -> DueCampaign | None:
 
 async def lock_due(q: Querier, org: UUID, campaign_id: UUID) -> DueCampaign | None:
     return await q.fetch_one(LOCK_DUE, (org, campaign_id), row=DueCampaign)
-
-
-async def start_scheduled(q: Querier, org: UUID, campaign_id: UUID) -> None:
-    await q.execute(START_SCHEDULED, (org, campaign_id))
 
 
 async def expand(q: Querier, campaign: DueCampaign) -> Expansion:

@@ -204,9 +204,6 @@ VALUES (%(org)s, %(id)s, %(list)s, %(patient)s, %(given)s, %(family)s, %(email)s
     ON CONFLICT DO NOTHING
 RETURNING {_RECIPIENT}
 """  # noqa: S608 — a constant column list
-SELECT_RECIPIENT = f"""
-SELECT {_RECIPIENT} FROM broadcasts.recipients WHERE organization_id = %s AND id = %s
-"""  # noqa: S608 — a constant column list
 COUNT_RECIPIENTS = """
 SELECT count(*) FROM broadcasts.recipients
  WHERE organization_id = %(org)s AND (%(list)s::text IS NULL OR list_name = %(list)s)
@@ -393,10 +390,6 @@ async def reseal(q: Querier, row: SealedRecipient, phone_sealed: bytes) -> None:
     await q.execute(RESEAL, (phone_sealed, row.organization_id, row.id))
 
 
-async def recipient(q: Querier, org: UUID, recipient_id: UUID) -> RecipientRow | None:
-    return await q.fetch_one(SELECT_RECIPIENT, (org, recipient_id), row=RecipientRow)
-
-
 async def recipients(
     q: Querier, org: UUID, page: PageRequest, *, list_name: str | None
 ) -> tuple[list[RecipientRow], int]:
@@ -550,10 +543,6 @@ VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 OPT_IN_PATIENT = """
 DELETE FROM broadcasts.opt_outs WHERE organization_id = %s AND channel = %s AND patient_id = %s
 """
-OPT_OUT_ADDRESS = """
-INSERT INTO broadcasts.opt_outs (organization_id, channel, address_key, source)
-VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
-"""
 
 
 async def patient_opt_outs(q: Querier, org: UUID, patient_id: UUID) -> list[OptOut]:
@@ -568,12 +557,6 @@ async def opt_out_patient(
 
 async def opt_in_patient(q: Querier, org: UUID, patient_id: UUID, channel: str) -> int:
     return await q.execute(OPT_IN_PATIENT, (org, channel, patient_id))
-
-
-async def opt_out_address(
-    q: Querier, org: UUID, address_key: bytes, channel: str, source: str
-) -> int:
-    return await q.execute(OPT_OUT_ADDRESS, (org, channel, address_key, source))
 
 
 # --- campaigns ----------------------------------------------------------------------------------

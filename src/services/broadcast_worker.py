@@ -25,6 +25,7 @@ import structlog
 from carebase.integrations.messaging import Channels, OutgoingMessage, SendFailed
 from carebase.integrations.redis_pipe import RedisUnavailable
 from carebase.persistence import broadcast_delivery as delivery
+from carebase.persistence import broadcasts as repo
 from carebase.persistence.db import Database, Querier
 from carebase.persistence.work_queue import Rounds
 from carebase.principal import Principal
@@ -142,8 +143,10 @@ class BroadcastWorker:
             locked = await delivery.lock_due(q, due.organization_id, due.id)
             if locked is None:
                 return True  # cancelled meanwhile: no longer due
-            if locked.status == "scheduled":
-                await delivery.start_scheduled(q, due.organization_id, due.id)
+            if locked.status == "scheduled":  # as `send` starts it: the template copied
+                await repo.move_campaign(
+                    q, due.organization_id, due.id, "sending", at=locked.scheduled_at
+                )
             found = await delivery.expand(q, locked)
             await record(
                 q, Principal.system(due.organization_id), action="broadcast_campaign.expanded",
