@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import json
 import smtplib
@@ -30,13 +29,13 @@ from uuid import UUID
 import aiohttp
 import structlog
 
+from carebase.integrations import webhooks
 from carebase.integrations.mail import Mail, MailSender
 from carebase.integrations.webhooks import retry_after_s
 
 _log = structlog.get_logger("carebase.integrations.messaging")
 
 RECEIPT_TOLERANCE_S = 300
-SECRET_PREFIX = "whsec_"  # noqa: S105 — the prefix of secrets, not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,11 +275,9 @@ def verify_receipt(
         raise ReceiptRefused("the receipt's timestamp is not a number") from None
     if abs((time.time() if now is None else now) - sent) > RECEIPT_TOLERANCE_S:
         raise ReceiptRefused("the receipt's timestamp is too far from now")
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-    signed = f"{webhook_id}.{sent}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    # The same scheme Carebase signs its own webhooks with.
+    expected = webhooks.signature(webhooks.secret_key(secret), webhook_id, sent, body)
     for candidate in signature.split():
-        version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        if hmac.compare_digest(candidate, expected):
             return
     raise ReceiptRefused("the receipt's signature does not match")
