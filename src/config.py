@@ -234,6 +234,15 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: LogFormat = LogFormat.JSON
 
+    metrics_host: str = "127.0.0.1"
+    """Where `/metrics` listens (Prometheus text); never the public port."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
+    """`carebase serve core`'s metrics listener; 0 turns it off."""
+    telemetry_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
+    """`carebase serve telemetry`'s metrics listener; 0 turns it off."""
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9102
+    """`carebase worker`'s metrics listener; 0 turns it off."""
+
     migrations_dir: Path = PROJECT_ROOT / "sql"
 
     @property
@@ -433,6 +442,12 @@ def _pairing_problems(settings: Settings) -> list[str]:
     problems = []
     if settings.telemetry_internal_url and not settings.telemetry_service_token:
         problems.append("TELEMETRY_SERVICE_TOKEN: required with TELEMETRY_INTERNAL_URL")
+    public = {settings.core_port, settings.telemetry_port}
+    for name in ("metrics_port", "telemetry_metrics_port", "worker_metrics_port"):
+        if getattr(settings, name) in public:
+            problems.append(
+                f"{name.upper()}: must not be a public port (CORE_PORT, TELEMETRY_PORT)"
+            )
     if settings.db_pool_min_size > settings.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
     if settings.messaging_provider == MessagingProvider.HTTP:

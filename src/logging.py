@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object a line, each carrying the request id it belongs to."""
+"""Structured logging: one JSON object a line, each carrying the request id it belongs to (and
+the trace and span ids, when the request is traced)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from structlog.typing import EventDict, WrappedLogger
 
 _request_id: ContextVar[str] = ContextVar("carebase_request_id", default="")
@@ -32,6 +35,16 @@ def set_actor(actor: str) -> None:
     _actor.set(actor)
 
 
+def trace_fields(span_context: SpanContext) -> dict[str, str]:
+    """`trace_id` and `span_id` as W3C writes them (hex), for a log line; none when invalid."""
+    if not span_context.is_valid:
+        return {}
+    return {
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
+    }
+
+
 def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     request_id = _request_id.get()
     if request_id and "request_id" not in event:
@@ -39,6 +52,8 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     actor = _actor.get()
     if actor and "actor" not in event:
         event["actor"] = actor
+    if "trace_id" not in event:
+        event.update(trace_fields(trace.get_current_span().get_span_context()))
     return event
 
 

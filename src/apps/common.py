@@ -14,6 +14,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from carebase import metrics, tracing
 from carebase.config import Environment, MessagingProvider, Settings, VideoProvider
 from carebase.integrations import video
 from carebase.integrations.blobs import BlobStore, FileBlobStore, UrlSigner, load_signing_key
@@ -47,7 +48,13 @@ from carebase.services.broadcasts import UnsubscribeLinks
 from carebase.services.gdpr import GdprWorker
 from carebase.services.scheduling_worker import SchedulingWorker
 from carebase.services.segments import SegmentRefresher, SegmentService
-from carebase.services.webhook_delivery import EventDispatcher, TelemetryForwarder, WebhookSender
+from carebase.services.webhook_delivery import (
+    EventDispatcher,
+    TelemetryForwarder,
+    WebhookSender,
+    sample_backlog,
+)
+from carebase.tracing import NO_TRACER, Tracer, Tracing
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,42 @@ class Dependencies:
     tokens: TokenService
     mail: MailSender
     sealer: Sealer
+    tracing: Tracing | None = None
+    """The process's tracing, when OTEL_* names an endpoint (tests: an in-memory exporter)."""
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self.tracing.tracer if self.tracing is not None else None
+
+
+def process_tasks(database: Database, security: SecurityEvents) -> list[asyncio.Task[None]]:
+    """What every process on core's database runs, workers or not: the security-event writer
+    and its pools' metrics."""
+    return [
+        asyncio.create_task(security.run(), name="security-events"),
+        asyncio.create_task(
+            metrics.sample_every([metrics.pools_of(database.pool_stats)]), name="pool-metrics"
+        ),
+    ]
+
+
+async def close(dependencies: Dependencies) -> None:
+    """In the order a drain needs: spans flush (they may describe the last queries), then the
+    pools and connections close."""
+    if dependencies.tracing is not None:
+        dependencies.tracing.shutdown()
+    await dependencies.database.close()
+    await dependencies.redis.aclose()
+    await dependencies.redis_pipe.close()
+    metrics.process_exiting()
+
+
+def build_tracing(service: str) -> Tracing | None:
+    """Tracing as the `OTEL_*` variables describe it, its instrumentation installed."""
+    found = tracing.from_environment(f"carebase-{service}")
+    if found is not None:
+        found.instrument()
+    return found
 
 
 def build_database(settings: Settings, *, service: str) -> Database:
@@ -164,6 +207,7 @@ def dependencies(
         "tokens": lambda: build_tokens(settings),
         "mail": lambda: build_mail(settings),
         "sealer": lambda: build_sealer(settings),
+        "tracing": lambda: build_tracing(service),
     }
     unknown = set(overrides) - set(builders)
     if unknown:
@@ -228,11 +272,17 @@ def event_relays(
     settings: Settings,
     database: Database,
     sealer: Sealer,
+    *,
     resolver: Resolver | None = None,
     security: SecurityEvents | None = None,
+    tracer: Tracer | None = None,
 ) -> EventRelays:
     sender = WebhookSender(
-        database, sealer=sealer, egress=egress_policy(settings, resolver), security=security
+        database,
+        sealer=sealer,
+        egress=egress_policy(settings, resolver),
+        security=security,
+        tracer=tracer or NO_TRACER,
     )
     forwarder = None
     if settings.telemetry_internal_url and settings.telemetry_service_token:
@@ -240,6 +290,7 @@ def event_relays(
             database,
             base_url=settings.telemetry_internal_url,
             token=settings.telemetry_service_token,
+            tracer=tracer or NO_TRACER,
         )
     return EventRelays(EventDispatcher(database, on_deliveries=sender.nudge), sender, forwarder)
 
@@ -282,6 +333,9 @@ class Background:
         for nudge in listeners.get(table, ()):
             nudge()
 
+    async def sample_outbox(self) -> None:
+        await sample_backlog(self.database, forwarding=self.events.forwarder is not None)
+
     def start(self, settings: Settings) -> list[asyncio.Task[None]]:
         tasks = [
             asyncio.create_task(self.relay.run(), name="mail-relay"),
@@ -293,6 +347,7 @@ class Background:
                 work_queue.listen(settings.server_urls().database_admin, self.wake),
                 name="work-listener",
             ),
+            asyncio.create_task(metrics.sample_every([self.sample_outbox]), name="outbox-metrics"),
         ]
         if settings.scheduling_worker:
             tasks.append(asyncio.create_task(self.scheduling.run(), name="scheduling-worker"))

@@ -3,7 +3,6 @@ handlers and the compiled pipeline."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -116,11 +115,10 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     """Build the core service.
 
     `overrides` replaces parts for tests: `database`, `redis`, `redis_pipe`, `tokens`, `mail`,
-    `sealer` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`), `channels`
-    (the broadcast `Channels`), `resolver`
-    (the SSRF guard's name resolver), `jwks_transport` (how the external identity provider's
-    JWKS is fetched), `contract` (another bundled spec) and `extra_handlers` (handler objects
-    for its operations).
+    `sealer`, `tracing` (Dependencies), `video` (a `VideoProvider`), `blobs` (a `BlobStore`),
+    `channels` (the broadcast `Channels`), `resolver` (the SSRF guard's name resolver),
+    `jwks_transport` (how the external identity provider's JWKS is fetched), `contract`
+    (another bundled spec) and `extra_handlers` (handler objects for its operations).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
@@ -162,7 +160,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         BlobReaper(database, blobs),
     )  # fmt: skip
     sealer = dependencies.sealer
-    events = common.event_relays(settings, database, sealer, resolver, security)
+    events = common.event_relays(
+        settings, database, sealer, resolver=resolver, security=security, tracer=dependencies.tracer
+    )
     gdpr = common.gdpr_worker(settings, database, sealer, blobs)
     broadcasts = common.broadcast_worker(
         settings, database, sealer=sealer, blobs=blobs, mail=dependencies.mail,
@@ -270,6 +270,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             enabled=settings.log_level in ("debug", "info"),
         ),
         security=security,
+        tracer=dependencies.tracer,
     )
 
     @asynccontextmanager
@@ -288,7 +289,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             broadcasts,
         )
         tasks = background.start(settings) if settings.run_workers else []
-        tasks.append(asyncio.create_task(security.run(), name="security-events"))
+        tasks += common.process_tasks(database, security)
         if settings.environment != Environment.TEST:
             tune_garbage_collector()
         try:
@@ -297,9 +298,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             await common.stop(tasks)
             if external is not None:
                 await external.close()
-            await database.close()
-            await dependencies.redis.aclose()
-            await dependencies.redis_pipe.close()
+            await common.close(dependencies)
             await broadcasts.close()
             if isinstance(rooms, DailyVideo):
                 await rooms.close()

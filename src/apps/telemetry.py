@@ -5,13 +5,13 @@ pipeline as core."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
+from carebase import metrics
 from carebase.apps import common
 from carebase.apps.core import tune_garbage_collector
 from carebase.config import Environment, Settings
@@ -50,6 +50,7 @@ from carebase.services.telemetry.pose import PoseIngest
 from carebase.services.telemetry.privacy import PrivacyGate
 from carebase.services.telemetry.security_events import SecurityEventService
 from carebase.services.telemetry.subjects import SubjectData
+from carebase.tracing import Tracing
 from carebase.web import routing
 from carebase.web.accesslog import AccessLog
 from carebase.web.application import Application
@@ -107,7 +108,8 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     """Build the telemetry service.
 
     `overrides` replaces parts for tests: `database`, `redis_pipe`, `clickhouse` (a
-    `ClickHouse` store the caller owns), `jwks_transport` (how the JWKS client reaches core).
+    `ClickHouse` store the caller owns), `jwks_transport` (how the JWKS client reaches core),
+    `tracing` (a `Tracing`, or None for none).
     """
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
     given = dict(overrides or {})
@@ -121,6 +123,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
     owned_store = "clickhouse" not in given
     store: ClickHouse = given.pop("clickhouse", None) or open_store(settings)
     transport: httpx.AsyncBaseTransport | None = given.pop("jwks_transport", None)
+    tracing: Tracing | None = (
+        given.pop("tracing") if "tracing" in given else common.build_tracing("telemetry")
+    )
     if given:
         raise TypeError(f"unknown overrides: {sorted(given)}")
 
@@ -211,6 +216,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             json_lines=settings.log_format == "json",
             enabled=settings.log_level in ("debug", "info"),
         ),
+        tracer=tracing.tracer if tracing is not None else None,
     )
 
     @asynccontextmanager
@@ -218,6 +224,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         await database.open(wait=False)
         await jwks.start()
         flusher = asyncio.create_task(buffer.run(), name="telemetry-flush")
+        sampler = asyncio.create_task(
+            metrics.sample_every([metrics.pools_of(database.pool_stats)]), name="pool-metrics"
+        )
         chores = (
             [
                 asyncio.create_task(summaries.run(), name="media-summaries"),
@@ -231,16 +240,16 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         try:
             yield
         finally:
-            for task in (*chores, flusher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await common.stop([*chores, sampler, flusher])
             await buffer.close()  # every accepted row is written before the process ends
             await jwks.close()
+            if tracing is not None:
+                tracing.shutdown()  # spans flush before the pools close
             await database.close()
             await redis_pipe.close()
             if owned_store:
                 store.close()
+            metrics.process_exiting()
 
     return TelemetryApp(
         edge,

@@ -8,6 +8,7 @@ import asyncio
 
 import structlog
 
+from carebase import metrics
 from carebase.apps import common
 from carebase.config import Settings
 from carebase.integrations.mail import OutboxRelay
@@ -24,6 +25,7 @@ _log = structlog.get_logger("carebase.worker")
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     """Run the background work until `stopping` is set, then finish cleanly."""
     configure_logging(level=settings.log_level, json_output=settings.log_format == "json")
+    tracing = common.build_tracing("worker")
     database = common.build_database(settings, service="worker")
     sealer = common.build_sealer(settings)
     blobs = common.blob_store(settings)
@@ -39,24 +41,30 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         OutboxRelay(database, mail),
         SchedulingWorker(database, rooms),
         BlobReaper(database, blobs),
-        common.event_relays(settings, database, sealer, security=security),
+        common.event_relays(
+            settings,
+            database,
+            sealer,
+            security=security,
+            tracer=tracing.tracer if tracing else None,
+        ),
         common.segment_refresher(settings, database),
         common.gdpr_worker(settings, database, sealer, blobs),
         broadcasts,
     )
     await database.open(wait=False)
-    tasks = [
-        *background.start(settings),
-        asyncio.create_task(security.run(), name="security-events"),
-    ]
+    tasks = [*background.start(settings), *common.process_tasks(database, security)]
     _log.info("worker_started", tasks=[task.get_name() for task in tasks])
     try:
         await stopping.wait()
     finally:
         await common.stop(tasks)
+        if tracing is not None:
+            tracing.shutdown()
         await database.close()
         await broadcasts.close()
         await redis_pipe.close()
+        metrics.process_exiting()
         if isinstance(rooms, DailyVideo):
             await rooms.close()
         _log.info("worker_stopped")

@@ -28,6 +28,11 @@ from typing import Any
 import hiredis
 from redis.connection import parse_url
 
+from carebase.metrics import REDIS_ERRORS
+
+_UNAVAILABLE = REDIS_ERRORS.labels("pipe", "unavailable")
+_REPLY_ERRORS = REDIS_ERRORS.labels("pipe", "reply")
+
 
 class RedisUnavailable(Exception):
     """No answer from Redis: refused, dropped, or slower than the timeout."""
@@ -163,11 +168,16 @@ class RedisPipe:
 
     async def send(self, payload: bytes) -> Any:
         """`call` for a command already encoded (hot paths encode their constant parts once)."""
-        connection = self._connection
-        if connection is None or connection.lost is not None:
-            connection = await self._connect()
-        reply = await connection.send(payload)
+        try:
+            connection = self._connection
+            if connection is None or connection.lost is not None:
+                connection = await self._connect()
+            reply = await connection.send(payload)
+        except RedisUnavailable:
+            _UNAVAILABLE.inc()
+            raise
         if isinstance(reply, RedisReplyError):
+            _REPLY_ERRORS.inc()
             raise reply
         return reply
 

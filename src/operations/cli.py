@@ -148,9 +148,11 @@ def cmd_dev(_: argparse.Namespace) -> int:
     # the process before `finally` and atexit run, and the embedded engines would outlive it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
+    from carebase import metrics
     from carebase.apps.core import create_app
 
     settings, stack, superuser = _with_stack(_settings(require=()))
+    listener: metrics.Listener | None = None
     if not settings.telemetry_service_token:
         token = devstack.service_token(settings.data_dir)
         settings = settings.model_copy(update={"telemetry_service_token": token})
@@ -164,6 +166,7 @@ def cmd_dev(_: argparse.Namespace) -> int:
         telemetry = _start_telemetry(settings)
         worker = _start_worker(settings)
         app = create_app(settings.model_copy(update={"run_workers": False}))
+        listener = metrics.start_listener(settings.metrics_host, settings.metrics_port)
         base = f"http://{settings.host}:{settings.core_port}"
         telemetry_base = f"http://{settings.host}:{settings.telemetry_port}"
         print(
@@ -172,6 +175,9 @@ def cmd_dev(_: argparse.Namespace) -> int:
             f"  OpenAPI spec   {base}/openapi.yaml\n"
             f"  Swagger UI     {base}/ui/\n"
             f"  Readiness      {base}/health/ready\n"
+            f"  Metrics        http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            f" (telemetry :{settings.telemetry_metrics_port}, worker"
+            f" :{settings.worker_metrics_port})\n"
             f"  Telemetry      {telemetry_base} (spec {telemetry_base}/openapi.yaml,"
             f" UI {telemetry_base}/ui/)\n"
             f"  Worker         pid {worker.pid} (mail, webhooks, telemetry relay, video rooms,"
@@ -201,6 +207,8 @@ def cmd_dev(_: argparse.Namespace) -> int:
             )
         ).run()
     finally:
+        if listener is not None:
+            listener.close()
         for process in (worker, telemetry):
             if process is not None:
                 _stop_worker(process, settings.graceful_shutdown_s)
@@ -257,8 +265,6 @@ def _stop_worker(worker: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     telemetry = args.service == "telemetry"
     required = (
         TELEMETRY_REQUIRED if telemetry else ("database_url", "database_admin_url", "redis_url")
@@ -273,6 +279,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from carebase import metrics
+
+    port = settings.telemetry_metrics_port if telemetry else settings.metrics_port
+    # Several workers write their numbers to files the listener here adds up; one serves its own.
+    shared = metrics.prepare_multiprocess() if workers > 1 and port else None
+    listener = metrics.start_listener(settings.metrics_host, port)
+    try:
+        _serve(args, settings, telemetry=telemetry, workers=workers)
+    finally:
+        if listener is not None:
+            listener.close()
+        if shared is not None:
+            metrics.forget_multiprocess(shared)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, *, telemetry: bool, workers: int) -> None:
+    import uvicorn
+
     # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
     # every response stalls ~44 ms (GROUND.md).
     uvicorn.run(
@@ -292,7 +317,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
-    return 0
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
@@ -303,6 +327,8 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
     settings = _settings(require=("database_url", "database_admin_url", "redis_url"))
 
+    from carebase import metrics
+
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -310,7 +336,12 @@ def cmd_worker(_: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stopping.set)
         await run_worker(settings, stopping)
 
-    asyncio.run(main())
+    listener = metrics.start_listener(settings.metrics_host, settings.worker_metrics_port)
+    try:
+        asyncio.run(main())
+    finally:
+        if listener is not None:
+            listener.close()
     return 0
 
 

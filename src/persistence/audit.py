@@ -61,7 +61,9 @@ VALUES (%(id)s, %(organization_id)s, %(occurred_at)s, %(actor_user_id)s, %(actor
         %(impersonator_id)s, %(action)s, %(entity_type)s, %(entity_id)s, %(changed_fields)s,
         %(request_id)s, %(ip)s::inet, %(user_agent)s, %(detail)s)
 """
-INSERT_OUTBOX = "INSERT INTO audit.outbox (organization_id, topic, payload) VALUES (%s, %s, %s)"
+INSERT_OUTBOX = """
+INSERT INTO audit.outbox (organization_id, topic, payload, traceparent) VALUES (%s, %s, %s, %s)
+"""
 
 COUNT_EVENTS = """
 SELECT count(*) FROM audit.events
@@ -107,9 +109,13 @@ async def insert_event(q: Querier, event: NewEvent) -> None:
 
 
 async def insert_outbox(
-    q: Querier, organization_id: UUID | None, topic: str, payload: dict[str, Any]
+    q: Querier,
+    organization_id: UUID | None,
+    topic: str,
+    payload: dict[str, Any],
+    traceparent: str | None = None,
 ) -> None:
-    await q.execute(INSERT_OUTBOX, (organization_id, topic, Jsonb(payload)))
+    await q.execute(INSERT_OUTBOX, (organization_id, topic, Jsonb(payload), traceparent))
 
 
 async def events(

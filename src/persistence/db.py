@@ -27,8 +27,9 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from carebase.errors import DependencyUnavailable
+from carebase.metrics import PoolStats
 from carebase.pages import PageRequest
-from carebase.persistence.pools import Checkout
+from carebase.persistence.pools import Checkout, pool_stats
 from carebase.principal import Principal
 
 T = TypeVar("T")
@@ -316,6 +317,10 @@ class Database:
     async def close(self) -> None:
         await self._app.close()
         await self._admin.close()
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Both pools' numbers, for the metrics."""
+        return [self._app.stats(), pool_stats(self._admin)]
 
     @asynccontextmanager
     async def _app_connection(self) -> AsyncIterator[AsyncConnection[Any]]:

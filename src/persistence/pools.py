@@ -12,6 +12,8 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from carebase.metrics import PoolStats
+
 IDLE_CHECK_S = 2.0
 """A pooled connection idle longer than this is checked (one empty query) before it is used."""
 
@@ -41,6 +43,20 @@ class IdleCheck:
             return
         self.checks += 1
         await AsyncConnectionPool.check_connection(conn)
+
+
+def pool_stats(pool: AsyncConnectionPool[AsyncConnection[Any]]) -> PoolStats:
+    """psycopg-pool's own numbers, for a pool callers use directly (the owner pool)."""
+    stats = pool.get_stats()
+    size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+    return PoolStats(
+        pool.name,
+        size=size,
+        in_use=size - available,
+        waiting=stats.get("requests_waiting", 0),
+        checkouts=stats.get("requests_num", 0),
+        timeouts=stats.get("requests_errors", 0),
+    )
 
 
 def make_pool(
@@ -103,8 +119,11 @@ class Checkout:
         # Each resolves to a connection, or to None: "a slot is free, borrow one yourself".
         self._waiting: deque[asyncio.Future[AsyncConnection[Any] | None]] = deque()
         self.lent = 0
+        self.checkouts = 0
+        self.timeouts = 0
 
     async def acquire(self) -> AsyncConnection[Any]:
+        self.checkouts += 1
         kept = self._kept
         if kept:
             now = time.monotonic()
@@ -125,6 +144,7 @@ class Checkout:
         except BaseException as exc:
             self._pass_on(waiter)
             if isinstance(exc, TimeoutError):
+                self.timeouts += 1
                 raise PoolTimeout(f"no connection was free within {self.pool.timeout} s") from None
             raise
         return handed if handed is not None else await self._borrow()
@@ -139,6 +159,18 @@ class Checkout:
             return
         await self._give_back(conn)
         self._wake(None)
+
+    def stats(self) -> PoolStats:
+        """This door's numbers: connections held by the pool, lent to callers (not kept at
+        hand), callers waiting, and the running totals of checkouts and timeouts."""
+        return PoolStats(
+            self.pool.name,
+            size=self.pool.get_stats()["pool_size"],
+            in_use=self.lent - len(self._kept),
+            waiting=len(self._waiting),
+            checkouts=self.checkouts,
+            timeouts=self.timeouts,
+        )
 
     async def close(self) -> None:
         kept, self._kept = self._kept, []

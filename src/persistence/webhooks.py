@@ -303,6 +303,7 @@ class OutboxEvent:
     organization_id: UUID | None
     payload: dict[str, Any]
     topic: str
+    traceparent: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,7 @@ class Subscription:
 
 
 CLAIM_UNDISPATCHED = """
-SELECT id, event_id, organization_id, payload, topic FROM audit.outbox
+SELECT id, event_id, organization_id, payload, topic, traceparent FROM audit.outbox
  WHERE dispatched_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
 # A manually disabled endpoint takes no events; one the platform disabled (gone, failing)
@@ -323,8 +324,9 @@ SELECT organization_id, id, event_types FROM webhooks.endpoints
  WHERE organization_id = ANY(%s) AND status IN ('enabled', 'disabled_auto')
 """
 INSERT_DISPATCHED = """
-INSERT INTO webhooks.deliveries (organization_id, endpoint_id, event_id, event_type, body)
-SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::bytea[])
+INSERT INTO webhooks.deliveries
+       (organization_id, endpoint_id, event_id, event_type, body, traceparent)
+SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::bytea[], %s::text[])
     ON CONFLICT (endpoint_id, event_id) DO NOTHING
 """
 MARK_DISPATCHED = "UPDATE audit.outbox SET dispatched_at = now() WHERE id = ANY(%s)"
@@ -337,6 +339,7 @@ class NewDelivery:
     event_id: UUID
     event_type: str
     body: bytes
+    traceparent: str | None = None
 
 
 async def claim_undispatched(q: Querier, *, limit: int) -> list[OutboxEvent]:
@@ -356,6 +359,7 @@ async def insert_dispatched(q: Querier, new: Sequence[NewDelivery]) -> int:
         [d.event_id for d in new],
         [d.event_type for d in new],
         [d.body for d in new],
+        [d.traceparent for d in new],
     )
     return await q.execute(INSERT_DISPATCHED, columns)
 
@@ -381,6 +385,7 @@ class ClaimedDelivery:
     secret_sealed: bytes
     previous_secret_sealed: bytes | None
     previous_secret_expires_at: datetime | None
+    traceparent: str | None
 
 
 # Each enabled endpoint in turn gives its oldest due deliveries, up to its free slots (at most
@@ -415,7 +420,8 @@ RETURNING d.organization_id, d.id, d.endpoint_id, d.event_id, d.event_type, d.bo
           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_sealed END
               AS previous_secret_sealed,
           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_expires_at END
-              AS previous_secret_expires_at
+              AS previous_secret_expires_at,
+          d.traceparent
 """
 
 
@@ -551,6 +557,7 @@ class ForwardRow:
     payload: dict[str, Any]
     forward_attempts: int
     topic: str
+    traceparent: str | None
 
 
 CLAIM_UNFORWARDED = """
@@ -563,7 +570,7 @@ UPDATE audit.outbox o
                  ORDER BY forward_next_at, id
                  LIMIT %(limit)s
                    FOR UPDATE SKIP LOCKED)
-RETURNING o.id, o.event_id, o.payload, o.forward_attempts, o.topic
+RETURNING o.id, o.event_id, o.payload, o.forward_attempts, o.topic, o.traceparent
 """
 MARK_FORWARDED = """
 UPDATE audit.outbox SET forwarded_at = now(), forward_claimed_until = NULL
@@ -650,6 +657,30 @@ SELECT (SELECT count(*) FROM audit.outbox WHERE dispatched_at IS NULL) AS dispat
 
 async def metrics(q: Querier) -> Metrics:
     return one(await q.fetch_one(METRICS, row=Metrics))
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    dispatch_backlog: int
+    dispatch_oldest_s: float | None
+    forward_backlog: int
+    forward_oldest_s: float | None
+
+
+# What the metrics sample every few seconds: only the outbox's partial indexes are read (the
+# operator's full `metrics` also counts every delivery by status).
+BACKLOG = """
+SELECT (SELECT count(*) FROM audit.outbox WHERE dispatched_at IS NULL) AS dispatch_backlog,
+       (SELECT extract(epoch FROM now() - created_at)::float8 FROM audit.outbox
+         WHERE dispatched_at IS NULL ORDER BY id LIMIT 1) AS dispatch_oldest_s,
+       (SELECT count(*) FROM audit.outbox WHERE forwarded_at IS NULL) AS forward_backlog,
+       (SELECT extract(epoch FROM now() - min(created_at))::float8
+          FROM audit.outbox WHERE forwarded_at IS NULL) AS forward_oldest_s
+"""
+
+
+async def backlog(q: Querier) -> Backlog:
+    return one(await q.fetch_one(BACKLOG, row=Backlog))
 
 
 # --- re-sealing secrets under the newest data key (owner pool) -------------------------------

@@ -28,6 +28,7 @@ import structlog
 from psycopg.types.json import Jsonb
 
 from carebase.persistence.db import Database
+from carebase.tracing import current_traceparent
 
 _log = structlog.get_logger("carebase.security.events")
 
@@ -43,8 +44,8 @@ KINDS = frozenset(
     }
 )
 INSERT = """
-INSERT INTO audit.outbox (organization_id, topic, payload)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::jsonb[])
+INSERT INTO audit.outbox (organization_id, topic, payload, traceparent)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::text[])
 """
 
 
@@ -56,7 +57,7 @@ class SecurityEvents:
         self._db = db
         self._interval_s = interval_s
         self._max = max_queued
-        self._queue: list[tuple[UUID | None, dict[str, Any]]] = []
+        self._queue: list[tuple[UUID | None, dict[str, Any], str | None]] = []
         self._once: dict[tuple[str, ...], float] = {}
         self.dropped = 0
 
@@ -100,7 +101,7 @@ class SecurityEvents:
         if len(self._queue) >= self._max:
             self.dropped += 1
             return
-        self._queue.append((organization_id, payload))
+        self._queue.append((organization_id, payload, current_traceparent()))
 
     async def flush(self) -> int:
         """Write what is queued (one INSERT); answers how many events."""
@@ -112,9 +113,10 @@ class SecurityEvents:
                 await q.execute(
                     INSERT,
                     (
-                        [org for org, _ in taken],
+                        [org for org, _, _ in taken],
                         [TOPIC] * len(taken),
-                        [Jsonb(payload) for _, payload in taken],
+                        [Jsonb(payload) for _, payload, _ in taken],
+                        [traceparent for _, _, traceparent in taken],
                     ),
                 )
         except Exception as exc:  # the events stay in the log; the queue must not grow on

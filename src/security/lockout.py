@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from carebase.errors import DependencyUnavailable, RateLimited
+from carebase.metrics import REDIS_ERRORS
 
 MAX_LOCK_S = 3600
 FAILURE_MEMORY_S = 3600
@@ -51,6 +52,7 @@ class Lockout:
         try:
             remaining = await self._redis.ttl(lock)
         except RedisError as exc:
+            REDIS_ERRORS.labels("client", "unavailable").inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc
         if remaining > 0:
             raise RateLimited(
@@ -67,6 +69,7 @@ class Lockout:
                 args=[FAILURE_MEMORY_S, self._max_failures, self._base_lock_s, MAX_LOCK_S],
             )
         except RedisError as exc:
+            REDIS_ERRORS.labels("client", "unavailable").inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc
 
     async def clear(self, email: str) -> None:
@@ -74,4 +77,5 @@ class Lockout:
         try:
             await self._redis.delete(*self._keys(email))
         except RedisError as exc:
+            REDIS_ERRORS.labels("client", "unavailable").inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc

@@ -26,6 +26,7 @@ from carebase.integrations.redis_pipe import (
     RedisScript,
     RedisUnavailable,
 )
+from carebase.metrics import RATE_LIMIT_UNAVAILABLE
 
 KeyKind = Literal["ip", "user", "organization"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ip", "user", "organization")
@@ -42,6 +43,8 @@ return {count, ttl}
 """)
 
 _log = structlog.get_logger("carebase.ratelimit")
+_FAILED_OPEN = RATE_LIMIT_UNAVAILABLE.labels("fail_open")
+_FAILED_CLOSED = RATE_LIMIT_UNAVAILABLE.labels("fail_closed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,9 @@ class RateLimiter:
             decision = await self.hit(bucket, identity, rule)
         except RedisUnavailable as exc:
             if rule.fail_closed:
+                _FAILED_CLOSED.inc()
                 raise DependencyUnavailable("Rate limiting is unavailable; try again.") from exc
+            _FAILED_OPEN.inc()
             self.failed_open += 1
             _log.warning(
                 "rate_limit_failed_open",

@@ -2,7 +2,9 @@
 
 `record` runs inside the service's transaction: the audit row and the outbox event commit
 or roll back with the change itself, so the trail never claims a change that did not
-happen nor misses one that did. It stores field *names* only, never health values.
+happen nor misses one that did. It stores field *names* only, never health values. The outbox
+event keeps the request's trace context, so what the relays do with it joins the request's
+trace.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from carebase.pages import Page, PageRequest
 from carebase.persistence import audit
 from carebase.persistence.db import Database, Querier
 from carebase.principal import Principal
+from carebase.tracing import current_traceparent
 
 TOPIC = "audit.event"
 
@@ -71,6 +74,7 @@ async def record(
             "changed_fields": list(event.changed_fields),
             "request_id": event.request_id,
         },
+        traceparent=current_traceparent(),
     )
 
 

@@ -30,6 +30,7 @@ import orjson
 import structlog
 
 from carebase.integrations.webhooks import Response, WebhookPoster, secret_key, signed_headers
+from carebase.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, WEBHOOK_ATTEMPTS
 from carebase.persistence import webhooks as repo
 from carebase.persistence.db import Database, Querier
 from carebase.persistence.work_queue import Rounds
@@ -41,6 +42,16 @@ from carebase.security.events import SecurityEvents
 from carebase.services.audit import TOPIC as AUDIT_TOPIC
 from carebase.services.audit import record
 from carebase.services.webhooks import secret_aad, timestamp_text
+from carebase.tracing import (
+    NO_TRACER,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    context_of,
+    inject,
+    link_to,
+)
 
 _log = structlog.get_logger("carebase.webhooks")
 
@@ -144,7 +155,14 @@ class EventDispatcher:
                     continue
                 body = event_body(event.payload)
                 new += [
-                    repo.NewDelivery(event.organization_id, s.id, event.event_id, event_type, body)
+                    repo.NewDelivery(
+                        event.organization_id,
+                        s.id,
+                        event.event_id,
+                        event_type,
+                        body,
+                        event.traceparent,
+                    )
                     for s in matching
                 ]
             await repo.insert_dispatched(q, new)
@@ -176,8 +194,10 @@ class WebhookSender:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         security: SecurityEvents | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._security = security
+        self._tracer = tracer
         self._db = db
         self._clock = clock
         self._sealer = sealer
@@ -270,13 +290,34 @@ class WebhookSender:
             )
 
     async def _attempt(self, delivery: repo.ClaimedDelivery) -> Attempted:
+        """One attempt, as a span that is a child of the request whose event it carries."""
         attempted_at = datetime.now(UTC)
-        try:
-            return await self._try(delivery, attempted_at)
-        except Exception as exc:  # a bug or a surprise: a failed attempt, never a stuck lease
-            _log.exception("webhook_attempt_crashed", delivery_id=str(delivery.id))
-            response = Response(None, f"internal error: {type(exc).__name__}", None, None, 0)
-            return self._judge(delivery, attempted_at, response, blocked=None)
+        with self._tracer.start_as_current_span(
+            f"webhook {delivery.event_type}",
+            context=context_of(delivery.traceparent),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "carebase.webhook.delivery_id": str(delivery.id),
+                "carebase.webhook.endpoint_id": str(delivery.endpoint_id),
+                "carebase.webhook.attempt": delivery.attempts,
+                "carebase.event_id": str(delivery.event_id),
+            },
+        ) as span:
+            try:
+                attempted = await self._try(delivery, attempted_at)
+            except Exception as exc:  # a bug or a surprise: a failed attempt, never a stuck lease
+                _log.exception("webhook_attempt_crashed", delivery_id=str(delivery.id))
+                span.record_exception(exc)
+                response = Response(None, f"internal error: {type(exc).__name__}", None, None, 0)
+                attempted = self._judge(delivery, attempted_at, response, blocked=None)
+            outcome = attempted.outcome
+            WEBHOOK_ATTEMPTS.labels(outcome.outcome).inc()
+            span.set_attribute("carebase.webhook.outcome", outcome.outcome)
+            if outcome.status_code is not None:
+                span.set_attribute("http.response.status_code", outcome.status_code)
+            if outcome.outcome != "succeeded":
+                span.set_status(Status(StatusCode.ERROR, outcome.error or outcome.outcome))
+            return attempted
 
     async def _try(self, delivery: repo.ClaimedDelivery, attempted_at: datetime) -> Attempted:
         try:
@@ -395,6 +436,18 @@ class WebhookSender:
         )
 
 
+async def sample_backlog(db: Database, *, forwarding: bool) -> None:
+    """The outbox's backlog and its oldest event's age, per consumer, into the metrics (the
+    telemetry consumer only where events are forwarded)."""
+    async with db.admin_transaction() as q:
+        found = await repo.backlog(q)
+    OUTBOX_BACKLOG.labels("webhooks").set(found.dispatch_backlog)
+    OUTBOX_OLDEST_SECONDS.labels("webhooks").set(found.dispatch_oldest_s or 0.0)
+    if forwarding:
+        OUTBOX_BACKLOG.labels("telemetry").set(found.forward_backlog)
+        OUTBOX_OLDEST_SECONDS.labels("telemetry").set(found.forward_oldest_s or 0.0)
+
+
 class TelemetryForwarder:
     """Posts outbox events to telemetry's ingest, `batch` at a time, until accepted: audit
     events to `/v1/audit/events`, security events to `/v1/security/events`."""
@@ -415,8 +468,10 @@ class TelemetryForwarder:
         interval_s: float = 1.0,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._db = db
+        self._tracer = tracer
         self._base = base_url.rstrip("/")
         self._token = token
         self._batch = batch
@@ -467,12 +522,29 @@ class TelemetryForwarder:
         return len(done)
 
     async def _post(self, path: str, rows: Sequence[repo.ForwardRow]) -> str | None:
+        """One batch, as a span linked to each request whose event it carries (a batch has
+        many causes, so none is its parent); the httpx call beneath carries `traceparent` on
+        to telemetry."""
+        links = [link for link in map(link_to, (row.traceparent for row in rows)) if link]
+        with self._tracer.start_as_current_span(
+            f"telemetry forward {path}",
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes={"carebase.events": len(rows)},
+        ) as span:
+            failure = await self._send(path, rows)
+            if failure is not None:
+                span.set_status(Status(StatusCode.ERROR, failure))
+            return failure
+
+    async def _send(self, path: str, rows: Sequence[repo.ForwardRow]) -> str | None:
         body = orjson.dumps({"events": [row.payload for row in rows]})
         headers = {
             "authorization": f"Bearer {self._token}",
             "content-type": "application/json",
             "user-agent": "Carebase-Relay/1",
         }
+        inject(headers)
         try:
             reply = await self._client.post(self._base + path, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -1,5 +1,5 @@
 """The access log: one line per request — method, route template, status, duration, request
-id, actor.
+id, actor, and the trace and span ids when the request is traced.
 
 JSON lines are rendered by orjson and written with one `write` to stdout: structlog's
 processor chain cost ~6 % of a request for the busiest line the service writes. The console
@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry.trace import Span
+
+from carebase.logging import trace_fields
 
 _access_log = structlog.get_logger("carebase.access")
 
@@ -38,6 +41,7 @@ class AccessLog:
         started: float,
         request_id: str,
         actor: str | None,
+        span: Span | None = None,
     ) -> None:
         if not self.enabled:
             return
@@ -49,6 +53,8 @@ class AccessLog:
         fields["duration_ms"] = duration_ms
         if actor is not None:
             fields["actor"] = actor
+        if span is not None:
+            fields.update(trace_fields(span.get_span_context()))
         if not self.json_lines:
             (_access_log.error if status >= 500 else _access_log.info)("request", **fields)
             return

@@ -20,7 +20,14 @@ once, when the answer is sent.
   already on its way, so a client that sends the whole body before reading reads the 413
   instead of a connection reset.
 - **Access log**: one JSON line per request — method, route template, status, duration,
-  request id, actor — rendered by orjson and written with one `write`.
+  request id, actor, trace and span ids — rendered by orjson and written with one `write`.
+- **Metrics**: requests in flight, and each request's duration by operationId (or
+  `unmatched`: a path no operation serves never becomes a label of its own), method and
+  status (`carebase.metrics`).
+- **Tracing** (when the process has a tracer, `carebase.tracing`): one server span per
+  request, a child of the caller's `traceparent`, named by method and the route template the
+  router matched (never the raw path); current while the request runs, so database, Redis
+  and httpx spans nest beneath it and log lines carry its ids.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from carebase import metrics, tracing
 from carebase.errors import (
     CarebaseError,
     MalformedRequest,
@@ -94,7 +102,7 @@ _security_log = structlog.get_logger("carebase.security")
 class Exchange:
     """One request as the edge sees it; the dispatcher answers through `respond`."""
 
-    __slots__ = ("operation_id", "request_id", "send", "started", "status", "ui")
+    __slots__ = ("label", "operation_id", "request_id", "send", "started", "status", "ui")
 
     def __init__(self, request_id: str, send: Send, *, ui: bool) -> None:
         self.request_id = request_id
@@ -103,6 +111,8 @@ class Exchange:
         self.status = 500
         self.started = False
         self.operation_id: str | None = None
+        self.label = metrics.UNMATCHED
+        """The metrics' `operation` label: the operationId once routed."""
 
     def _headers(self, headers: Headers) -> Headers:
         if self.ui:
@@ -160,6 +170,39 @@ class Exchange:
         await self.send(message)
 
 
+def _span(tracer: tracing.Tracer, scope: Scope) -> tracing.Span:
+    """The request's server span, a child of the caller's `traceparent` when one came."""
+    attributes = {
+        "http.request.method": scope["method"],
+        "url.path": scope["path"][:512],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    return tracer.start_span(
+        scope["method"],
+        context=tracing.extract(scope["headers"]),
+        kind=tracing.SpanKind.SERVER,
+        attributes=attributes,
+    )
+
+
+def _end_span(
+    span: tracing.Span, method: str, route: str | None, status: int, request_id: str
+) -> None:
+    """Name the span by the route template the router matched (a path that matched none keeps
+    the method alone: raw paths would make every id its own span name)."""
+    span.set_attribute("carebase.request_id", request_id)
+    if route is not None:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+    span.end()
+
+
 def problem_of(error: CarebaseError, path: str | None) -> Rendered:
     return rendered_problem(problems.from_error(error, instance=path))
 
@@ -181,8 +224,10 @@ class Edge:
         max_body_bytes: int,
         access_log: AccessLog,
         security: SecurityEvents | None = None,
+        tracer: tracing.Tracer | None = None,
     ) -> None:
         self.security = security
+        self.tracer = tracer
         self.contract = contract
         self.router = router
         self.ui = ui
@@ -195,12 +240,26 @@ class Edge:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.tracer is None:
+            await self._handle(scope, receive, send, None)
+            return
+        span = _span(self.tracer, scope)
+        token = tracing.attach(tracing.set_span_in_context(span))
+        try:
+            await self._handle(scope, receive, send, span)
+        finally:
+            tracing.detach(token)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, span: tracing.Span | None
+    ) -> None:
         started = time.perf_counter()
         request_id, declared, chunked, expect_continue = _read_headers(scope["headers"])
         set_request_id(request_id)
         path: str = scope["path"]
         ui = path == "/ui" or path.startswith("/ui/")
         exchange = Exchange(request_id, send, ui=ui)
+        metrics.IN_FLIGHT.inc()
         try:
             if declared is not None and not declared.isdigit():
                 raise MalformedRequest("Content-Length must be a non-negative integer.")
@@ -229,6 +288,7 @@ class Edge:
             refusal = unrouted(self.contract, scope["method"], path)
             await self._fail(exchange, problem_of(refusal, path))
         except Exception as exc:
+            tracing.current_span().record_exception(exc)  # no-op when not traced
             await self._fail(
                 exchange, rendered_problem(problems.from_unexpected(exc, instance=path))
             )
@@ -242,7 +302,16 @@ class Edge:
                 started=started,
                 request_id=request_id,
                 actor=current_actor(),
+                span=span,
             )
+            metrics.IN_FLIGHT.dec()
+            metrics.REQUEST_SECONDS.labels(
+                exchange.operation_id or exchange.label,
+                metrics.method_label(scope["method"]),
+                exchange.status,
+            ).observe(time.perf_counter() - started)
+            if span is not None:
+                _end_span(span, scope["method"], route, exchange.status, request_id)
 
     def _limit(self, method: str, path: str) -> int:
         """The body bound at this path: the operation's own when it declares a larger one."""
@@ -254,12 +323,14 @@ class Edge:
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(["GET", "HEAD"])
             media_type, body = document
+            exchange.label = "openapi_document"
             headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(body))]
             await exchange.respond(
                 Rendered(200, headers, b"" if scope["method"] == "HEAD" else body)
             )
             return
         if exchange.ui:
+            exchange.label = "swagger_ui"
             await self.ui(scope, receive, exchange.forward)
             return
         literal = self.contract.literal_methods(path)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from carebase.errors import DependencyUnavailable
+from carebase.metrics import TELEMETRY_BUFFER_ROWS, TELEMETRY_DROPPED, TELEMETRY_FLUSH_SECONDS
 from carebase.persistence.clickhouse import ClickHouse, StoreUnavailable
 
 _log = structlog.get_logger("carebase.telemetry.buffer")
@@ -101,6 +102,7 @@ class IngestBuffer:
         """`DependencyUnavailable` (503) unless `rows` more rows fit."""
         if self._queued + rows > self._max_rows:
             self.stats.refused_rows += rows
+            TELEMETRY_DROPPED.labels("backlog").inc(rows)
             raise DependencyUnavailable(
                 "Telemetry is writing a backlog; send this batch again shortly.",
                 retry_after=RETRY_AFTER_S,
@@ -114,6 +116,7 @@ class IngestBuffer:
         self.ensure_room(len(rows))
         self._pending[table].extend(rows)
         self._queued += len(rows)
+        TELEMETRY_BUFFER_ROWS.set(self._queued)
         if len(self._pending[table]) >= self._flush_rows:
             self._wake.set()
 
@@ -178,7 +181,9 @@ class IngestBuffer:
             batch.waiters = []
             if batch.failures >= POISON_FAILURES and await self._store_answers():
                 self._queued -= len(batch.rows)
+                TELEMETRY_BUFFER_ROWS.set(self._queued)
                 self.stats.dropped_rows += len(batch.rows)
+                TELEMETRY_DROPPED.labels("poison").inc(len(batch.rows))
                 _log.error(
                     "telemetry_batch_dropped",
                     table=batch.table,
@@ -190,9 +195,12 @@ class IngestBuffer:
             self._retrying.append(batch)
             return 0
         self._queued -= len(batch.rows)
+        TELEMETRY_BUFFER_ROWS.set(self._queued)
+        elapsed = time.perf_counter() - started
+        TELEMETRY_FLUSH_SECONDS.observe(elapsed)
         self.stats.flushes += 1
         self.stats.rows_written += len(batch.rows)
-        self.stats.last_flush_ms = round((time.perf_counter() - started) * 1000, 3)
+        self.stats.last_flush_ms = round(elapsed * 1000, 3)
         _resolve(batch.waiters, None)
         return len(batch.rows)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from carebase.metrics import TELEMETRY_DROPPED
 from carebase.persistence.db import Database
 from carebase.persistence.telemetry import privacy as repo
 
@@ -83,6 +84,7 @@ class DropCounts:
 
     def add(self, reason: str, count: int = 1) -> None:
         self.by_reason[reason] += count
+        TELEMETRY_DROPPED.labels(reason).inc(count)
 
 
 class PrivacyGate:
