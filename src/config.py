@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -95,6 +96,10 @@ class Settings(BaseSettings):
     auth_audience: str | None = None
     trusted_proxies: str = ""
     """Comma-separated proxy addresses whose X-Forwarded-For is believed (client IP for limits)."""
+
+    cors_allowed_origins: str = ""
+    """Comma-separated origins (`https://app.example.com`) whose browsers may call the API with
+    credentials; exact matches only, never `*`. Empty: no cross-origin access."""
 
     public_base_url: str = "http://localhost:9000"
     """Where clients reach this API (calendar subscription URLs point here)."""
@@ -236,11 +241,11 @@ class Settings(BaseSettings):
 
     metrics_host: str = "127.0.0.1"
     """Where `/metrics` listens (Prometheus text); never the public port."""
-    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9190
     """`carebase serve core`'s metrics listener; 0 turns it off."""
-    telemetry_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
+    telemetry_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9191
     """`carebase serve telemetry`'s metrics listener; 0 turns it off."""
-    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9102
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9192
     """`carebase worker`'s metrics listener; 0 turns it off."""
 
     migrations_dir: Path = PROJECT_ROOT / "sql"
@@ -273,6 +278,31 @@ class Settings(BaseSettings):
         return frozenset(
             int(port) for port in self.webhook_allowed_ports.split(",") if port.strip()
         )
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _cors_allowed_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin == "*":
+                raise ValueError("exact origins only: a wildcard would share credentials")
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username
+                or origin != origin.lower()
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, no path"
+                )
+        return value
 
     @field_validator("webhook_allowed_ports")
     @classmethod

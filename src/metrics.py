@@ -162,6 +162,23 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
 
+class RequestTimers:
+    """The request histogram's `observe` per (operation, method, status), looked up once:
+    prometheus-client's `labels()` takes a lock and converts every value on each call. The
+    keys are bounded as the labels are (operationIds, `METHODS`, status codes)."""
+
+    def __init__(self) -> None:
+        self._observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+    def __call__(self, operation: str, method: str, status: int) -> Callable[[float], None]:
+        key = (operation, method if method in METHODS else "other", status)
+        observe = self._observers.get(key)
+        if observe is None:
+            child = REQUEST_SECONDS.labels(*key[:2], str(status))
+            observe = self._observers[key] = child.observe
+        return observe
+
+
 # --- sampled numbers -----------------------------------------------------------------------------
 
 

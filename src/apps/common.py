@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -36,6 +37,7 @@ from carebase.operations.housekeeping import housekeeping
 from carebase.persistence import work_queue
 from carebase.persistence.db import Database
 from carebase.persistence.pools import make_pool
+from carebase.persistence.work_queue import Rounds
 from carebase.security.egress import EgressPolicy, Resolver, system_resolver
 from carebase.security.encryption import Sealer, load_data_keyring
 from carebase.security.events import SecurityEvents
@@ -55,6 +57,8 @@ from carebase.services.webhook_delivery import (
     sample_backlog,
 )
 from carebase.tracing import NO_TRACER, Tracer, Tracing
+from carebase.web.contract import Contract
+from carebase.web.cors import Cors
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ async def close(dependencies: Dependencies) -> None:
     await dependencies.redis.aclose()
     await dependencies.redis_pipe.close()
     metrics.process_exiting()
+
+
+def cors(settings: Settings, contract: Contract) -> Cors | None:
+    """Cross-origin access for the origins CORS_ALLOWED_ORIGINS lists; none when empty."""
+    return Cors(settings.cors_origins, contract) if settings.cors_origins else None
 
 
 def build_tracing(service: str) -> Tracing | None:
@@ -295,6 +304,24 @@ def event_relays(
     return EventRelays(EventDispatcher(database, on_deliveries=sender.nudge), sender, forwarder)
 
 
+_log = structlog.get_logger("carebase.drain")
+
+GRACEFUL_TASKS = frozenset(
+    {
+        "mail-relay",
+        "scheduling-worker",
+        "blob-reaper",
+        "segment-refresher",
+        "gdpr-worker",
+        "broadcast-worker",
+        "webhook-dispatcher",
+        "webhook-sender",
+        "telemetry-forwarder",
+    }
+)
+"""The background tasks that end by themselves once their `Rounds` is stopped."""
+
+
 @dataclass(frozen=True)
 class Background:
     """The work no request waits for: the mail relay, the scheduling worker (video rooms,
@@ -335,6 +362,27 @@ class Background:
 
     async def sample_outbox(self) -> None:
         await sample_backlog(self.database, forwarding=self.events.forwarder is not None)
+
+    def _rounds(self) -> list[Rounds]:
+        events = self.events
+        workers: list[Any] = [
+            self.relay, self.scheduling, self.reaper, events.dispatcher, events.sender,
+            events.forwarder, self.segments, self.gdpr, self.broadcasts,
+        ]  # fmt: skip
+        return [worker.rounds for worker in workers if worker is not None]
+
+    async def stop(self, tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+        """A graceful end: every worker finishes the batch in hand (sent and marked, or
+        released) and starts no other, for at most `grace_s`; then whatever still runs is
+        cancelled, and a claim it held comes back when its lease runs out."""
+        for rounds in self._rounds():
+            rounds.stop()
+        graceful = [task for task in tasks if task.get_name() in GRACEFUL_TASKS]
+        if graceful:
+            _, late = await asyncio.wait(graceful, timeout=grace_s)
+            if late:
+                _log.warning("drain_bound_reached", tasks=sorted(t.get_name() for t in late))
+        await stop(tasks)
 
     def start(self, settings: Settings) -> list[asyncio.Task[None]]:
         tasks = [

@@ -271,6 +271,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         ),
         security=security,
         tracer=dependencies.tracer,
+        cors=common.cors(settings, contract),
     )
 
     @asynccontextmanager
@@ -295,7 +296,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
         try:
             yield
         finally:
-            await common.stop(tasks)
+            await background.stop(tasks, settings.graceful_shutdown_s)
             if external is not None:
                 await external.close()
             await common.close(dependencies)

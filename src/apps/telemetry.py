@@ -217,6 +217,7 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             enabled=settings.log_level in ("debug", "info"),
         ),
         tracer=tracing.tracer if tracing is not None else None,
+        cors=common.cors(settings, contract),
     )
 
     @asynccontextmanager

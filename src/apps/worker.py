@@ -58,7 +58,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     try:
         await stopping.wait()
     finally:
-        await common.stop(tasks)
+        await background.stop(tasks, settings.graceful_shutdown_s)
         if tracing is not None:
             tracing.shutdown()
         await database.close()

@@ -136,7 +136,7 @@ class OutboxRelay:
         await self.rounds.run(self._drain)
 
     async def _drain(self) -> None:
-        while await self.deliver_batch():
+        while not self.rounds.stopping and await self.deliver_batch():
             pass
 
     async def deliver_batch(self) -> int:

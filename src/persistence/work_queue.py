@@ -29,13 +29,22 @@ async def announce(q: Querier, table: str) -> None:
 
 class Rounds:
     """A worker's rhythm: one round every `interval_s`, or at once when nudged. A round that
-    fails is logged as `<name>_failed` and the next one comes: a worker outlives an outage."""
+    fails is logged as `<name>_failed` and the next one comes: a worker outlives an outage.
+
+    `stop()` asks for a graceful end: no new round starts, and a round's loops check
+    `stopping` between batches, so the batch in hand (claimed, sent, marked) finishes and
+    nothing is left claimed under a lease that would have to run out first."""
 
     def __init__(self, name: str, interval_s: float, log: structlog.typing.FilteringBoundLogger):
         self._name = name
         self._interval_s = interval_s
         self._log = log
         self._wake = asyncio.Event()
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake.set()
 
     def nudge(self) -> None:
         """Work now rather than at the next interval (something was just queued)."""
@@ -46,7 +55,7 @@ class Rounds:
         return self._wake.is_set()
 
     async def run(self, round_: Callable[[], Awaitable[object]]) -> None:
-        while True:
+        while True:  # until stopped (a stop wakes the wait) or cancelled
             # Waiting first lets the pools open before the first round, and keeps a process
             # that stops right after starting from cancelling a connection attempt mid-way.
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
@@ -55,6 +64,8 @@ class Rounds:
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
             self._wake.clear()
+            if self.stopping:
+                return
             try:
                 await round_()
             except Exception as exc:

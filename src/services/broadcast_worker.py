@@ -118,11 +118,12 @@ class BroadcastWorker:
     async def run_once(self) -> int:
         """Everything due, until nothing is: imports, expansions, messages."""
         done = 0
-        while await self._imports.run_one():
+        rounds = self.rounds
+        while not rounds.stopping and await self._imports.run_one():
             done += 1
-        while await self.expand_one():
+        while not rounds.stopping and await self.expand_one():
             done += 1
-        while sent := await self.send_batch():
+        while not rounds.stopping and (sent := await self.send_batch()):
             done += sent
         return done
 

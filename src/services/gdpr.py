@@ -262,7 +262,7 @@ class GdprWorker:
     async def run_once(self) -> int:
         """Carry out every due request; delete exports older than 7 days."""
         carried = 0
-        while await self.carry_out_one():
+        while not self.rounds.stopping and await self.carry_out_one():
             carried += 1
         await self.delete_old_exports()
         return carried

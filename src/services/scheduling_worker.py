@@ -72,10 +72,10 @@ class SchedulingWorker:
         if dropped:
             _log.info("expired_holds_deleted", count=dropped)
         tasks = 0
-        while batch := await self.video_batch():
+        while not self.rounds.stopping and (batch := await self.video_batch()):
             tasks += batch
         reminders = 0
-        while batch := await self.reminder_batch():
+        while not self.rounds.stopping and (batch := await self.reminder_batch()):
             reminders += batch
         return tasks, reminders
 

@@ -354,6 +354,8 @@ class SegmentRefresher:
             due = await repo.due(q, age_s=self._age_s, limit=50)
         refreshed = 0
         for found in due:
+            if self.rounds.stopping:
+                break
             try:
                 refreshed += await self._segments.refresh(
                     found.organization_id, found.id, age_s=self._age_s

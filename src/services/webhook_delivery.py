@@ -127,7 +127,7 @@ class EventDispatcher:
         await self.rounds.run(self._drain)
 
     async def _drain(self) -> None:
-        while await self.dispatch_once() == self._batch:
+        while not self.rounds.stopping and await self.dispatch_once() == self._batch:
             pass
 
     async def dispatch_once(self) -> int:
@@ -229,6 +229,13 @@ class WebhookSender:
         marker = asyncio.create_task(self._mark_loop(), name="webhook-marker")
         try:
             await self.rounds.run(self._fill)
+            # Stopped, not cancelled: the attempts in flight finish and their outcomes are
+            # marked, so no lease is left to run out. Cancelled meanwhile (the drain's bound),
+            # they are cut off and sent again after the lease, under the same webhook-id.
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            while self._done:
+                batch, self._done = self._done[:500], self._done[500:]
+                await self._mark(batch)
         finally:
             marker.cancel()
             for task in list(self._in_flight):
@@ -239,7 +246,7 @@ class WebhookSender:
             await self._poster.close()
 
     async def _fill(self) -> None:
-        while True:
+        while not self.rounds.stopping:
             room = self._max_in_flight - len(self._in_flight)
             if room <= 0:
                 return
@@ -489,7 +496,7 @@ class TelemetryForwarder:
             await self._client.aclose()
 
     async def _drain(self) -> None:
-        while await self.forward_once() == self._batch:
+        while not self.rounds.stopping and await self.forward_once() == self._batch:
             pass
 
     async def forward_once(self) -> int:

@@ -21,6 +21,8 @@ once, when the answer is sent.
   instead of a connection reset.
 - **Access log**: one JSON line per request — method, route template, status, duration,
   request id, actor, trace and span ids — rendered by orjson and written with one `write`.
+- **CORS** (CORS_ALLOWED_ORIGINS): preflights answered here, and the allowed origin's headers
+  on every answer to it (`cors.Cors`).
 - **Metrics**: requests in flight, and each request's duration by operationId (or
   `unmatched`: a path no operation serves never becomes a label of its own), method and
   status (`carebase.metrics`).
@@ -55,6 +57,7 @@ from carebase.security.events import SecurityEvents
 from carebase.web import problems
 from carebase.web.accesslog import AccessLog
 from carebase.web.contract import Contract
+from carebase.web.cors import Cors
 from carebase.web.routing import EXCHANGE, unrouted
 from carebase.web.wire import Headers, Rendered
 
@@ -102,7 +105,16 @@ _security_log = structlog.get_logger("carebase.security")
 class Exchange:
     """One request as the edge sees it; the dispatcher answers through `respond`."""
 
-    __slots__ = ("label", "operation_id", "request_id", "send", "started", "status", "ui")
+    __slots__ = (
+        "cors",
+        "label",
+        "operation_id",
+        "request_id",
+        "send",
+        "started",
+        "status",
+        "ui",
+    )
 
     def __init__(self, request_id: str, send: Send, *, ui: bool) -> None:
         self.request_id = request_id
@@ -113,6 +125,8 @@ class Exchange:
         self.operation_id: str | None = None
         self.label = metrics.UNMATCHED
         """The metrics' `operation` label: the operationId once routed."""
+        self.cors: Headers = []
+        """CORS headers every answer carries (`cors.Cors.answer_headers`)."""
 
     def _headers(self, headers: Headers) -> Headers:
         if self.ui:
@@ -123,6 +137,7 @@ class Exchange:
             if not any(k == b"cache-control" for k, _ in kept):
                 kept.append(NO_STORE)
             kept += API_HEADERS
+        kept += self.cors
         kept.append((b"x-request-id", self.request_id.encode()))
         return kept
 
@@ -225,7 +240,10 @@ class Edge:
         access_log: AccessLog,
         security: SecurityEvents | None = None,
         tracer: tracing.Tracer | None = None,
+        cors: Cors | None = None,
     ) -> None:
+        self.cors = cors
+        self.timer = metrics.RequestTimers()
         self.security = security
         self.tracer = tracer
         self.contract = contract
@@ -259,6 +277,8 @@ class Edge:
         path: str = scope["path"]
         ui = path == "/ui" or path.startswith("/ui/")
         exchange = Exchange(request_id, send, ui=ui)
+        if self.cors is not None:
+            exchange.cors = self.cors.answer_headers(_header(scope["headers"], b"origin"))
         metrics.IN_FLIGHT.inc()
         try:
             if declared is not None and not declared.isdigit():
@@ -305,11 +325,9 @@ class Edge:
                 span=span,
             )
             metrics.IN_FLIGHT.dec()
-            metrics.REQUEST_SECONDS.labels(
-                exchange.operation_id or exchange.label,
-                metrics.method_label(scope["method"]),
-                exchange.status,
-            ).observe(time.perf_counter() - started)
+            self.timer(exchange.operation_id or exchange.label, scope["method"], exchange.status)(
+                time.perf_counter() - started
+            )
             if span is not None:
                 _end_span(span, scope["method"], route, exchange.status, request_id)
 
@@ -318,6 +336,13 @@ class Edge:
         return max(self.contract.body_limit(method, path) or 0, self.max_body_bytes)
 
     async def _route(self, scope: Scope, receive: Receive, exchange: Exchange, path: str) -> None:
+        if self.cors is not None and scope["method"] == "OPTIONS":
+            requested = _header(scope["headers"], b"access-control-request-method")
+            if requested is not None:
+                exchange.label = "cors_preflight"
+                origin = _header(scope["headers"], b"origin")
+                await exchange.respond(self.cors.preflight(origin, path, requested))
+                return
         document = self.documents.get(path)
         if document is not None:
             if scope["method"] not in ("GET", "HEAD"):
@@ -427,6 +452,10 @@ def _read_headers(headers: Headers) -> tuple[str, bytes | None, bool, bool]:
             expect_continue = value.lower() == b"100-continue"
     # 128 random bits in hex, as uuid4().hex wrote them, without building a UUID object.
     return request_id or os.urandom(16).hex(), declared, chunked, expect_continue
+
+
+def _header(headers: Headers, name: bytes) -> bytes | None:
+    return next((value for key, value in headers if key == name), None)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

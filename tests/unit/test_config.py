@@ -102,3 +102,35 @@ def test_a_video_provider_needs_its_credentials() -> None:
     with pytest.raises(ConfigError, match="JITSI_APP_SECRET"):
         load_settings({**SERVERS, "VIDEO_PROVIDER": "jitsi", "JITSI_APP_ID": "carebase"})
     assert load_settings({**SERVERS, "VIDEO_PROVIDER": "daily", "DAILY_API_KEY": "k" * 64})
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        "*",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "app.example.com",
+        "https://App.example.com",
+        "ftp://app.example.com",
+        "https://user@app.example.com",
+    ],
+)
+def test_cors_takes_exact_origins_only(origins: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**SERVERS, "CORS_ALLOWED_ORIGINS": origins})
+    assert "CORS_ALLOWED_ORIGINS" in str(caught.value)
+
+
+def test_cors_origins_are_a_comma_separated_list() -> None:
+    settings = load_settings(
+        {**SERVERS, "CORS_ALLOWED_ORIGINS": "https://app.example.com, http://localhost:5173"}
+    )
+    assert settings.cors_origins == {"https://app.example.com", "http://localhost:5173"}
+    assert load_settings(SERVERS).cors_origins == frozenset()
+
+
+def test_a_metrics_port_may_not_be_a_public_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**SERVERS, "METRICS_PORT": "9000"})
+    assert "METRICS_PORT: must not be" in str(caught.value)

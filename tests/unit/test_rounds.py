@@ -63,3 +63,40 @@ async def test_a_busy_worker_still_stops_when_cancelled() -> None:
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=2)
         assert done == {task}
+
+
+async def test_a_stop_lets_the_batch_in_hand_finish_and_starts_no_other() -> None:
+    """A graceful stop: the round's loop sees `stopping` between batches, so the batch it is
+    in finishes (nothing left claimed) and the worker returns by itself, uncancelled."""
+    batches: list[str] = []
+    in_batch = asyncio.Event()
+    release = asyncio.Event()
+    rounds = Rounds("test_worker", 3600.0, structlog.get_logger("test"))
+
+    async def round_() -> None:
+        while not rounds.stopping:
+            batches.append("claimed")
+            in_batch.set()
+            await release.wait()
+            batches.append("marked")
+
+    task = asyncio.create_task(rounds.run(round_))
+    rounds.nudge()
+    await asyncio.wait_for(in_batch.wait(), timeout=5)
+    rounds.stop()
+    release.set()
+    await asyncio.wait_for(task, timeout=5)  # returned by itself: not cancelled
+    assert batches == ["claimed", "marked"]
+    assert not task.cancelled()
+
+
+async def test_a_worker_stopped_before_its_first_round_never_starts_one() -> None:
+    started: list[int] = []
+
+    async def round_() -> None:
+        started.append(1)
+
+    rounds = Rounds("test_worker", 3600.0, structlog.get_logger("test"))
+    rounds.stop()
+    await asyncio.wait_for(rounds.run(round_), timeout=5)
+    assert started == []
