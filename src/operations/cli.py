@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from carebase.config import ConfigError, Settings, load_settings
 from carebase.operations import devstack, migrations, seed
 from carebase.security.encryption import DataKeyring, load_data_keyring
-from carebase.security.tokens import Keyring, load_keyring, save_keyring
+from carebase.security.tokens import Keyring, SigningKey, load_keyring, save_keyring
 
 
 def core_app_factory() -> object:
@@ -101,22 +101,28 @@ def _data_keyring(settings: Settings) -> DataKeyring:
     return load_data_keyring(data_keyring_path(settings), from_env=settings.data_encryption_keys)
 
 
-def _prepare(settings: Settings, superuser_url: str | None) -> None:
-    """Bootstrap (with a superuser) and migrate core's database, and telemetry's when set."""
+def _bootstrap(settings: Settings, superuser_url: str) -> None:
+    """Roles, database and grants for core's database, and telemetry's when it is set."""
     urls = settings.server_urls()
-    if superuser_url:
-        migrations.bootstrap(
-            superuser_url=superuser_url, admin_url=urls.database_admin, app_url=urls.database
-        )
-    migrations.up(urls.database_admin, settings.migrations_dir)
+    migrations.bootstrap(
+        superuser_url=superuser_url, admin_url=urls.database_admin, app_url=urls.database
+    )
     if settings.telemetry_database_url and settings.telemetry_database_admin_url:
         telemetry = settings.telemetry_urls()
-        if superuser_url:
-            migrations.bootstrap(
-                superuser_url=superuser_url,
-                admin_url=telemetry.database_admin,
-                app_url=telemetry.database,
-            )
+        migrations.bootstrap(
+            superuser_url=superuser_url,
+            admin_url=telemetry.database_admin,
+            app_url=telemetry.database,
+        )
+
+
+def _prepare(settings: Settings, superuser_url: str | None) -> None:
+    """Bootstrap (with a superuser) and migrate core's database, and telemetry's when set."""
+    if superuser_url:
+        _bootstrap(settings, superuser_url)
+    migrations.up(settings.server_urls().database_admin, settings.migrations_dir)
+    if settings.telemetry_database_url and settings.telemetry_database_admin_url:
+        telemetry = settings.telemetry_urls()
         migrations.up(
             telemetry.database_admin,
             settings.migrations_dir / "telemetry",
@@ -282,6 +288,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from carebase import metrics
 
     port = settings.telemetry_metrics_port if telemetry else settings.metrics_port
+    public = args.port or (settings.telemetry_port if telemetry else settings.core_port)
+    if port and port == public:
+        print(
+            f"carebase: port {public} is the metrics listener's; serve on another port or move"
+            f" {'TELEMETRY_METRICS_PORT' if telemetry else 'METRICS_PORT'}",
+            file=sys.stderr,
+        )
+        return 2
     # Several workers write their numbers to files the listener here adds up; one serves its own.
     shared = metrics.prepare_multiprocess() if workers > 1 and port else None
     listener = metrics.start_listener(settings.metrics_host, port)
@@ -297,6 +311,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings, *, telemetry: bool, workers: int) -> None:
     import uvicorn
+
+    # uvicorn drains on SIGTERM (stops accepting, waits for requests in flight up to
+    # GRACEFUL_SHUTDOWN_S, runs the lifespan's shutdown), then raises the signal again under
+    # the handler it found: this one lets the drained process exit 0, not die by the signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
 
     # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
     # every response stalls ~44 ms (GROUND.md).
@@ -375,11 +394,8 @@ def cmd_bootstrap(_: argparse.Namespace) -> int:
         if not superuser:
             print("carebase: DATABASE_SUPERUSER_URL is required to bootstrap", file=sys.stderr)
             return 2
-        urls = settings.server_urls()
-        migrations.bootstrap(
-            superuser_url=superuser, admin_url=urls.database_admin, app_url=urls.database
-        )
-        print("bootstrap: roles, database and grants are in place")
+        _bootstrap(settings, superuser)
+        print("bootstrap: roles, databases and grants are in place")
     finally:
         if stack:
             stack.stop()
@@ -421,6 +437,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     finally:
         if stack:
             stack.stop()
+    return 0
+
+
+def cmd_keys_generate(_: argparse.Namespace) -> int:
+    """Fresh secrets as env-file lines, for a deployment that takes them from the environment
+    (compose's `.env`): the signing and data keyrings, the telemetry service credential and
+    the blob URL key. Printed only; nothing is stored."""
+    import json
+    import secrets
+
+    now = int(time.time())
+    signing = Keyring([SigningKey.generate(now)], token_ttl_s=900).dumps()
+    data = DataKeyring.generate(now).dumps()
+    compact = {
+        name: json.dumps(json.loads(text), separators=(",", ":"))
+        for name, text in (("JWT_SIGNING_KEYS", signing), ("DATA_ENCRYPTION_KEYS", data))
+    }
+    for name, text in compact.items():
+        print(f"{name}='{text}'")  # JSON has no single quotes: one literal line
+    print(f"TELEMETRY_SERVICE_TOKEN={secrets.token_urlsafe(32)}")
+    print(f"BLOB_SIGNING_KEY={secrets.token_urlsafe(32)}")
     return 0
 
 
@@ -570,6 +607,9 @@ def parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="add a signing key; older keys verify until their tokens expire"
     ).set_defaults(run=cmd_keys_rotate)
+    keys_commands.add_parser(
+        "generate", help="print fresh keyrings and secrets as env-file lines (nothing stored)"
+    ).set_defaults(run=cmd_keys_generate)
     rotate_data = keys_commands.add_parser(
         "rotate-data",
         help="add a data-encryption key and re-seal stored health data under it",
