@@ -12,8 +12,10 @@ export XDG_RUNTIME_DIR ?= $(CURDIR)/.data/run
 
 CLIENT := clients/typescript
 CLIENT_STAMP := $(CLIENT)/node_modules/.installed-stamp
+COMPOSE_TOOLS := tools/compose
+COMPOSE_STAMP := $(COMPOSE_TOOLS)/node_modules/.installed-stamp
 
-.PHONY: help install dev test gen client check-generated check-client lint format typecheck imports check bench profile clean
+.PHONY: help install dev test gen client check-generated check-client check-compose lint format typecheck imports check bench profile clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,6 +32,11 @@ install: $(STAMP) ## create .venv with the dev and local extras
 # The TypeScript client's tools, pinned by its package-lock.json (Node.js 20+ and npm).
 $(CLIENT_STAMP): $(CLIENT)/package.json $(CLIENT)/package-lock.json
 	cd $(CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The Compose specification's JSON schema, as dclint bundles it (pinned by its lock).
+$(COMPOSE_STAMP): $(COMPOSE_TOOLS)/package.json $(COMPOSE_TOOLS)/package-lock.json
+	cd $(COMPOSE_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(XDG_RUNTIME_DIR):
@@ -81,7 +88,10 @@ typecheck: install ## mypy --strict on src/
 imports: install ## layer contract: handlers → services → persistence
 	$(BIN)/lint-imports
 
-check: lint typecheck imports check-generated check-client ## everything CI checks besides the tests
+check-compose: install $(COMPOSE_STAMP) ## compose.yaml against the Compose schema and the settings; Dockerfile pinned
+	$(BIN)/python scripts/check_compose.py
+
+check: lint typecheck imports check-generated check-client check-compose ## everything CI checks besides the tests
 
 bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server (and a FastAPI reference), write docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
@@ -92,4 +102,5 @@ profile: install | $(XDG_RUNTIME_DIR) ## py-spy profile of GET /v1/patients/{id}
 	$(BIN)/python bench/pyspy.py
 
 clean: ## remove the virtualenv, caches and the embedded data
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache $(CLIENT)/node_modules $(CLIENT)/dist
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache $(CLIENT)/node_modules $(CLIENT)/dist \
+	  $(COMPOSE_TOOLS)/node_modules
