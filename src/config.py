@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     """The application role: no ownership, no BYPASSRLS; every query runs under RLS."""
     database_admin_url: str | None = None
     """The owner role: migrations, superadmin and system jobs only."""
+    database_read_url: str | None = None
+    """A streaming replica of DATABASE_URL's database (same roles): read-only transactions go
+    there, except in a request that has written; down or lagging, reads use the primary."""
+    database_read_max_lag_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """A replica further behind than this (replay lag, checked every 5 s) is not read from."""
     database_superuser_url: str | None = None
     """Only `carebase db bootstrap` uses it: creates roles, the database and grants."""
     redis_url: str | None = None
@@ -396,6 +401,7 @@ class Settings(BaseSettings):
         "database_url",
         "database_admin_url",
         "database_superuser_url",
+        "database_read_url",
         "telemetry_database_url",
         "telemetry_database_admin_url",
     )

@@ -87,6 +87,16 @@ POOL_TIMEOUTS = Counter(
     "Callers that gave up waiting for a connection (each a 503).",
     ["pool"],
 )
+REPLICA_FALLBACKS = Counter(
+    "carebase_db_replica_fallbacks",
+    "Reads sent to the primary because the replica was down or lagging.",
+    ["reason"],
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "carebase_db_replica_lag_seconds",
+    "The read replica's replay lag at the last check (0 when it has replayed all it got).",
+    multiprocess_mode="max",
+)
 REDIS_ERRORS = Counter(
     "carebase_redis_errors",
     "Redis calls that failed: no answer in time, refused, or an error reply.",

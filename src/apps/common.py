@@ -86,7 +86,8 @@ def process_tasks(database: Database, security: SecurityEvents) -> list[asyncio.
     return [
         asyncio.create_task(security.run(), name="security-events"),
         asyncio.create_task(
-            metrics.sample_every([metrics.pools_of(database.pool_stats)]), name="pool-metrics"
+            metrics.sample_every([metrics.pools_of(database.pool_stats), database.check_replica]),
+            name="pool-metrics",
         ),
     ]
 
@@ -123,6 +124,18 @@ def build_database(settings: Settings, *, service: str) -> Database:
         "statement_timeout_ms": settings.db_statement_timeout_ms,
         "connect_timeout_s": settings.db_connect_timeout_s,
     }
+    read_pool = None
+    if settings.database_read_url and service != "telemetry":
+        read_pool = make_pool(
+            settings.database_read_url,
+            name=f"{service}-read",
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            application_name=f"carebase-{service}",
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            # A replica that does not answer within a second is passed over for the primary.
+            connect_timeout_s=min(settings.db_connect_timeout_s, 1.0),
+        )
     return Database(
         make_pool(
             urls.database,
@@ -138,6 +151,8 @@ def build_database(settings: Settings, *, service: str) -> Database:
             max_size=settings.db_admin_pool_max_size,
             **common,  # type: ignore[arg-type]
         ),
+        read_pool,
+        max_lag_s=settings.database_read_max_lag_s,
     )
 
 

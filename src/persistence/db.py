@@ -27,14 +27,21 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from carebase.errors import DependencyUnavailable
-from carebase.metrics import PoolStats
+from carebase.metrics import REPLICA_LAG_SECONDS, SAMPLE_S, PoolStats
 from carebase.pages import PageRequest
-from carebase.persistence.pools import Checkout, pool_stats
+from carebase.persistence.pools import Checkout, Door, ReadRoute, mark_written, pool_stats
 from carebase.principal import Principal
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any] | None
 BUSY = "The database is busy; no connection was free in time."
+# How far the replica's replay is behind: 0 when it has replayed everything it received (an
+# idle primary sends nothing, and the last replay's age would only measure the quiet).
+REPLAY_LAG = """
+SELECT CASE WHEN NOT pg_is_in_recovery()
+              OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+"""
 DOWN = "The database is unavailable."
 
 # JSON and JSONB columns are read by orjson (types as json.loads gives them, ~5× faster).
@@ -126,7 +133,7 @@ class TenantReader:
 
     __slots__ = ("_checkout", "_settings")
 
-    def __init__(self, checkout: Checkout, principal: Principal) -> None:
+    def __init__(self, checkout: Door, principal: Principal) -> None:
         self._checkout = checkout
         self._settings = tenant_settings(principal)
 
@@ -166,22 +173,32 @@ class TenantReader:
     ) -> tuple[AsyncCursor[Any], AsyncConnection[Any]]:
         """The executed cursor and its connection; the caller fetches, then releases it."""
         statement, bound = self._bound(query, params)
-        try:
-            conn = await self._checkout.acquire()
-        except PoolTimeout as exc:
-            raise DependencyUnavailable(BUSY) from exc
-        except psycopg.OperationalError as exc:
-            raise DependencyUnavailable(DOWN) from exc
-        try:
-            cursor = conn.cursor(binary=True, row_factory=factory)
-            await cursor.execute(statement, bound)
-        except psycopg.OperationalError as exc:
-            await self._checkout.release(conn)
-            raise DependencyUnavailable(DOWN) from exc
-        except BaseException:
-            await self._checkout.release(conn)
-            raise
-        return cursor, conn
+        for attempt in (1, 2):
+            try:
+                conn = await self._checkout.acquire()
+            except PoolTimeout as exc:
+                raise DependencyUnavailable(BUSY) from exc
+            except psycopg.OperationalError as exc:
+                raise DependencyUnavailable(DOWN) from exc
+            try:
+                cursor = conn.cursor(binary=True, row_factory=factory)
+                await cursor.execute(statement, bound)
+            except psycopg.OperationalError as exc:
+                retry = attempt == 1 and _replica_failed(self._checkout, conn)
+                await self._checkout.release(conn)  # a broken replica connection: primary next
+                if retry:
+                    continue  # a read is safe to send again, now to the primary
+                raise DependencyUnavailable(DOWN) from exc
+            except BaseException:
+                await self._checkout.release(conn)
+                raise
+            return cursor, conn
+        raise DependencyUnavailable(DOWN)
+
+
+def _replica_failed(door: Door, conn: AsyncConnection[Any]) -> bool:
+    """Whether `conn` was a replica's (its failure is the replica's, not the database's)."""
+    return isinstance(door, ReadRoute) and door.from_replica(conn)
 
 
 _row_factories: dict[type[Any], AsyncRowFactory[Any]] = {}
@@ -306,24 +323,63 @@ class Database:
         self,
         app_pool: AsyncConnectionPool[AsyncConnection[Any]],
         admin_pool: AsyncConnectionPool[AsyncConnection[Any]],
+        read_pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None,
+        *,
+        max_lag_s: float = 5.0,
     ) -> None:
+        """`read_pool`: a streaming replica's, for read-only work (`pools.ReadRoute`)."""
         self._app = Checkout(app_pool)
         self._admin = admin_pool
+        self._route = ReadRoute(self._app, Checkout(read_pool)) if read_pool else None
+        self._read: Door = self._route or self._app
+        self._max_lag_s = max_lag_s
 
     async def open(self, *, wait: bool = True, wait_s: float = 10.0) -> None:
         await self._app.pool.open(wait=wait, timeout=wait_s)
         await self._admin.open(wait=wait, timeout=wait_s)
+        if self._route is not None:  # a replica that is down must not hold the start back
+            await self._route.replica.pool.open(wait=False)
 
     async def close(self) -> None:
         await self._app.close()
         await self._admin.close()
+        if self._route is not None:
+            await self._route.replica.close()
 
     def pool_stats(self) -> list[PoolStats]:
-        """Both pools' numbers, for the metrics."""
-        return [self._app.stats(), pool_stats(self._admin)]
+        """Every pool's numbers, for the metrics."""
+        found = [self._app.stats(), pool_stats(self._admin)]
+        return [*found, self._route.replica.stats()] if self._route is not None else found
+
+    async def check_replica(self) -> None:
+        """The replica's replay lag, into the metrics and the read route: a replica past
+        DATABASE_READ_MAX_LAG_S, or one that does not answer, is not read from until a later
+        check finds it back (run every 5 s beside the pools' numbers)."""
+        route = self._route
+        if route is None:
+            return
+        try:
+            conn = await route.replica.acquire()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            route.fall_back("down", str(exc), route.retry_s)
+            return
+        try:
+            cursor = await conn.execute(REPLAY_LAG)
+            found = await cursor.fetchone()
+        except psycopg.Error as exc:
+            route.fall_back("down", str(exc), route.retry_s)
+            return
+        finally:
+            await route.replica.release(conn)
+        lag = float(found[0]) if found and found[0] is not None else 0.0
+        REPLICA_LAG_SECONDS.set(lag)
+        if lag > self._max_lag_s:
+            route.lagging(lag, SAMPLE_S + 1)
+        else:
+            route.recovered()
 
     @asynccontextmanager
-    async def _app_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         conn = await self._app.acquire()
         try:
             yield conn
@@ -339,35 +395,57 @@ class Database:
         BEGIN and the tenant settings travel as one message (simple query protocol, the
         values quoted by psycopg): one round trip instead of two or three (GROUND.md).
         """
-        async with _unavailable_as_domain_error(), self._app_connection() as conn:
-            await conn.execute(begin_as(principal, read_only=read_only))
+        door = self._read if read_only else self._app
+        async with _unavailable_as_domain_error():
+            conn = await self._begin(door, principal, read_only=read_only)
             try:
-                yield ConnectionQuerier(conn)
+                try:
+                    yield ConnectionQuerier(conn)
+                except BaseException:
+                    await _rollback(conn)
+                    raise
+                await conn.execute("COMMIT")
+            finally:
+                await door.release(conn)
+        if not read_only:
+            mark_written()
+
+    async def _begin(
+        self, door: Door, principal: Principal, *, read_only: bool
+    ) -> AsyncConnection[Any]:
+        """A connection in the principal's transaction. A replica connection that fails at
+        BEGIN (the replica went away) goes back, and the primary takes the transaction."""
+        for attempt in (1, 2):
+            conn = await door.acquire()
+            try:
+                await conn.execute(begin_as(principal, read_only=read_only))
+            except psycopg.OperationalError:
+                retry = attempt == 1 and _replica_failed(door, conn)
+                await door.release(conn)
+                if retry:
+                    continue
+                raise
             except BaseException:
                 await _rollback(conn)
+                await door.release(conn)
                 raise
-            await conn.execute("COMMIT")
+            return conn
+        raise psycopg.OperationalError("no connection could begin a transaction")
 
     async def lease(self, principal: Principal) -> Lease:
         """A connection held in a read-only tenant transaction until `Lease.close()`."""
         async with _unavailable_as_domain_error():
-            conn = await self._app.acquire()
-        try:
-            await conn.execute(begin_as(principal, read_only=True))
-        except BaseException:
-            await _rollback(conn)
-            await self._app.release(conn)
-            raise
-        return Lease(self._app, conn)
+            conn = await self._begin(self._read, principal, read_only=True)
+        return Lease(self._read, conn)
 
     def reader(self, principal: Principal) -> Querier:
         """Reads for `principal`, each statement one round trip (see `TenantReader`)."""
-        return TenantReader(self._app, principal)
+        return TenantReader(self._read, principal)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Querier]:
         """A pooled app connection with no tenant and no transaction: RLS shows no tenant row."""
-        async with _unavailable_as_domain_error(), self._app_connection() as conn:
+        async with _unavailable_as_domain_error(), self._connection() as conn:
             yield ConnectionQuerier(conn)
 
     @asynccontextmanager
@@ -387,7 +465,7 @@ class Lease:
     snapshot from the first statement to the last; `close()` ends it and returns the
     connection, whatever happened."""
 
-    def __init__(self, checkout: Checkout, conn: AsyncConnection[Any]) -> None:
+    def __init__(self, checkout: Door, conn: AsyncConnection[Any]) -> None:
         self._checkout = checkout
         self._conn: AsyncConnection[Any] | None = conn
 

@@ -6,13 +6,19 @@ import asyncio
 import time
 import weakref
 from collections import deque
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
+import psycopg
+import structlog
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from carebase.metrics import PoolStats
+from carebase.metrics import REPLICA_FALLBACKS, PoolStats
+
+_log = structlog.get_logger("carebase.db")
+_FALLBACKS = {reason: REPLICA_FALLBACKS.labels(reason) for reason in ("down", "lagging")}
 
 IDLE_CHECK_S = 2.0
 """A pooled connection idle longer than this is checked (one empty query) before it is used."""
@@ -43,6 +49,86 @@ class IdleCheck:
             return
         self.checks += 1
         await AsyncConnectionPool.check_connection(conn)
+
+
+class Door(Protocol):
+    """Where a read or a transaction gets its connection and gives it back."""
+
+    async def acquire(self) -> AsyncConnection[Any]: ...
+
+    async def release(self, conn: AsyncConnection[Any]) -> None: ...
+
+
+_wrote: ContextVar[bool] = ContextVar("carebase_wrote", default=False)
+
+
+def mark_written() -> None:
+    """This request (task) committed a write: its later reads stay on the primary."""
+    _wrote.set(True)
+
+
+class ReadRoute:
+    """Where read-only work goes when a streaming replica is configured (DATABASE_READ_URL).
+
+    - **Read your writes**: a request that has committed a write reads on the primary for
+      the rest of it (`mark_written`); the replica may not have replayed that write yet.
+      Another request may read from the replica right after: up to the replica's lag behind.
+    - **Down**: a checkout that fails (no connection within the replica pool's short
+      timeout) or a connection that comes back broken sends reads to the primary for
+      `retry_s`; then the replica is tried again. Logged once per outage, counted per read.
+    - **Lagging**: the replica check (`lagging(for_s)`, every 5 s) sends reads to the
+      primary while the replica's replay lag is past DATABASE_READ_MAX_LAG_S.
+    """
+
+    def __init__(self, primary: Checkout, replica: Checkout, *, retry_s: float = 5.0) -> None:
+        self.primary = primary
+        self.replica = replica
+        self.retry_s = retry_s
+        self._until = 0.0
+        self._reason = "down"
+        self._from_replica: weakref.WeakSet[AsyncConnection[Any]] = weakref.WeakSet()
+
+    async def acquire(self) -> AsyncConnection[Any]:
+        if _wrote.get():
+            return await self.primary.acquire()
+        if time.monotonic() < self._until:
+            _FALLBACKS[self._reason].inc()
+            return await self.primary.acquire()
+        try:
+            conn = await self.replica.acquire()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            self.fall_back("down", str(exc), self.retry_s)
+            _FALLBACKS["down"].inc()
+            return await self.primary.acquire()
+        self._from_replica.add(conn)
+        return conn
+
+    def from_replica(self, conn: AsyncConnection[Any]) -> bool:
+        return conn in self._from_replica
+
+    async def release(self, conn: AsyncConnection[Any]) -> None:
+        if conn not in self._from_replica:
+            await self.primary.release(conn)
+            return
+        self._from_replica.discard(conn)
+        if conn.broken or conn.closed:
+            self.fall_back("down", "a replica connection broke", self.retry_s)
+        await self.replica.release(conn)
+
+    def lagging(self, lag_s: float, for_s: float) -> None:
+        self.fall_back("lagging", f"{lag_s:.1f} s behind", for_s)
+
+    def fall_back(self, reason: str, why: str, for_s: float) -> None:
+        now = time.monotonic()
+        if now >= self._until or reason != self._reason:
+            _log.warning("replica_unused", reason=reason, detail=why[:200], for_s=for_s)
+        self._until, self._reason = now + for_s, reason
+
+    def recovered(self) -> None:
+        """The replica check found it answering and close enough: read from it again."""
+        if self._until and time.monotonic() < self._until:
+            _log.info("replica_used_again")
+        self._until = 0.0
 
 
 def pool_stats(pool: AsyncConnectionPool[AsyncConnection[Any]]) -> PoolStats:
