@@ -95,16 +95,19 @@ async def test_pools_and_the_outbox_backlog_are_sampled(
         assert value(samples, "carebase_db_pool_checkouts_total", pool=pool) >= 1
     # An event a minute old that nobody dispatched or forwarded yet.
     admin_conn.execute("UPDATE audit.outbox SET dispatched_at = now() WHERE dispatched_at IS NULL")
-    admin_conn.execute(
+    made = admin_conn.execute(
         "INSERT INTO audit.outbox (topic, payload, created_at)"
-        " VALUES ('audit.event', '{}', now() - interval '60 seconds')"
-    )
-    await sample_backlog(database, forwarding=True)
+        " VALUES ('test.metrics', '{}', now() - interval '60 seconds') RETURNING id"
+    ).fetchone()
+    assert made is not None
+    try:
+        await sample_backlog(database, forwarding=True)
+    finally:  # a made-up event must not reach the relays of later tests
+        admin_conn.execute("DELETE FROM audit.outbox WHERE id = %s", made)
     samples = scrape(metrics.exposition().decode())
     assert value(samples, "carebase_outbox_backlog", consumer="webhooks") >= 1
     assert value(samples, "carebase_outbox_oldest_unsent_age_seconds", consumer="webhooks") >= 59
     assert value(samples, "carebase_outbox_backlog", consumer="telemetry") >= 1
-    admin_conn.execute("UPDATE audit.outbox SET dispatched_at = now() WHERE dispatched_at IS NULL")
 
 
 def _environment(
