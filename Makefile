@@ -15,7 +15,7 @@ CLIENT_STAMP := $(CLIENT)/node_modules/.installed-stamp
 COMPOSE_TOOLS := tools/compose
 COMPOSE_STAMP := $(COMPOSE_TOOLS)/node_modules/.installed-stamp
 
-.PHONY: help install dev test gen client check-generated check-client check-compose lint format typecheck imports check bench profile clean
+.PHONY: help install dev test gen client check-generated check-client check-compose drills lint format typecheck imports check bench profile clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ check: lint typecheck imports check-generated check-client check-compose ## ever
 bench: install | $(XDG_RUNTIME_DIR) ## load-test a live server (and a FastAPI reference), write docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(BIN)/python bench/run.py
+
+drills: install | $(XDG_RUNTIME_DIR) ## fault drills under load (PostgreSQL, Redis, telemetry, pool); docs/reliability.md
+	$(BIN)/python bench/drills.py
 
 profile: install | $(XDG_RUNTIME_DIR) ## py-spy profile of GET /v1/patients/{id} under load
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
