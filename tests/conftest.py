@@ -34,6 +34,7 @@ from carebase.operations import clickhouse_migrations, devstack, migrations
 from carebase.persistence import clickhouse
 from carebase.persistence.clickhouse import ClickHouse
 from carebase.services.webhook_delivery import TelemetryForwarder
+from carebase.tracing import NO_TRACER, Tracer
 from carebase.web.contract import Contract
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -149,7 +150,9 @@ async def client(app: CoreApp) -> AsyncIterator[httpx.AsyncClient]:
 SERVICE_TOKEN = "test-service-credential-0123456789abcdef"
 
 
-async def forward_to_telemetry(app: CoreApp, telemetry_app: telemetry_service.TelemetryApp) -> None:
+async def forward_to_telemetry(
+    app: CoreApp, telemetry_app: telemetry_service.TelemetryApp, *, tracer: Tracer = NO_TRACER
+) -> None:
     """Core's relay, pointed at telemetry in process, until the outbox is forwarded."""
     forwarder = TelemetryForwarder(
         app.dependencies.database,
@@ -157,6 +160,7 @@ async def forward_to_telemetry(app: CoreApp, telemetry_app: telemetry_service.Te
         token=SERVICE_TOKEN,
         batch=1000,
         transport=httpx.ASGITransport(app=telemetry_app),
+        tracer=tracer,
     )
     while await forwarder.forward_once() == 1000:
         pass

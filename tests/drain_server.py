@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import yaml
 
 from carebase.apps import common
 from carebase.apps.core import create_app
 from carebase.config import load_settings
+from carebase.operations import cli
 from carebase.persistence.db import Database
 from carebase.principal import Principal
 from carebase.services import audit
@@ -113,19 +113,7 @@ def main() -> None:
         },
     )
     signal.signal(signal.SIGTERM, lambda *_: None)  # as `carebase serve`: a drain exits 0
-    uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        )
-    ).run()
+    cli.serve_in_process(app, settings, host="127.0.0.1", port=port)
 
 
 if __name__ == "__main__":

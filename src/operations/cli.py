@@ -148,8 +148,6 @@ def _clickhouse(settings: Settings, action: str) -> str:
 
 
 def cmd_dev(_: argparse.Namespace) -> int:
-    import uvicorn
-
     # uvicorn shuts down gracefully on SIGTERM, then raises it again; by default that kills
     # the process before `finally` and atexit run, and the embedded engines would outlive it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -199,19 +197,7 @@ def cmd_dev(_: argparse.Namespace) -> int:
             f'    -d \'{{"email": "{accounts[1].email}", "password": "{password}"}}\'\n',
             flush=True,
         )
-        uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.core_port,
-                loop="uvloop",
-                http="httptools",
-                lifespan="on",
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s,
-            )
-        ).run()
+        serve_in_process(app, settings, host=settings.host, port=settings.core_port)
     finally:
         if listener is not None:
             listener.close()
@@ -221,6 +207,25 @@ def cmd_dev(_: argparse.Namespace) -> int:
         if stack:
             stack.stop()
     return 0
+
+
+def serve_in_process(app: object, settings: Settings, *, host: str, port: int) -> None:
+    """uvicorn in this process, configured as `carebase serve` configures its workers."""
+    import uvicorn
+
+    uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        )
+    ).run()
 
 
 def _child_env(settings: Settings) -> dict[str, str]:

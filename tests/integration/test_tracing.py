@@ -14,7 +14,7 @@ import orjson
 import psycopg
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import SERVICE_TOKEN
+from conftest import forward_to_telemetry
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,7 +34,7 @@ from carebase.config import Settings
 from carebase.integrations.webhooks import WebhookPoster
 from carebase.persistence.clickhouse import ClickHouse
 from carebase.security.egress import EgressPolicy
-from carebase.services.webhook_delivery import TelemetryForwarder, WebhookSender
+from carebase.services.webhook_delivery import WebhookSender
 from carebase.tracing import Tracing, from_environment
 
 pytestmark = pytest.mark.integration
@@ -177,16 +177,8 @@ async def test_one_booking_is_one_trace_through_the_relay_webhook_and_telemetry(
 
     # The forward to telemetry: a batch has many causes, so it links to each; telemetry's
     # request is a child of the forward (the `traceparent` went with the call).
-    forwarder = TelemetryForwarder(
-        core.dependencies.database,
-        base_url="http://telemetry.test",
-        token=SERVICE_TOKEN,
-        batch=1000,
-        transport=httpx.ASGITransport(app=telemetry),
-        tracer=core.dependencies.tracer,  # type: ignore[arg-type]
-    )
-    while await forwarder.forward_once() == 1000:
-        pass
+    assert core.dependencies.tracer is not None
+    await forward_to_telemetry(core, telemetry, tracer=core.dependencies.tracer)
     forwards = [
         s
         for s in exporter.get_finished_spans()
