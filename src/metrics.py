@@ -123,6 +123,10 @@ OUTBOX_OLDEST_SECONDS = Gauge(
     ["consumer"],
     multiprocess_mode="mostrecent",
 )
+OUTBOX_REFUSED = Counter(
+    "carebase_outbox_refused_events",
+    "Outbox events telemetry's contract refused (422) on their own: logged and dropped.",
+)
 WEBHOOK_ATTEMPTS = Counter(
     "carebase_webhook_attempts",
     "Webhook delivery attempts by outcome.",

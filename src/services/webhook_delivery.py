@@ -30,7 +30,12 @@ import orjson
 import structlog
 
 from carebase.integrations.webhooks import Response, WebhookPoster, secret_key, signed_headers
-from carebase.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, WEBHOOK_ATTEMPTS
+from carebase.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_SECONDS,
+    OUTBOX_REFUSED,
+    WEBHOOK_ATTEMPTS,
+)
 from carebase.persistence import webhooks as repo
 from carebase.persistence.db import Database, Querier
 from carebase.persistence.work_queue import Rounds
@@ -455,6 +460,9 @@ async def sample_backlog(db: Database, *, forwarding: bool) -> None:
         OUTBOX_OLDEST_SECONDS.labels("telemetry").set(found.forward_oldest_s or 0.0)
 
 
+REFUSED = "HTTP 422"
+
+
 class TelemetryForwarder:
     """Posts outbox events to telemetry's ingest, `batch` at a time, until accepted: audit
     events to `/v1/audit/events`, security events to `/v1/security/events`."""
@@ -512,14 +520,9 @@ class TelemetryForwarder:
         failed: list[repo.ForwardRow] = []
         for topic, group in by_topic.items():
             path = self.PATHS.get(topic)
-            failure = await self._post(path, group) if path else None
-            if failure is None:
-                done += [row.id for row in group]  # an unknown topic has nowhere to go
-            else:
-                failed += group
-                _log.warning(
-                    "telemetry_forward_failed", topic=topic, events=len(group), error=failure
-                )
+            retry = await self._deliver(path, group) if path else []
+            done += [row.id for row in group if row not in retry]  # an unknown topic: nowhere
+            failed += retry
         async with self._db.admin_transaction() as q:
             if done:
                 await repo.mark_forwarded(q, done)
@@ -527,6 +530,27 @@ class TelemetryForwarder:
                 delay = forward_backoff_s(max(row.forward_attempts for row in failed))
                 await repo.retry_forward(q, [row.id for row in failed], delay_s=delay)
         return len(done)
+
+    async def _deliver(self, path: str, rows: Sequence[repo.ForwardRow]) -> list[repo.ForwardRow]:
+        """Post `rows`; answers those to try again later. A batch telemetry's contract
+        refuses (422) is split in halves until the event it refuses stands alone: that one
+        would be refused forever, so it is logged and counted as dropped, and the rest of its
+        batch goes through instead of waiting behind it."""
+        failure = await self._post(path, rows)
+        if failure is None:
+            return []
+        if failure == REFUSED:
+            if len(rows) == 1:
+                OUTBOX_REFUSED.inc()
+                _log.error("telemetry_event_refused", event_id=str(rows[0].event_id), path=path)
+                return []
+            half = len(rows) // 2
+            return [
+                *await self._deliver(path, rows[:half]),
+                *await self._deliver(path, rows[half:]),
+            ]
+        _log.warning("telemetry_forward_failed", path=path, events=len(rows), error=failure)
+        return list(rows)
 
     async def _post(self, path: str, rows: Sequence[repo.ForwardRow]) -> str | None:
         """One batch, as a span linked to each request whose event it carries (a batch has
@@ -556,6 +580,8 @@ class TelemetryForwarder:
             reply = await self._client.post(self._base + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return type(exc).__name__
+        if reply.status_code == 422:
+            return REFUSED
         if not 200 <= reply.status_code < 300:
             return f"HTTP {reply.status_code}"
         with contextlib.suppress(ValueError, TypeError, AttributeError):

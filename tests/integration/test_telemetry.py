@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import SERVICE_TOKEN, forward_to_telemetry
+from structlog.testing import capture_logs
 from support import Person
 
 from carebase.apps.telemetry import TelemetryApp
@@ -396,6 +397,50 @@ async def test_core_relay_delivers_its_events_to_telemetry(
         ).fetchall()
     assert ("patient.updated", "user") in {(action, kind) for action, kind, _ in found}
     assert all(h and str(place.staff.user_id) not in h for _, _, h in found)
+
+
+async def test_an_event_telemetry_refuses_is_dropped_alone_and_its_batch_goes_through(
+    *,
+    app: Any,
+    telemetry_app: TelemetryApp,
+    clinic: Callable[..., Any],
+    client: httpx.AsyncClient,
+    stack: devstack.EmbeddedStack,
+    admin_conn: psycopg.Connection[tuple[Any, ...]],
+) -> None:
+    """An outbox event telemetry's contract refuses (422) would be refused forever: the batch
+    is split until it stands alone, it is logged and dropped, and the events that shared its
+    batch arrive instead of waiting behind it."""
+    place = clinic()
+    for week in range(3):
+        changed = await client.patch(
+            f"/v1/patients/{place.patient_id}",
+            json={"notes": f"Week {week}."},
+            headers={**place.staff.auth, "If-Match": "*"},
+        )
+        assert changed.status_code == 200, changed.text
+    broken = admin_conn.execute(
+        "INSERT INTO audit.outbox (organization_id, topic, payload)"
+        " VALUES (%s, 'audit.event', '{\"not\": \"an audit event\"}') RETURNING id",
+        (place.org,),
+    ).fetchone()
+    assert broken is not None
+    with capture_logs() as logs:
+        await forward_to_telemetry(app, telemetry_app)
+    refused = [entry for entry in logs if entry["event"] == "telemetry_event_refused"]
+    assert len(refused) == 1
+    left = admin_conn.execute(
+        "SELECT count(*) FROM audit.outbox WHERE forwarded_at IS NULL AND organization_id = %s",
+        (place.org,),
+    ).fetchone()
+    assert left == (0,)
+    with psycopg.connect(stack.telemetry_database_admin_url) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM events.audit_events"
+            " WHERE organization_id = %s AND entity_id = %s AND action = 'patient.updated'",
+            (place.org, place.patient_id),
+        ).fetchone()
+    assert found == (3,)
 
 
 async def test_consents_stay_inside_their_organization_and_person(
