@@ -92,14 +92,18 @@ def process_tasks(database: Database, security: SecurityEvents) -> list[asyncio.
     ]
 
 
-async def close(dependencies: Dependencies) -> None:
-    """In the order a drain needs: spans flush (they may describe the last queries), then the
-    pools and connections close."""
-    if dependencies.tracing is not None:
-        dependencies.tracing.shutdown()
-    await dependencies.database.close()
-    await dependencies.redis.aclose()
-    await dependencies.redis_pipe.close()
+async def close(
+    tracing: Tracing | None, database: Database, redis_pipe: RedisPipe, redis: Redis | None = None
+) -> None:
+    """The end of every process's drain, in the order it needs: spans flush (they may describe
+    the last queries), then the pools and connections close, then the process's live gauges
+    stop counting."""
+    if tracing is not None:
+        tracing.shutdown()
+    await database.close()
+    if redis is not None:
+        await redis.aclose()
+    await redis_pipe.close()
     metrics.process_exiting()
 
 

@@ -299,7 +299,12 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             await background.stop(tasks, settings.graceful_shutdown_s)
             if external is not None:
                 await external.close()
-            await common.close(dependencies)
+            await common.close(
+                dependencies.tracing,
+                database,
+                dependencies.redis_pipe,
+                dependencies.redis,
+            )
             await broadcasts.close()
             if isinstance(rooms, DailyVideo):
                 await rooms.close()

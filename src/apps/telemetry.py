@@ -244,13 +244,9 @@ def create_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None
             await common.stop([*chores, sampler, flusher])
             await buffer.close()  # every accepted row is written before the process ends
             await jwks.close()
-            if tracing is not None:
-                tracing.shutdown()  # spans flush before the pools close
-            await database.close()
-            await redis_pipe.close()
             if owned_store:
                 store.close()
-            metrics.process_exiting()
+            await common.close(tracing, database, redis_pipe)
 
     return TelemetryApp(
         edge,

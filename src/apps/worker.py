@@ -8,7 +8,6 @@ import asyncio
 
 import structlog
 
-from carebase import metrics
 from carebase.apps import common
 from carebase.config import Settings
 from carebase.integrations.mail import OutboxRelay
@@ -59,12 +58,8 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         await stopping.wait()
     finally:
         await background.stop(tasks, settings.graceful_shutdown_s)
-        if tracing is not None:
-            tracing.shutdown()
-        await database.close()
         await broadcasts.close()
-        await redis_pipe.close()
-        metrics.process_exiting()
+        await common.close(tracing, database, redis_pipe)
         if isinstance(rooms, DailyVideo):
             await rooms.close()
         _log.info("worker_stopped")
