@@ -173,32 +173,46 @@ class TenantReader:
     ) -> tuple[AsyncCursor[Any], AsyncConnection[Any]]:
         """The executed cursor and its connection; the caller fetches, then releases it."""
         statement, bound = self._bound(query, params)
-        for attempt in (1, 2):
-            try:
-                conn = await self._checkout.acquire()
-            except PoolTimeout as exc:
-                raise DependencyUnavailable(BUSY) from exc
-            except psycopg.OperationalError as exc:
-                raise DependencyUnavailable(DOWN) from exc
-            try:
+        try:
+            conn, cursor = await _started(self._checkout, statement, bound, factory)
+        except PoolTimeout as exc:
+            raise DependencyUnavailable(BUSY) from exc
+        except psycopg.OperationalError as exc:
+            raise DependencyUnavailable(DOWN) from exc
+        return cursor, conn
+
+
+async def _started(
+    door: Door,
+    statement: Query,
+    params: Params,
+    factory: AsyncRowFactory[Any] | None = None,
+) -> tuple[AsyncConnection[Any], AsyncCursor[Any]]:
+    """A connection from `door` and the cursor of its first statement: a one-statement read
+    (`factory` given: binary results in its rows), or a transaction's BEGIN. A replica
+    connection that fails at it (the replica went away) goes back, and the statement runs
+    again on the primary's: safe, since nothing it did can have taken effect. Any other
+    failure returns the connection, a transaction it began rolled back first."""
+    for attempt in (1, 2):
+        conn = await door.acquire()
+        try:
+            if factory is None:
+                cursor: AsyncCursor[Any] = conn.cursor()
+            else:
                 cursor = conn.cursor(binary=True, row_factory=factory)
-                await cursor.execute(statement, bound)
-            except psycopg.OperationalError as exc:
-                retry = attempt == 1 and _replica_failed(self._checkout, conn)
-                await self._checkout.release(conn)  # a broken replica connection: primary next
-                if retry:
-                    continue  # a read is safe to send again, now to the primary
-                raise DependencyUnavailable(DOWN) from exc
-            except BaseException:
-                await self._checkout.release(conn)
+            await cursor.execute(statement, params)
+            return conn, cursor
+        except psycopg.OperationalError:
+            replica = isinstance(door, ReadRoute) and door.from_replica(conn)
+            await door.release(conn)  # a broken replica connection sends reads to the primary
+            if not (replica and attempt == 1):
                 raise
-            return cursor, conn
-        raise DependencyUnavailable(DOWN)
-
-
-def _replica_failed(door: Door, conn: AsyncConnection[Any]) -> bool:
-    """Whether `conn` was a replica's (its failure is the replica's, not the database's)."""
-    return isinstance(door, ReadRoute) and door.from_replica(conn)
+        except BaseException:
+            if factory is None:  # it was a BEGIN
+                await _rollback(conn)
+            await door.release(conn)
+            raise
+    raise psycopg.OperationalError("no connection could start")  # the loop returns or raises
 
 
 _row_factories: dict[type[Any], AsyncRowFactory[Any]] = {}
@@ -410,27 +424,12 @@ class Database:
         if not read_only:
             mark_written()
 
-    async def _begin(
-        self, door: Door, principal: Principal, *, read_only: bool
-    ) -> AsyncConnection[Any]:
-        """A connection in the principal's transaction. A replica connection that fails at
-        BEGIN (the replica went away) goes back, and the primary takes the transaction."""
-        for attempt in (1, 2):
-            conn = await door.acquire()
-            try:
-                await conn.execute(begin_as(principal, read_only=read_only))
-            except psycopg.OperationalError:
-                retry = attempt == 1 and _replica_failed(door, conn)
-                await door.release(conn)
-                if retry:
-                    continue
-                raise
-            except BaseException:
-                await _rollback(conn)
-                await door.release(conn)
-                raise
-            return conn
-        raise psycopg.OperationalError("no connection could begin a transaction")
+    @staticmethod
+    async def _begin(door: Door, principal: Principal, *, read_only: bool) -> AsyncConnection[Any]:
+        """A connection in the principal's transaction (the primary's, should the replica's
+        fail at BEGIN: `_started`)."""
+        conn, _ = await _started(door, begin_as(principal, read_only=read_only), None)
+        return conn
 
     async def lease(self, principal: Principal) -> Lease:
         """A connection held in a read-only tenant transaction until `Lease.close()`."""
