@@ -238,9 +238,7 @@ class WebhookSender:
             # marked, so no lease is left to run out. Cancelled meanwhile (the drain's bound),
             # they are cut off and sent again after the lease, under the same webhook-id.
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-            while self._done:
-                batch, self._done = self._done[:500], self._done[500:]
-                await self._mark(batch)
+            await self._mark_done()
         finally:
             marker.cancel()
             for task in list(self._in_flight):
@@ -280,18 +278,22 @@ class WebhookSender:
             if len(self._done) < MARK_BATCH and self._in_flight:
                 await asyncio.wait(set(self._in_flight), timeout=MARK_LINGER_S)
             self._marks.clear()
-            while self._done:
-                batch, self._done = self._done[:500], self._done[500:]
-                try:
-                    await self._mark(batch)
-                    # Marked, their leases are gone: the endpoints have room for more now.
-                    self.rounds.nudge()
-                except Exception as exc:
-                    # Kept for the next try; meanwhile leases may run out and the deliveries
-                    # be sent again: at least once, never lost.
-                    _log.warning("webhook_mark_failed", error=type(exc).__name__, detail=str(exc))
-                    self._done = batch + self._done
-                    await asyncio.sleep(1.0)
+            await self._mark_done()
+
+    async def _mark_done(self) -> None:
+        """Mark every finished attempt, 500 to a transaction, until none is left."""
+        while self._done:
+            batch, self._done = self._done[:500], self._done[500:]
+            try:
+                await self._mark(batch)
+                # Marked, their leases are gone: the endpoints have room for more now.
+                self.rounds.nudge()
+            except Exception as exc:
+                # Kept for the next try; meanwhile leases may run out and the deliveries be
+                # sent again: at least once, never lost.
+                _log.warning("webhook_mark_failed", error=type(exc).__name__, detail=str(exc))
+                self._done = batch + self._done
+                await asyncio.sleep(1.0)
 
     # --- the parts ------------------------------------------------------------------------
 
