@@ -272,13 +272,13 @@ class Edge:
         self, scope: Scope, receive: Receive, send: Send, span: tracing.Span | None
     ) -> None:
         started = time.perf_counter()
-        request_id, declared, chunked, expect_continue = _read_headers(scope["headers"])
+        request_id, declared, chunked, expect_continue, origin = _read_headers(scope["headers"])
         set_request_id(request_id)
         path: str = scope["path"]
         ui = path == "/ui" or path.startswith("/ui/")
         exchange = Exchange(request_id, send, ui=ui)
         if self.cors is not None:
-            exchange.cors = self.cors.answer_headers(_header(scope["headers"], b"origin"))
+            exchange.cors = self.cors.answer_headers(origin)
         metrics.IN_FLIGHT.inc()
         try:
             if declared is not None and not declared.isdigit():
@@ -436,9 +436,10 @@ class Edge:
         return b"".join(chunks)
 
 
-def _read_headers(headers: Headers) -> tuple[str, bytes | None, bool, bool]:
-    """The request id (given if sane, else new), `Content-Length`, chunked?, expects 100?"""
-    request_id = declared = None
+def _read_headers(headers: Headers) -> tuple[str, bytes | None, bool, bool, bytes | None]:
+    """The request id (given if sane, else new), `Content-Length`, chunked?, expects 100?,
+    `Origin`: one pass over the headers."""
+    request_id = declared = origin = None
     chunked = expect_continue = False
     for name, value in headers:
         if name == b"x-request-id":
@@ -450,8 +451,10 @@ def _read_headers(headers: Headers) -> tuple[str, bytes | None, bool, bool]:
             chunked = True
         elif name == b"expect":
             expect_continue = value.lower() == b"100-continue"
+        elif name == b"origin":
+            origin = value
     # 128 random bits in hex, as uuid4().hex wrote them, without building a UUID object.
-    return request_id or os.urandom(16).hex(), declared, chunked, expect_continue
+    return request_id or os.urandom(16).hex(), declared, chunked, expect_continue, origin
 
 
 def _header(headers: Headers, name: bytes) -> bytes | None:
