@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from carebase.config import ConfigError, Settings, load_settings
 from carebase.operations import devstack, migrations, seed
@@ -214,18 +215,22 @@ def serve_in_process(app: object, settings: Settings, *, host: str, port: int) -
     import uvicorn
 
     uvicorn.Server(
-        uvicorn.Config(
-            app,  # type: ignore[arg-type]
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        )
+        uvicorn.Config(app, host=host, port=port, **_uvicorn_options(settings))  # type: ignore[arg-type]
     ).run()
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What every Carebase server runs with, in process or as `carebase serve`'s workers.
+    uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and every
+    response stalls ~44 ms (GROUND.md)."""
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+    }
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -322,24 +327,17 @@ def _serve(args: argparse.Namespace, settings: Settings, *, telemetry: bool, wor
     # the handler it found: this one lets the drained process exit 0, not die by the signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
 
-    # uvloop: with the stdlib loop and several workers, uvicorn never sets TCP_NODELAY and
-    # every response stalls ~44 ms (GROUND.md).
     uvicorn.run(
         f"carebase.operations.cli:{'telemetry' if telemetry else 'core'}_app_factory",
         factory=True,
         host=args.host or settings.host,
         port=args.port or (settings.telemetry_port if telemetry else settings.core_port),
         workers=workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
+        **_uvicorn_options(settings),
         # X-Forwarded-For is believed only from TRUSTED_PROXIES (uvicorn rewrites the client
         # address, which rate limits key on); with none listed, the peer address is the client.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or None,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
 
 
