@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -304,10 +303,3 @@ def process_exiting() -> None:
     """A worker under multiprocess mode leaves: its live gauges stop counting."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
-
-def exposition(registry: Any = None) -> bytes:
-    """The text a scrape would get (tests)."""
-    from prometheus_client import generate_latest  # noqa: PLC0415
-
-    return generate_latest(registry or exposition_registry())

@@ -15,6 +15,8 @@ from redis.exceptions import RedisError
 from carebase.errors import DependencyUnavailable, RateLimited
 from carebase.metrics import REDIS_ERRORS
 
+_UNAVAILABLE = REDIS_ERRORS.labels("client", "unavailable")
+
 MAX_LOCK_S = 3600
 FAILURE_MEMORY_S = 3600
 
@@ -52,7 +54,7 @@ class Lockout:
         try:
             remaining = await self._redis.ttl(lock)
         except RedisError as exc:
-            REDIS_ERRORS.labels("client", "unavailable").inc()
+            _UNAVAILABLE.inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc
         if remaining > 0:
             raise RateLimited(
@@ -69,7 +71,7 @@ class Lockout:
                 args=[FAILURE_MEMORY_S, self._max_failures, self._base_lock_s, MAX_LOCK_S],
             )
         except RedisError as exc:
-            REDIS_ERRORS.labels("client", "unavailable").inc()
+            _UNAVAILABLE.inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc
 
     async def clear(self, email: str) -> None:
@@ -77,5 +79,5 @@ class Lockout:
         try:
             await self._redis.delete(*self._keys(email))
         except RedisError as exc:
-            REDIS_ERRORS.labels("client", "unavailable").inc()
+            _UNAVAILABLE.inc()
             raise DependencyUnavailable("Sign-in is unavailable; try again shortly.") from exc

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import _free_port
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import Clinic
 
@@ -53,7 +54,7 @@ async def test_requests_are_counted_by_operation_and_unknown_paths_share_one_lab
     *, client: httpx.AsyncClient, clinic: Callable[..., Clinic]
 ) -> None:
     c = clinic()
-    before = scrape(metrics.exposition().decode())
+    before = scrape(generate_latest().decode())
     got = await client.get(f"/v1/patients/{c.patient_id}", headers=c.staff.auth)
     assert got.status_code == 200
     for _ in range(2):
@@ -64,7 +65,7 @@ async def test_requests_are_counted_by_operation_and_unknown_paths_share_one_lab
         assert (await client.get(path)).status_code == 404
     odd = await client.request("BREW", "/v1/patients")
     assert odd.status_code in (404, 405)
-    after = scrape(metrics.exposition().decode())
+    after = scrape(generate_latest().decode())
 
     def grew(**labels: str) -> float:
         return value(after, COUNT, **labels) - value(before, COUNT, **labels)
@@ -89,7 +90,7 @@ async def test_pools_and_the_outbox_backlog_are_sampled(
     async with database.admin_transaction() as q:
         await q.execute("SELECT 1")
     await metrics.pools_of(database.pool_stats)()
-    samples = scrape(metrics.exposition().decode())
+    samples = scrape(generate_latest().decode())
     for pool in ("core-app", "core-admin"):
         assert value(samples, "carebase_db_pool_connections", pool=pool) >= 1
         assert value(samples, "carebase_db_pool_checkouts_total", pool=pool) >= 1
@@ -104,7 +105,7 @@ async def test_pools_and_the_outbox_backlog_are_sampled(
         await sample_backlog(database, forwarding=True)
     finally:  # a made-up event must not reach the relays of later tests
         admin_conn.execute("DELETE FROM audit.outbox WHERE id = %s", made)
-    samples = scrape(metrics.exposition().decode())
+    samples = scrape(generate_latest().decode())
     assert value(samples, "carebase_outbox_backlog", consumer="webhooks") >= 1
     assert value(samples, "carebase_outbox_oldest_unsent_age_seconds", consumer="webhooks") >= 59
     assert value(samples, "carebase_outbox_backlog", consumer="telemetry") >= 1
