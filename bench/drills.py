@@ -581,7 +581,13 @@ def judge(
     if name.startswith("redis"):
         fault_latency = [s.latency_s for s in during]
         added = pct(fault_latency, 0.99) - pct(baseline, 0.99)
-        logins = [s for s in samples if s.kind == "login" and fault_at <= s.at <= back_at]
+        # Sign-ins that began and ended while Redis was away: one still waiting on its
+        # (250 ms) Redis call when Redis came back got a real answer, and is not judged here.
+        logins = [
+            s
+            for s in samples
+            if s.kind == "login" and fault_at <= s.at and s.at + s.latency_s <= back_at
+        ]
         limited_again = [s.at for s in open_ops if s.at >= back_at and s.limited]
         limits_back_s = (min(limited_again) - back_at) if limited_again else None
         figures |= {
@@ -591,8 +597,8 @@ def judge(
         }
         checks["open operations stay up"] = not [s for s in during if s.status >= 500]
         checks["added latency bounded (p99 < 1 s)"] = added < 1.0
-        checks["sign-in (fails closed) answers 503"] = all(
-            s.status == 503 for s in logins if s.at >= fault_at + 0.5
+        checks["sign-in (fails closed) answers 503"] = bool(logins) and all(
+            s.status == 503 for s in logins
         )
         checks["rate limits back within 5 s"] = limits_back_s is not None and limits_back_s <= 5
     if name == "telemetry-down":
